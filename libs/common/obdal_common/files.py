@@ -1,0 +1,64 @@
+"""Where a file's bytes and status live (NATS Object Store and KV), shared by gateway and ingest."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from obdal_common.schemas import FileState, FileStatus, decode, encode
+
+__all__ = ["FileStatusStore", "object_name"]
+
+
+def object_name(app_id: str, file_id: str) -> str:
+    """Object Store name of a file's bytes: ids only, nothing the client chose."""
+    return f"{app_id}/{file_id}"
+
+
+def _key(app_id: str, file_id: str) -> str:
+    return f"{app_id}.{file_id}"
+
+
+class FileStatusStore:
+    """File status records in NATS KV, keyed ``<app_id>.<file_id>``."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def put(self, status: FileStatus) -> None:
+        await self._kv.put(_key(status.app_id, status.file_id), encode(status))
+
+    async def get(self, app_id: str, file_id: str) -> FileStatus | None:
+        """The file's status, or ``None`` if the app has no such file."""
+        try:
+            entry = await self._kv.get(_key(app_id, file_id))
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return decode(entry.value, FileStatus)
+
+    async def update(self, app_id: str, file_id: str, state: FileState, **changes: Any) -> FileStatus | None:
+        """Move a file to ``state`` (with other field changes); ``None`` if it was deleted meanwhile."""
+        current = await self.get(app_id, file_id)
+        if current is None:
+            return None
+        updated = msgspec.structs.replace(current, status=state, updated_at=datetime.now(UTC), **changes)
+        await self.put(updated)
+        return updated
+
+    async def list(self, app_id: str) -> list[FileStatus]:
+        """Every file of an app, newest first."""
+        try:
+            keys = await self._kv.keys(filters=[f"{app_id}.*"])
+        except NoKeysError:
+            return []
+        found = [s for s in [await self.get(app_id, k.split(".", 1)[1]) for k in keys] if s]
+        return sorted(found, key=lambda s: s.created_at, reverse=True)
+
+    async def delete(self, app_id: str, file_id: str) -> None:
+        await self._kv.purge(_key(app_id, file_id))

@@ -1,0 +1,253 @@
+"""NATS helpers: connecting, declaring streams and buckets, request/reply with typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+from opentelemetry import trace
+
+from obdal_common import subjects
+from obdal_common.errors import DependencyUnavailable, ObdalError, error_for_code
+from obdal_common.schemas import ErrorReply, decode, encode
+from obdal_common.telemetry import extract_context, inject_headers
+
+__all__ = [
+    "ERROR_HEADER",
+    "close",
+    "connect",
+    "ensure_topology",
+    "key_value",
+    "request",
+    "respond",
+    "respond_error",
+    "serve_requests",
+]
+
+log = logging.getLogger(__name__)
+
+ERROR_HEADER = "Obdal-Error"
+T = TypeVar("T")
+
+_EVENTS_MAX_AGE_S = 14 * 24 * 3600
+_DEDUPE_WINDOW_S = 600
+_FIRST_CONNECT_S = 10.0
+
+
+async def connect(url: str, *, name: str) -> NATS:
+    """Connect to NATS, reconnecting forever once connected; fail clearly if unreachable."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats: %s", exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats: disconnected, reconnecting")
+
+    async def on_reconnect() -> None:
+        log.info("nats: reconnected")
+
+    try:
+        # With unlimited reconnects nats-py also retries the first connect forever:
+        # bound it, so a wrong URL fails start-up instead of hanging.
+        return await asyncio.wait_for(
+            _connect(url, name, on_error, on_disconnect, on_reconnect), _FIRST_CONNECT_S
+        )
+    except Exception as exc:  # nats raises several unrelated types when unreachable
+        reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+        raise DependencyUnavailable(f"cannot connect to NATS at {url}: {reason}") from exc
+
+
+async def _connect(
+    url: str,
+    name: str,
+    on_error: Callable[[Exception], Awaitable[None]],
+    on_disconnect: Callable[[], Awaitable[None]],
+    on_reconnect: Callable[[], Awaitable[None]],
+) -> NATS:
+    return await nats.connect(
+        servers=[u.strip() for u in url.split(",") if u.strip()],
+        name=name,
+        connect_timeout=3,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        drain_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+async def close(nc: NATS) -> None:
+    """Drain (finish in-flight messages) and close; never raises during shutdown."""
+    try:
+        await nc.drain()
+    except Exception as exc:  # NATS already gone or reconnecting: just close
+        log.debug("nats drain failed: %s", exc)
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        # The stream exists (maybe created by a racing service) with another config: bring it to ours.
+        await js.update_stream(config)
+
+
+async def key_value(js: JetStreamContext, bucket: str) -> KeyValue:
+    """Open (creating if needed) a key-value bucket; safe when services race to create it."""
+    try:
+        return await js.key_value(bucket)
+    except NotFoundError:
+        pass
+    try:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
+    except BadRequestError:
+        return await js.key_value(bucket)
+
+
+async def ensure_topology(js: JetStreamContext) -> None:
+    """Declare every stream, bucket and object store Obdal uses (idempotent)."""
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=subjects.INGEST_STREAM,
+            subjects=[subjects.INGEST_JOB],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=subjects.EVENTS_STREAM,
+            subjects=list(subjects.EVENTS_SUBJECTS),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=_EVENTS_MAX_AGE_S,
+            duplicate_window=_DEDUPE_WINDOW_S,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=subjects.DEADLETTER_STREAM,
+            subjects=list(subjects.DEADLETTER_SUBJECTS),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=_EVENTS_MAX_AGE_S,
+        ),
+    )
+    for bucket in (subjects.KV_APPS, subjects.KV_KEYS, subjects.KV_FILES):
+        await key_value(js, bucket)
+    try:
+        await js.object_store(subjects.OBJECT_STORE_FILES)
+    except NotFoundError:
+        # Passing an ObjectStoreConfig with the bucket fails in nats-py 2.16 (NOTES.md).
+        with contextlib.suppress(BadRequestError):
+            await js.create_object_store(subjects.OBJECT_STORE_FILES)
+
+
+async def respond(msg: Msg, payload: Any) -> None:
+    """Answer a request with a schema object."""
+    await msg.respond(encode(payload))
+
+
+async def respond_error(msg: Msg, error: ObdalError) -> None:
+    """Answer a request with a typed error the requester re-raises."""
+    body = ErrorReply(code=error.code, message=error.message, status=error.status)
+    if msg.reply:
+        await msg._client.publish(msg.reply, encode(body), headers={ERROR_HEADER: "1"})
+
+
+async def request(
+    nc: NATS,
+    subject: str,
+    payload: Any,
+    response_type: type[T],
+    *,
+    timeout: float,  # noqa: ASYNC109 - a NATS request timeout, not a cancellation scope
+    what: str,
+) -> T:
+    """Send a request and decode its answer, re-raising a remote :class:`ObdalError`.
+
+    ``what`` names the service in errors ("metering", "ingest", ...).
+    """
+    try:
+        reply = await nc.request(subject, encode(payload), timeout=timeout, headers=inject_headers())
+    except NoRespondersError:
+        raise DependencyUnavailable(f"no {what} service is running", code=f"{what}_unavailable") from None
+    except (TimeoutError, NatsTimeoutError):
+        raise DependencyUnavailable(
+            f"the {what} service did not answer in time", code=f"{what}_timeout"
+        ) from None
+    except nats.errors.ConnectionClosedError:
+        raise DependencyUnavailable("NATS connection is closed", code="nats_unavailable") from None
+    if reply.headers and reply.headers.get(ERROR_HEADER):
+        err = decode(reply.data, ErrorReply)
+        raise error_for_code(err.status, err.code, err.message)
+    return decode(reply.data, response_type)
+
+
+async def serve_requests(
+    nc: NATS,
+    subject: str,
+    request_type: type[T],
+    handler: Callable[[T], Awaitable[Any]],
+    *,
+    queue: str = "",
+    span_name: str,
+    concurrency: int = 64,
+) -> Any:
+    """Answer requests on ``subject`` with ``handler``'s result, concurrently and traced.
+
+    The handler's :class:`ObdalError` becomes an error reply; any other exception
+    is logged and answered as ``internal_error`` so a requester never waits for
+    a timeout. Returns the subscription.
+    """
+    limiter = asyncio.Semaphore(concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+    tr = trace.get_tracer(__name__)
+
+    async def handle(msg: Msg) -> None:
+        async with limiter:
+            with tr.start_as_current_span(span_name, context=extract_context(msg.headers)):
+                try:
+                    req = decode(msg.data, request_type)
+                except msgspec.ValidationError as exc:
+                    await respond_error(msg, ObdalError(f"bad request: {exc}", code="bad_message"))
+                    return
+                try:
+                    await respond(msg, await handler(req))
+                except ObdalError as exc:
+                    await respond_error(msg, exc)
+                except Exception:
+                    log.exception("%s failed", span_name)
+                    await respond_error(msg, ObdalError("internal error"))
+
+    async def on_message(msg: Msg) -> None:
+        task = asyncio.create_task(handle(msg))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return await nc.subscribe(subject, queue=queue, cb=on_message)

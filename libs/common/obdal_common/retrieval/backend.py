@@ -1,0 +1,66 @@
+"""The vector index interface both Qdrant backends implement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from obdal_common.retrieval.chunks import Chunk, Hit, IndexPoint, SparseVector
+
+__all__ = ["DENSE", "SPARSE", "IndexBackend", "hit_from_payload", "payload_of"]
+
+DENSE = "dense"
+SPARSE = "bm25"
+
+
+class IndexBackend(Protocol):
+    """Hybrid vector storage partitioned by app. Every read and delete is filtered by app."""
+
+    async def upsert(self, points: Sequence[IndexPoint]) -> None:
+        """Insert or overwrite points (ids are deterministic per chunk)."""
+        ...
+
+    async def hybrid_search(
+        self, app_id: str, dense: list[float], sparse: SparseVector, *, limit: int, prefetch: int
+    ) -> list[Hit]:
+        """Dense and sparse candidates of one app, fused by reciprocal rank fusion."""
+        ...
+
+    async def count(self, app_id: str, file_id: str | None = None) -> int:
+        """Points of an app (or of one of its files)."""
+        ...
+
+    async def delete_file(self, app_id: str, file_id: str) -> int:
+        """Remove every point of a file; returns how many there were."""
+        ...
+
+    async def health(self) -> str:
+        """Raise if the index cannot serve; otherwise a short description."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release resources."""
+        ...
+
+
+def payload_of(chunk: Chunk) -> dict[str, Any]:
+    return {
+        "app_id": chunk.app_id,
+        "file_id": chunk.file_id,
+        "filename": chunk.filename,
+        "position": chunk.position,
+        "text": chunk.text,
+        "heading": chunk.heading,
+    }
+
+
+def hit_from_payload(payload: dict[str, Any], score: float) -> Hit:
+    return Hit(
+        app_id=payload["app_id"],
+        file_id=payload["file_id"],
+        filename=payload["filename"],
+        position=int(payload["position"]),
+        text=payload["text"],
+        heading=payload.get("heading", ""),
+        score=float(score),
+    )

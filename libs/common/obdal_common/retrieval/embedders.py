@@ -1,0 +1,99 @@
+"""Dense embedders: an offline default and any litellm embedding model."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from obdal_common.errors import ConfigurationError, DependencyUnavailable
+
+__all__ = ["Embedder", "HashingEmbedder", "LiteLLMEmbedder", "make_embedder"]
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class Embedder(Protocol):
+    """Turns passages into dense vectors of a fixed size."""
+
+    model_id: str
+
+    async def dimension(self) -> int:
+        """Size of the vectors this model produces."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, L2-normalised."""
+        ...
+
+
+class HashingEmbedder:
+    """Offline embedder: signed feature hashing of words and character trigrams.
+
+    No model download, no GPU, microseconds per passage. It captures lexical
+    and sub-word overlap (spelling variants, inflections), which complements
+    BM25's exact stemmed terms in the hybrid fusion. A neural model is one
+    setting away (``OBDAL_EMBED_MODEL``).
+    """
+
+    def __init__(self, dim: int = 384) -> None:
+        self.dim = dim
+        self.model_id = f"obdal/hashing-{dim}"
+
+    async def dimension(self) -> int:
+        return self.dim
+
+    def _vector(self, text: str) -> np.ndarray:
+        vec = np.zeros(self.dim, dtype=np.float32)
+        for word in _WORD.findall(text.lower()):
+            features = [word]
+            padded = f"#{word}#"
+            features.extend(padded[i : i + 3] for i in range(len(padded) - 2))
+            for feature in features:
+                h = zlib.crc32(feature.encode())
+                vec[h % self.dim] += 1.0 if h & 0x80000000 else -1.0
+        vec = np.sign(vec) * np.log1p(np.abs(vec))
+        norm = float(np.linalg.norm(vec))
+        return vec / norm if norm else vec
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self._vector(text).tolist() for text in texts]
+
+
+class LiteLLMEmbedder:
+    """Any embedding model litellm knows (``openai/text-embedding-3-small``, ...)."""
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self._dim: int | None = None
+
+    async def dimension(self) -> int:
+        if self._dim is None:
+            self._dim = len((await self.embed(["dimension probe"]))[0])
+        return self._dim
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        import litellm  # heavy import, only when a hosted model is configured
+
+        try:
+            response = await litellm.aembedding(model=self.model_id, input=list(texts))
+        except Exception as exc:  # litellm maps providers' errors to many types
+            raise DependencyUnavailable(
+                f"embedding model {self.model_id} failed: {type(exc).__name__}",
+                code="embedding_unavailable",
+            ) from exc
+        vectors = [np.asarray(item["embedding"], dtype=np.float32) for item in response.data]
+        return [(v / (np.linalg.norm(v) or 1.0)).tolist() for v in vectors]
+
+
+def make_embedder(model_id: str) -> Embedder:
+    """The embedder for ``OBDAL_EMBED_MODEL``."""
+    match = re.fullmatch(r"obdal/hashing-(\d+)", model_id)
+    if match:
+        return HashingEmbedder(int(match.group(1)))
+    if model_id.startswith("obdal/"):
+        raise ConfigurationError(f"unknown built-in embedder {model_id!r} (try obdal/hashing-384)")
+    return LiteLLMEmbedder(model_id)

@@ -1,0 +1,50 @@
+"""The index as chat and ingest use it: text in, ranked passages out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from obdal_common.retrieval.backend import IndexBackend
+from obdal_common.retrieval.chunks import Chunk, Hit, IndexPoint
+from obdal_common.retrieval.embedders import Embedder
+from obdal_common.retrieval.sparse import Bm25Encoder
+
+__all__ = ["HybridIndex"]
+
+
+class HybridIndex:
+    """Dense + BM25 hybrid retrieval over an :class:`IndexBackend`, one app at a time."""
+
+    def __init__(
+        self, backend: IndexBackend, embedder: Embedder, *, batch_size: int = 64, prefetch: int = 50
+    ) -> None:
+        self.backend = backend
+        self.embedder = embedder
+        self._sparse = Bm25Encoder()
+        self._batch_size = batch_size
+        self._prefetch = prefetch
+
+    async def add(self, chunks: Sequence[Chunk]) -> int:
+        """Embed and index chunks in batches; returns how many were indexed."""
+        for start in range(0, len(chunks), self._batch_size):
+            batch = chunks[start : start + self._batch_size]
+            texts = [c.indexed_text for c in batch]
+            dense = await self.embedder.embed(texts)
+            sparse = self._sparse.documents(texts)
+            await self.backend.upsert(
+                [IndexPoint(chunk=c, dense=d, sparse=s) for c, d, s in zip(batch, dense, sparse, strict=True)]
+            )
+        return len(chunks)
+
+    async def search(self, app_id: str, query: str, *, limit: int = 5) -> list[Hit]:
+        """The app's passages best matching ``query`` (never another app's)."""
+        if not query.strip():
+            return []
+        (dense,) = await self.embedder.embed([query])
+        return await self.backend.hybrid_search(
+            app_id, dense, self._sparse.query(query), limit=limit, prefetch=self._prefetch
+        )
+
+    async def delete_file(self, app_id: str, file_id: str) -> int:
+        """Remove every passage of one file of one app."""
+        return await self.backend.delete_file(app_id, file_id)

@@ -1,0 +1,131 @@
+"""Production backend: a Qdrant server (or cluster) through ``qdrant-client``.
+
+``OBDAL_QDRANT_URL=:memory:`` runs the same client code in qdrant-client's local
+mode, which is how the tests exercise this path without a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from obdal_common.errors import DependencyUnavailable
+from obdal_common.retrieval.backend import DENSE, SPARSE, hit_from_payload, payload_of
+from obdal_common.retrieval.chunks import Hit, IndexPoint, SparseVector, point_id
+
+__all__ = ["QdrantServerBackend"]
+
+
+def _app_filter(app_id: str, file_id: str | None = None) -> models.Filter:
+    must: list[models.Condition] = [
+        models.FieldCondition(key="app_id", match=models.MatchValue(value=app_id))
+    ]
+    if file_id is not None:
+        must.append(models.FieldCondition(key="file_id", match=models.MatchValue(value=file_id)))
+    return models.Filter(must=must)
+
+
+class QdrantServerBackend:
+    """One collection per embedding model, partitioned by an ``app_id`` tenant index."""
+
+    def __init__(self, client: AsyncQdrantClient, collection: str) -> None:
+        self._client = client
+        self._collection = collection
+
+    @classmethod
+    async def open(
+        cls, url: str, *, collection: str, dim: int, api_key: str | None = None
+    ) -> QdrantServerBackend:
+        """Connect and create the collection and its payload indexes if missing."""
+        if url == ":memory:":
+            client = AsyncQdrantClient(location=":memory:")
+        elif url.startswith("path:"):
+            client = AsyncQdrantClient(path=url.removeprefix("path:"))
+        else:
+            client = AsyncQdrantClient(url=url, api_key=api_key)
+        try:
+            if not await client.collection_exists(collection):
+                await client.create_collection(
+                    collection,
+                    vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
+                    sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                )
+                await client.create_payload_index(
+                    collection,
+                    "app_id",
+                    field_schema=models.KeywordIndexParams(
+                        type=models.KeywordIndexType.KEYWORD, is_tenant=True
+                    ),
+                )
+                await client.create_payload_index(
+                    collection, "file_id", field_schema=models.PayloadSchemaType.KEYWORD
+                )
+        except (ResponseHandlingException, UnexpectedResponse) as exc:
+            raise DependencyUnavailable(f"Qdrant at {url}: {exc}", code="index_unavailable") from exc
+        return cls(client, collection)
+
+    async def upsert(self, points: Sequence[IndexPoint]) -> None:
+        await self._client.upsert(
+            self._collection,
+            points=[
+                models.PointStruct(
+                    id=point_id(p.chunk.app_id, p.chunk.file_id, p.chunk.position),
+                    vector={
+                        DENSE: p.dense,
+                        SPARSE: models.SparseVector(indices=p.sparse[0], values=p.sparse[1]),
+                    },
+                    payload=payload_of(p.chunk),
+                )
+                for p in points
+            ],
+            wait=True,
+        )
+
+    async def hybrid_search(
+        self, app_id: str, dense: list[float], sparse: SparseVector, *, limit: int, prefetch: int
+    ) -> list[Hit]:
+        flt = _app_filter(app_id)
+        result = await self._client.query_points(
+            self._collection,
+            prefetch=[
+                models.Prefetch(query=dense, using=DENSE, limit=prefetch, filter=flt),
+                models.Prefetch(
+                    query=models.SparseVector(indices=sparse[0], values=sparse[1]),
+                    using=SPARSE,
+                    limit=prefetch,
+                    filter=flt,
+                ),
+            ],
+            query=models.FusionQuery(fusion=models.Fusion.RRF),
+            query_filter=flt,
+            limit=limit,
+            with_payload=True,
+        )
+        return [hit_from_payload(p.payload or {}, p.score) for p in result.points]
+
+    async def count(self, app_id: str, file_id: str | None = None) -> int:
+        result = await self._client.count(
+            self._collection, count_filter=_app_filter(app_id, file_id), exact=True
+        )
+        return result.count
+
+    async def delete_file(self, app_id: str, file_id: str) -> int:
+        found = await self.count(app_id, file_id)
+        await self._client.delete(
+            self._collection,
+            points_selector=models.FilterSelector(filter=_app_filter(app_id, file_id)),
+            wait=True,
+        )
+        return found
+
+    async def health(self) -> str:
+        try:
+            info = await self._client.get_collection(self._collection)
+        except (ResponseHandlingException, UnexpectedResponse) as exc:
+            raise DependencyUnavailable(f"Qdrant: {exc}", code="index_unavailable") from exc
+        return f"qdrant collection {self._collection}, {info.points_count} points"
+
+    async def close(self) -> None:
+        await self._client.close()

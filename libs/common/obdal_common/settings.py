@@ -1,0 +1,69 @@
+"""Settings shared by every service, read from ``OBDAL_*`` environment variables.
+
+Each service subclasses :class:`ObdalSettings` with its own options and loads it
+once at start-up through :func:`load_settings`, which turns a validation failure
+into a :class:`~obdal_common.errors.ConfigurationError` naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from obdal_common.errors import ConfigurationError
+
+__all__ = ["ObdalSettings", "load_settings"]
+
+S = TypeVar("S", bound="ObdalSettings")
+
+
+class ObdalSettings(BaseSettings):
+    """Connection and retrieval settings every service needs."""
+
+    model_config = SettingsConfigDict(env_prefix="OBDAL_", extra="ignore", frozen=True)
+
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server(s), comma separated")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    mongo_url: str = "mongodb://127.0.0.1:27017"
+    mongo_db: str = "obdal"
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server URL; unset means the embedded Qdrant Edge index"
+    )
+    qdrant_api_key: str | None = None
+    data_dir: Path = Path(".obdal")
+
+    embed_model: str = Field(
+        "obdal/hashing-384",
+        description="Offline 'obdal/hashing-384', or any litellm embedding model id",
+    )
+    embed_batch_size: int = Field(64, ge=1, le=2048)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+    otel_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint, e.g. http://jaeger:4318")
+
+    @property
+    def index_dir(self) -> Path:
+        """Where the embedded index keeps its shards."""
+        return self.data_dir / "index"
+
+
+def _describe(error: ValidationError, cls: type[BaseSettings]) -> str:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        lines.append(f"  {prefix}{field.upper()}: {item['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Build ``cls`` from the environment (and ``overrides``), or fail clearly."""
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, cls)) from None

@@ -1,0 +1,75 @@
+"""Every NATS subject, stream, consumer and bucket name, in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "AUDIT_EVENT",
+    "CHAT_QUEUE",
+    "CHAT_REQUEST",
+    "DEADLETTER_STREAM",
+    "DEADLETTER_SUBJECTS",
+    "EVENTS_STREAM",
+    "EVENTS_SUBJECTS",
+    "INGEST_CONSUMER",
+    "INGEST_DELETE",
+    "INGEST_JOB",
+    "INGEST_STREAM",
+    "KV_APPS",
+    "KV_FILES",
+    "KV_KEYS",
+    "METERING_CONSUMER",
+    "METERING_USAGE",
+    "OBJECT_STORE_FILES",
+    "TURN_EVENT",
+    "USAGE_EVENT",
+    "chat_cancel_subject",
+    "deadletter_subject",
+    "status_subject",
+]
+
+# Chat: the gateway sends a request; one worker of the queue group answers with
+# a stream of replies on the request's reply subject.
+CHAT_REQUEST: Final = "obdal.chat.request"
+CHAT_QUEUE: Final = "chat"
+
+# Ingest: jobs on a work-queue stream (each job delivered to one worker).
+INGEST_STREAM: Final = "OBDAL_INGEST"
+INGEST_JOB: Final = "obdal.ingest.job"
+INGEST_CONSUMER: Final = "ingest"
+# Deleting a file's vectors is a request/reply: the caller waits until it is done.
+INGEST_DELETE: Final = "obdal.ingest.delete"
+
+# Events into metering: one stream, three subjects, deduplicated by Nats-Msg-Id.
+EVENTS_STREAM: Final = "OBDAL_EVENTS"
+USAGE_EVENT: Final = "obdal.events.usage"
+TURN_EVENT: Final = "obdal.events.turn"
+AUDIT_EVENT: Final = "obdal.events.audit"
+EVENTS_SUBJECTS: Final = ("obdal.events.>",)
+METERING_CONSUMER: Final = "metering"
+# Events that can never be stored, with the reason in a header.
+DEADLETTER_STREAM: Final = "OBDAL_DEADLETTER"
+DEADLETTER_SUBJECTS: Final = ("obdal.deadletter.>",)
+METERING_USAGE: Final = "obdal.metering.usage"
+
+# Key-value buckets and the object store.
+KV_APPS: Final = "obdal_apps"
+KV_KEYS: Final = "obdal_keys"
+KV_FILES: Final = "obdal_files"
+OBJECT_STORE_FILES: Final = "obdal_file_bytes"
+
+
+def status_subject(service: str) -> str:
+    """The request/reply subject on which ``service`` reports its health."""
+    return f"obdal.status.{service}"
+
+
+def chat_cancel_subject(request_id: str) -> str:
+    """Published by the gateway when the client of ``request_id`` went away."""
+    return f"obdal.chat.cancel.{request_id}"
+
+
+def deadletter_subject(service: str) -> str:
+    """Where ``service`` puts messages it can never process."""
+    return f"obdal.deadletter.{service}"

@@ -1,0 +1,84 @@
+"""``obdal-chat``: the chat worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+from redis.asyncio import Redis
+
+from obdal_chat.generation import Generator
+from obdal_chat.handlers import ChatHandlers
+from obdal_chat.history import SessionHistory
+from obdal_chat.pipeline import AnswerPipeline
+from obdal_chat.settings import ChatSettings
+from obdal_common import subjects
+from obdal_common.messaging import close as close_nats
+from obdal_common.messaging import connect, ensure_topology, serve_requests
+from obdal_common.retrieval import open_index
+from obdal_common.runner import run_service
+from obdal_common.schemas import DependencyStatus, ServiceStatus
+
+__all__ = ["main", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
+    """Run the chat worker until ``stop`` is set."""
+    nc = await connect(settings.nats_url, name="obdal-chat")
+    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        js = nc.jetstream()
+        await ensure_topology(js)
+        index = await open_index(settings)
+        generator = Generator(settings)
+        pipeline = AnswerPipeline(
+            settings,
+            index=index,
+            history=SessionHistory(
+                redis, max_messages=settings.chat_history_messages, ttl_s=settings.chat_session_ttl_s
+            ),
+            generator=generator,
+            js=js,
+        )
+        handlers = ChatHandlers(
+            nc,
+            pipeline,
+            worker_id=f"{socket.gethostname()}-{os.getpid()}",
+            heartbeat_s=settings.chat_heartbeat_s,
+            concurrency=settings.chat_concurrency,
+        )
+
+        async def status(_: object) -> ServiceStatus:
+            deps = {"nats": DependencyStatus(ok=nc.is_connected)}
+            try:
+                deps["index"] = DependencyStatus(ok=True, detail=await index.backend.health())
+            except Exception as exc:
+                deps["index"] = DependencyStatus(ok=False, detail=str(exc))
+            try:
+                await redis.ping()
+                deps["redis"] = DependencyStatus(ok=True)
+            except Exception as exc:
+                deps["redis"] = DependencyStatus(ok=False, detail=str(exc))
+            deps["model"] = DependencyStatus(ok=True, detail=generator.model)
+            return ServiceStatus(service="chat", ok=all(d.ok for d in deps.values()), dependencies=deps)
+
+        status_sub = await serve_requests(
+            nc, subjects.status_subject("chat"), dict, status, span_name="chat.status"
+        )
+        await handlers.start()
+        log.info("chat worker ready (model %s, index %s)", generator.model, settings.qdrant_url or "embedded")
+        await stop.wait()
+        await status_sub.unsubscribe()
+        await handlers.stop()
+    finally:
+        await redis.aclose()
+        await close_nats(nc)
+
+
+def main() -> None:
+    """Console entry point."""
+    run_service("chat", ChatSettings, serve)

@@ -1,0 +1,159 @@
+"""One answer: retrieve, assemble the prompt, generate, meter."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from nats.js import JetStreamContext
+from opentelemetry import trace
+
+from obdal_chat.generation import Completion, Generator
+from obdal_chat.history import SessionHistory
+from obdal_chat.prompts import build_messages
+from obdal_chat.settings import ChatSettings
+from obdal_common import subjects
+from obdal_common.errors import ObdalError
+from obdal_common.ids import new_id
+from obdal_common.retrieval import Hit, HybridIndex
+from obdal_common.schemas import (
+    ChatDelta,
+    ChatEnd,
+    ChatError,
+    ChatReply,
+    ChatRequest,
+    ChatSources,
+    Source,
+    TurnEvent,
+    Usage,
+    UsageEvent,
+    encode,
+)
+from obdal_common.telemetry import inject_headers
+
+__all__ = ["AnswerPipeline"]
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+_SNIPPET_CHARS = 240
+
+
+def _source(hit: Hit) -> Source:
+    snippet = hit.text if len(hit.text) <= _SNIPPET_CHARS else hit.text[:_SNIPPET_CHARS].rstrip() + "…"
+    return Source(file_id=hit.file_id, filename=hit.filename, snippet=snippet, score=round(hit.score, 4))
+
+
+class AnswerPipeline:
+    """Turns a :class:`ChatRequest` into a stream of :data:`ChatReply` messages."""
+
+    def __init__(
+        self,
+        settings: ChatSettings,
+        *,
+        index: HybridIndex,
+        history: SessionHistory,
+        generator: Generator,
+        js: JetStreamContext,
+    ) -> None:
+        self._settings = settings
+        self._index = index
+        self._history = history
+        self._generator = generator
+        self._js = js
+
+    async def answer(self, req: ChatRequest) -> AsyncIterator[ChatReply]:
+        """Yield deltas, then sources, then the end (or an error). Always meters what was generated."""
+        span = trace.get_current_span()
+        span.set_attribute("obdal.app_id", req.app_id)
+        span.set_attribute("obdal.session_id", req.session_id)
+        message_id = new_id("msg")
+        history = await self._history.load(req.app_id, req.session_id)
+        # Retrieval sees the conversation, so a follow-up finds its topic's passages.
+        previous = [m["content"] for m in history if m["role"] == "user"][-1:]
+        with tracer.start_as_current_span("chat.retrieve") as rspan:
+            hits = await self._index.search(
+                req.app_id, "\n".join([*previous, req.message]), limit=self._settings.chat_top_k
+            )
+            rspan.set_attribute("obdal.hits", len(hits))
+        messages = build_messages(
+            system_prompt=self._settings.chat_system_prompt,
+            hits=hits,
+            history=history,
+            question=req.message,
+        )
+        completion = Completion()
+        finished = False
+        try:
+            with tracer.start_as_current_span("chat.generate") as gspan:
+                gspan.set_attribute("gen_ai.request.model", self._generator.model)
+                async for delta in self._generator.stream(messages, completion):
+                    yield ChatDelta(content=delta)
+                gspan.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)
+                gspan.set_attribute("gen_ai.usage.output_tokens", completion.completion_tokens)
+            finished = True
+        except ObdalError as exc:
+            yield ChatError(code=exc.code, message=exc.message, status=exc.status)
+        finally:
+            usage = Usage(
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                total_tokens=completion.prompt_tokens + completion.completion_tokens,
+                cost=self._generator.cost(completion),
+            )
+            sources = [_source(hit) for hit in hits]
+            # Shielded: a cancelled answer (client gone) is still metered and kept.
+            await asyncio.shield(self._record(req, message_id, completion.text, sources, usage, finished))
+        if finished:
+            yield ChatSources(sources=sources)
+            yield ChatEnd(
+                session_id=req.session_id, message_id=message_id, model=self._generator.model, usage=usage
+            )
+
+    async def _record(
+        self,
+        req: ChatRequest,
+        message_id: str,
+        answer: str,
+        sources: list[Source],
+        usage: Usage,
+        finished: bool,
+    ) -> None:
+        now = datetime.now(UTC)
+        usage_event = UsageEvent(
+            event_id=new_id("evt"),
+            app_id=req.app_id,
+            key_id=req.key_id,
+            session_id=req.session_id,
+            message_id=message_id,
+            model=self._generator.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            cost=usage.cost,
+            occurred_at=now,
+        )
+        turn_event = TurnEvent(
+            event_id=new_id("evt"),
+            app_id=req.app_id,
+            key_id=req.key_id,
+            session_id=req.session_id,
+            message_id=message_id,
+            user_message=req.message,
+            answer=answer,
+            sources=sources,
+            usage=usage,
+            occurred_at=now,
+            user=req.user,
+        )
+        try:
+            for subject, event in ((subjects.USAGE_EVENT, usage_event), (subjects.TURN_EVENT, turn_event)):
+                await self._js.publish(
+                    subject, encode(event), headers=inject_headers({"Nats-Msg-Id": event.event_id})
+                )
+        except Exception:  # NATS errors must not lose the answer already streamed
+            log.exception("could not publish usage for %s", message_id)
+        if finished:
+            await self._history.append(req.app_id, req.session_id, req.message, answer)

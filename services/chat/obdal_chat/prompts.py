@@ -1,0 +1,53 @@
+"""Prompt assembly: system prompt, quoted sources, session history, the question."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from obdal_common.retrieval import Hit
+
+__all__ = ["ParsedSource", "build_messages", "parse_sources"]
+
+_SOURCE = re.compile(r'<source id="(\d+)" file="([^"]*)">\n(.*?)\n</source>', re.DOTALL)
+
+
+def _quote(text: str) -> str:
+    # A document must not be able to close its own source block.
+    return text.replace("</source", "&lt;/source").replace('"', "'")
+
+
+def build_messages(
+    *, system_prompt: str, hits: Sequence[Hit], history: Sequence[dict[str, str]], question: str
+) -> list[dict[str, str]]:
+    """The chat messages for one turn. Sources go in a system message as quoted data."""
+    blocks = [
+        f'<source id="{n}" file="{_quote(hit.filename)}">\n{_quote(hit.text)}\n</source>'
+        for n, hit in enumerate(hits, start=1)
+    ]
+    context = "Sources:\n" + ("\n".join(blocks) if blocks else "(no matching documents)")
+    return [
+        {"role": "system", "content": system_prompt},
+        {"role": "system", "content": context},
+        *history,
+        {"role": "user", "content": question},
+    ]
+
+
+class ParsedSource:
+    __slots__ = ("filename", "number", "text")
+
+    def __init__(self, number: int, filename: str, text: str) -> None:
+        self.number = number
+        self.filename = filename
+        self.text = text
+
+
+def parse_sources(messages: Sequence[dict[str, str]]) -> list[ParsedSource]:
+    """Recover the quoted sources from messages built by :func:`build_messages`."""
+    found: list[ParsedSource] = []
+    for message in messages:
+        if message.get("role") == "system" and str(message.get("content", "")).startswith("Sources:"):
+            for number, filename, text in _SOURCE.findall(str(message["content"])):
+                found.append(ParsedSource(int(number), filename, text))
+    return found

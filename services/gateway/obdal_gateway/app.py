@@ -1,0 +1,58 @@
+"""The Litestar application: routes, error mapping, OpenAPI, lifespan wiring."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+
+from obdal_gateway.error_responses import EXCEPTION_HANDLERS
+from obdal_gateway.routes.admin import admin_router
+from obdal_gateway.routes.chat import chat
+from obdal_gateway.routes.files import delete_file, get_file, list_files, upload_file
+from obdal_gateway.routes.status import live, status
+from obdal_gateway.routes.usage import usage
+from obdal_gateway.state import Gateway
+
+__all__ = ["create_app"]
+
+# Multipart overhead on top of the largest accepted file.
+_BODY_SLACK = 64 * 1024
+
+
+def _gateway(state: State) -> Gateway:
+    gateway: Gateway = state.gateway
+    return gateway
+
+
+def create_app(gateway: Gateway) -> Litestar:
+    """Build the app around connected dependencies (owned and closed by the caller)."""
+
+    return Litestar(
+        route_handlers=[
+            chat,
+            upload_file,
+            list_files,
+            get_file,
+            delete_file,
+            usage,
+            status,
+            live,
+            admin_router,
+        ],
+        dependencies={"gw": Provide(_gateway, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        state=State({"gateway": gateway}),
+        request_max_body_size=gateway.settings.max_upload_bytes + _BODY_SLACK,
+        openapi_config=OpenAPIConfig(
+            title="Obdal API",
+            version="0.1.0",
+            description="Chat with your documents: grounded, streamed answers with metered usage.",
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        logging_config=None,  # logging is configured once per process (obdal_common.logs)
+        debug=False,
+    )

@@ -1,0 +1,71 @@
+"""Every error leaves the gateway as ``{"error": {"code", "message"}}`` with its status."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from obdal_common.errors import ObdalError, RateLimited
+
+__all__ = ["EXCEPTION_HANDLERS", "error_body"]
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _obdal(_: Request[Any, Any, Any], exc: ObdalError) -> Response[dict[str, Any]]:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    if exc.status >= 500:
+        log.warning("%s: %s", exc.code, exc.message)
+    return Response(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
+
+
+def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    details = exc.extra if isinstance(exc.extra, list) else []
+    parts = []
+    for item in details:
+        if isinstance(item, dict):
+            where = item.get("key") or item.get("source") or ""
+            parts.append(f"{where}: {item.get('message', '')}".strip(": "))
+    message = "; ".join(parts) or exc.detail or "invalid request"
+    return Response(error_body("invalid_request", message), status_code=400)
+
+
+def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    if status >= 500:
+        log.error("http error %s: %s", status, exc.detail)
+    return Response(
+        error_body(_CODES.get(status, "error"), str(exc.detail)), status_code=status, headers=exc.headers
+    )
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error", exc_info=exc)
+    return Response(error_body("internal_error", "internal error"), status_code=500)
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    ObdalError: _obdal,
+    ValidationException: _validation,
+    HTTPException: _http,
+    Exception: _unexpected,
+}

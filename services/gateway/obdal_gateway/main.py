@@ -1,0 +1,104 @@
+"""``obdal-gateway``: the HTTP gateway process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from redis.asyncio import Redis
+
+from obdal_common import subjects
+from obdal_common.errors import ConfigurationError
+from obdal_common.files import FileStatusStore
+from obdal_common.messaging import close as close_nats
+from obdal_common.messaging import connect, ensure_topology, key_value
+from obdal_common.runner import run_service
+from obdal_gateway.app import create_app
+from obdal_gateway.apps import AppRegistry
+from obdal_gateway.audit import AuditLog
+from obdal_gateway.keys import KeyRegistry
+from obdal_gateway.operator_token import resolve_admin_token
+from obdal_gateway.relay import ChatRelay
+from obdal_gateway.settings import GatewaySettings
+from obdal_gateway.state import Gateway
+
+__all__ = ["main", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn without its own signal handling: the caller decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
+    """Run the gateway until ``stop`` is set."""
+    token, generated = resolve_admin_token(
+        settings.admin_token.get_secret_value() if settings.admin_token else None, settings.data_dir
+    )
+    if generated:
+        log.warning("generated an admin token, kept in %s", settings.data_dir / "admin_token")
+    nc = await connect(settings.nats_url, name="obdal-gateway")
+    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    keys: KeyRegistry | None = None
+    try:
+        js = nc.jetstream()
+        await ensure_topology(js)
+        keys = KeyRegistry(await key_value(js, subjects.KV_KEYS))
+        await keys.start()
+        gateway = Gateway(
+            settings=settings,
+            admin_token=token,
+            nc=nc,
+            js=js,
+            redis=redis,
+            keys=keys,
+            apps=AppRegistry(await key_value(js, subjects.KV_APPS)),
+            files=FileStatusStore(await key_value(js, subjects.KV_FILES)),
+            objects=await js.object_store(subjects.OBJECT_STORE_FILES),
+            relay=ChatRelay(
+                nc, accept_timeout=settings.chat_accept_timeout_s, idle_timeout=settings.chat_idle_timeout_s
+            ),
+            audit=AuditLog(js),
+        )
+        server = _Server(
+            uvicorn.Config(
+                create_app(gateway),
+                host=settings.gateway_host,
+                port=settings.gateway_port,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
+        try:
+            # Bind here so a busy port is a clear start-up error, not uvicorn's exit().
+            sock = socket.create_server((settings.gateway_host, settings.gateway_port), reuse_port=False)
+        except OSError as exc:
+            where = f"{settings.gateway_host}:{settings.gateway_port}"
+            raise ConfigurationError(f"the gateway cannot listen on {where}: {exc.strerror}") from None
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        log.info("gateway listening on http://%s:%d", settings.gateway_host, settings.gateway_port)
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        stopping.cancel()
+        await task
+    finally:
+        if keys is not None:
+            await keys.stop()
+        await redis.aclose()
+        await close_nats(nc)
+
+
+def main() -> None:
+    """Console entry point."""
+    run_service("gateway", GatewaySettings, serve)

@@ -1,0 +1,110 @@
+"""The chat relay: a request to the chat queue group, and its reply stream back.
+
+The worker first answers ``accepted``, then deltas, sources and end (or an
+error), with pings while the model is slow. The relay turns silence and
+missing workers into typed errors so a client never hangs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from obdal_common import subjects
+from obdal_common.errors import DependencyUnavailable, error_for_code
+from obdal_common.schemas import (
+    ChatAccepted,
+    ChatEnd,
+    ChatError,
+    ChatReply,
+    ChatRequest,
+    decode_chat_reply,
+    encode,
+)
+from obdal_common.telemetry import inject_headers
+
+__all__ = ["ChatRelay", "ChatStream"]
+
+_NO_RESPONDERS = "503"
+
+
+class ChatStream:
+    """The replies of one accepted chat request. Iterate it; close it when done."""
+
+    def __init__(self, nc: NATS, sub: Any, request_id: str, *, idle_timeout: float) -> None:
+        self._nc = nc
+        self._sub = sub
+        self._request_id = request_id
+        self._idle_timeout = idle_timeout
+        self._finished = False
+
+    async def __aiter__(self) -> AsyncIterator[ChatReply]:
+        """Every reply after ``accepted``, pings included, ending with end or error."""
+        while True:
+            try:
+                msg = await self._sub.next_msg(timeout=self._idle_timeout)
+            except (TimeoutError, NatsTimeoutError):
+                self._finished = True
+                yield ChatError(
+                    code="worker_timeout",
+                    message="the chat worker stopped responding",
+                    status=504,
+                )
+                return
+            try:
+                reply = decode_chat_reply(msg.data)
+            except msgspec.ValidationError:
+                continue
+            yield reply
+            if isinstance(reply, ChatEnd | ChatError):
+                self._finished = True
+                return
+
+    async def close(self, *, cancel_worker: bool = True) -> None:
+        """Release the reply subscription; tell the worker to stop if the answer is unfinished."""
+        if cancel_worker and not self._finished:
+            with contextlib.suppress(Exception):
+                await self._nc.publish(subjects.chat_cancel_subject(self._request_id), b"")
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+
+class ChatRelay:
+    def __init__(self, nc: NATS, *, accept_timeout: float, idle_timeout: float) -> None:
+        self._nc = nc
+        self._accept_timeout = accept_timeout
+        self._idle_timeout = idle_timeout
+
+    async def open(self, request: ChatRequest) -> ChatStream:
+        """Hand ``request`` to a chat worker. Raises 503 if none takes it in time."""
+        if not self._nc.is_connected:
+            raise DependencyUnavailable("the message bus is unavailable", code="nats_unavailable")
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox)
+        stream = ChatStream(self._nc, sub, request.request_id, idle_timeout=self._idle_timeout)
+        try:
+            await self._nc.publish(
+                subjects.CHAT_REQUEST, encode(request), reply=inbox, headers=inject_headers()
+            )
+            try:
+                first = await sub.next_msg(timeout=self._accept_timeout)
+            except (TimeoutError, NatsTimeoutError):
+                raise DependencyUnavailable(
+                    "no chat worker took the request in time", code="no_worker_available"
+                ) from None
+            if first.headers and first.headers.get("Status") == _NO_RESPONDERS:
+                raise DependencyUnavailable("no chat worker is running", code="no_worker_available")
+            reply = decode_chat_reply(first.data)
+            if isinstance(reply, ChatError):
+                raise error_for_code(reply.status, reply.code, reply.message)
+            if not isinstance(reply, ChatAccepted):
+                raise DependencyUnavailable("unexpected reply from chat worker", code="bad_worker_reply")
+        except BaseException:
+            await stream.close(cancel_worker=False)
+            raise
+        return stream

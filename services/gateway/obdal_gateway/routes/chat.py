@@ -1,0 +1,127 @@
+"""``POST /v1/chat``: grounded answers, as JSON or as a server-sent event stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from obdal_common.errors import BadRequest, PayloadTooLarge, error_for_code
+from obdal_common.ids import new_id
+from obdal_common.schemas import (
+    ChatDelta,
+    ChatEnd,
+    ChatError,
+    ChatRequest,
+    ChatSources,
+    Source,
+    encode,
+)
+from obdal_gateway.auth import authenticate
+from obdal_gateway.relay import ChatStream
+from obdal_gateway.state import Gateway
+
+__all__ = ["ChatBody", "chat"]
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class ChatBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A chat turn. A missing ``session_id`` starts a new session."""
+
+    message: str
+    session_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = None
+    stream: bool = False
+    user: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    api_key: str | None = None
+
+
+def _json(data: Any) -> str:
+    return encode(data).decode()
+
+
+def _end_payload(end: ChatEnd) -> dict[str, Any]:
+    return {
+        "session_id": end.session_id,
+        "message_id": end.message_id,
+        "usage": msgspec.to_builtins(end.usage),
+    }
+
+
+async def _events(stream: ChatStream, *, ping_s: float) -> AsyncGenerator[ServerSentEventMessage, None]:
+    last_sent = time.monotonic()
+    try:
+        async for reply in stream:
+            if isinstance(reply, ChatDelta):
+                yield ServerSentEventMessage(event="message", data=_json({"content": reply.content}))
+            elif isinstance(reply, ChatSources):
+                yield ServerSentEventMessage(event="sources", data=_json({"sources": reply.sources}))
+            elif isinstance(reply, ChatEnd):
+                yield ServerSentEventMessage(event="end", data=_json(_end_payload(reply)))
+            elif isinstance(reply, ChatError):
+                yield ServerSentEventMessage(
+                    event="error", data=_json({"code": reply.code, "message": reply.message})
+                )
+            elif time.monotonic() - last_sent >= ping_s:  # a worker ping while nothing flows
+                yield ServerSentEventMessage(comment="ping", data=None)
+            else:
+                continue
+            last_sent = time.monotonic()
+    finally:
+        # Also runs when the client disconnects: the worker is told to stop.
+        await stream.close()
+
+
+async def _collect(stream: ChatStream) -> dict[str, Any]:
+    parts: list[str] = []
+    sources: list[Source] = []
+    try:
+        async for reply in stream:
+            if isinstance(reply, ChatDelta):
+                parts.append(reply.content)
+            elif isinstance(reply, ChatSources):
+                sources = reply.sources
+            elif isinstance(reply, ChatEnd):
+                return {
+                    "content": "".join(parts),
+                    "sources": msgspec.to_builtins(sources),
+                    **_end_payload(reply),
+                }
+            elif isinstance(reply, ChatError):
+                raise error_for_code(reply.status, reply.code, reply.message)
+    finally:
+        await stream.close()
+    raise error_for_code(502, "incomplete_answer", "the answer ended unexpectedly")
+
+
+@post("/v1/chat", status_code=200, summary="Ask a question about the app's documents")
+async def chat(
+    request: Request[Any, Any, Any], data: ChatBody, gw: Gateway
+) -> Response[dict[str, Any]] | ServerSentEvent:
+    """Answer from the app's documents. ``stream: true`` answers with SSE:
+    ``message`` events (text deltas), ``sources``, then ``end`` (session, message id, usage);
+    a failure after the stream started is an ``error`` event."""
+    principal = await authenticate(request, gw.keys, scope="chat", body_key=data.api_key)
+    if len(data.message) > gw.settings.max_message_chars:
+        raise PayloadTooLarge(
+            f"message is longer than {gw.settings.max_message_chars} characters", code="message_too_long"
+        )
+    if not data.message.strip():
+        raise BadRequest("message must not be empty", code="empty_message")
+    chat_request = ChatRequest(
+        request_id=new_id("req"),
+        app_id=principal.app_id,
+        key_id=principal.key_id,
+        session_id=data.session_id or new_id("sess"),
+        message=data.message,
+        stream=data.stream,
+        user=data.user,
+    )
+    stream = await gw.relay.open(chat_request)
+    if data.stream:
+        return ServerSentEvent(_events(stream, ping_s=gw.settings.sse_ping_s), headers=SSE_HEADERS)
+    return Response(await _collect(stream))

@@ -1,0 +1,64 @@
+"""``GET /v1/status``: liveness and readiness of every dependency."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from litestar import Response, get
+
+from obdal_common import subjects
+from obdal_common.errors import ObdalError
+from obdal_common.messaging import request as nats_request
+from obdal_common.schemas import ServiceStatus
+from obdal_gateway.state import Gateway
+
+__all__ = ["live", "status"]
+
+_SERVICES = ("chat", "ingest", "metering")
+_TIMEOUT_S = 1.5
+
+
+async def _service(gw: Gateway, name: str) -> dict[str, Any]:
+    try:
+        report = await nats_request(
+            gw.nc, subjects.status_subject(name), {}, ServiceStatus, timeout=_TIMEOUT_S, what=name
+        )
+    except ObdalError as exc:
+        return {"ok": False, "detail": exc.message}
+    body: dict[str, Any] = msgspec.to_builtins(report)
+    body.pop("service", None)
+    return body
+
+
+async def _redis(gw: Gateway) -> dict[str, Any]:
+    try:
+        await asyncio.wait_for(gw.redis.ping(), _TIMEOUT_S)
+    except Exception as exc:
+        return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    return {"ok": True}
+
+
+@get("/v1/status", summary="Readiness of the gateway, the workers and their dependencies")
+async def status(gw: Gateway) -> Response[dict[str, Any]]:
+    """200 when everything can serve, 503 (same body) otherwise."""
+    redis, *services = await asyncio.gather(_redis(gw), *(_service(gw, s) for s in _SERVICES))
+    by_name = dict(zip(_SERVICES, services, strict=True))
+    deps: dict[str, dict[str, Any]] = {
+        "nats": {"ok": gw.nc.is_connected},
+        "redis": redis,
+    }
+    # MongoDB is reached only by metering, the index by chat and ingest: report what they see.
+    metering_deps = by_name["metering"].get("dependencies", {})
+    deps["mongo"] = metering_deps.get("mongo", {"ok": False, "detail": "metering is not answering"})
+    chat_deps = by_name["chat"].get("dependencies", {})
+    deps["index"] = chat_deps.get("index", {"ok": False, "detail": "chat is not answering"})
+    ready = all(d.get("ok") for d in deps.values()) and all(s.get("ok") for s in services)
+    body = {"status": "ok" if ready else "degraded", "dependencies": deps, "services": by_name}
+    return Response(body, status_code=200 if ready else 503)
+
+
+@get("/v1/status/live", summary="Liveness: the gateway process answers")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}

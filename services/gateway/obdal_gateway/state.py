@@ -1,0 +1,34 @@
+"""What the gateway's handlers share: connections, registries and settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.object_store import ObjectStore
+from redis.asyncio import Redis
+
+from obdal_common.files import FileStatusStore
+from obdal_gateway.apps import AppRegistry
+from obdal_gateway.audit import AuditLog
+from obdal_gateway.keys import KeyRegistry
+from obdal_gateway.relay import ChatRelay
+from obdal_gateway.settings import GatewaySettings
+
+__all__ = ["Gateway"]
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    settings: GatewaySettings
+    admin_token: str
+    nc: NATS
+    js: JetStreamContext
+    redis: Redis
+    keys: KeyRegistry
+    apps: AppRegistry
+    files: FileStatusStore
+    objects: ObjectStore
+    relay: ChatRelay
+    audit: AuditLog

@@ -1,0 +1,129 @@
+"""NATS handlers of the ingest worker: the durable job consumer and file deletion."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+from opentelemetry import trace
+
+from obdal_common import subjects
+from obdal_common.errors import ObdalError
+from obdal_common.messaging import serve_requests
+from obdal_common.retrieval import HybridIndex
+from obdal_common.schemas import IngestDelete, IngestDeleted, IngestJob, decode
+from obdal_common.telemetry import extract_context
+from obdal_ingest.parsing import ParseError
+from obdal_ingest.pipeline import IngestPipeline
+from obdal_ingest.settings import IngestSettings
+
+__all__ = ["IngestHandlers"]
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+_PROGRESS_S = 10.0
+
+
+class IngestHandlers:
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        pipeline: IngestPipeline,
+        index: HybridIndex,
+        settings: IngestSettings,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._pipeline = pipeline
+        self._index = index
+        self._settings = settings
+        self._subscriptions: list[Any] = []
+
+    async def start(self) -> None:
+        self._subscriptions.append(
+            await serve_requests(
+                self._nc, subjects.INGEST_DELETE, IngestDelete, self._delete, span_name="ingest.delete"
+            )
+        )
+
+    async def _delete(self, req: IngestDelete) -> IngestDeleted:
+        removed = await self._index.delete_file(req.app_id, req.file_id)
+        return IngestDeleted(file_id=req.file_id, vectors_deleted=removed)
+
+    async def consume(self, stop: asyncio.Event) -> None:
+        """Pull jobs one at a time until ``stop``; each is acked only once its outcome is recorded."""
+        s = self._settings
+        sub = await self._js.pull_subscribe(
+            subjects.INGEST_JOB,
+            durable=subjects.INGEST_CONSUMER,
+            stream=subjects.INGEST_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                max_deliver=s.ingest_max_deliver,
+                ack_wait=s.ingest_ack_wait_s,
+            ),
+        )
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(1, timeout=1.0)
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            except Exception as exc:  # NATS reconnecting: wait and retry
+                log.warning("ingest fetch failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                await self._handle(msg)
+        await sub.unsubscribe()
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            job = decode(msg.data, IngestJob)
+        except msgspec.ValidationError as exc:
+            log.error("dropping malformed ingest job: %s", exc)
+            await msg.term()
+            return
+        attempt = msg.metadata.num_delivered
+        statuses = self._pipeline.statuses
+        with tracer.start_as_current_span("ingest.job", context=extract_context(msg.headers)):
+            progress = asyncio.create_task(self._keep_alive(msg))
+            try:
+                chunks = await self._pipeline.run(job)
+            except (ParseError, ObdalError) as exc:
+                # The content itself is bad: retrying cannot help.
+                await statuses.update(job.app_id, job.file_id, "failed", error=str(exc))
+                await msg.ack_sync()
+                return
+            except Exception as exc:
+                log.exception("ingest of %s failed (attempt %d)", job.file_id, attempt)
+                if attempt >= self._settings.ingest_max_deliver:
+                    await statuses.update(
+                        job.app_id, job.file_id, "failed", error=f"gave up after {attempt} attempts: {exc}"
+                    )
+                    await msg.term()
+                else:
+                    await msg.nak(delay=min(30.0, 2.0**attempt))
+                return
+            finally:
+                progress.cancel()
+            log.info("indexed %s (%d chunks)", job.file_id, chunks)
+            await msg.ack_sync()
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        # Long files: tell JetStream we are still working so it does not redeliver.
+        while True:
+            await asyncio.sleep(_PROGRESS_S)
+            await msg.in_progress()
+
+    async def stop(self) -> None:
+        for sub in self._subscriptions:
+            await sub.unsubscribe()

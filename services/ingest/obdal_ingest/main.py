@@ -1,0 +1,58 @@
+"""``obdal-ingest``: the ingest worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from obdal_common import subjects
+from obdal_common.files import FileStatusStore
+from obdal_common.messaging import close as close_nats
+from obdal_common.messaging import connect, ensure_topology, key_value, serve_requests
+from obdal_common.retrieval import open_index
+from obdal_common.runner import run_service
+from obdal_common.schemas import DependencyStatus, ServiceStatus
+from obdal_ingest.handlers import IngestHandlers
+from obdal_ingest.pipeline import IngestPipeline
+from obdal_ingest.settings import IngestSettings
+
+__all__ = ["main", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
+    """Run the ingest worker until ``stop`` is set."""
+    nc = await connect(settings.nats_url, name="obdal-ingest")
+    try:
+        js = nc.jetstream()
+        await ensure_topology(js)
+        index = await open_index(settings)
+        statuses = FileStatusStore(await key_value(js, subjects.KV_FILES))
+        objects = await js.object_store(subjects.OBJECT_STORE_FILES)
+        pipeline = IngestPipeline(settings, index=index, objects=objects, statuses=statuses)
+        handlers = IngestHandlers(nc, js, pipeline, index, settings)
+
+        async def status(_: object) -> ServiceStatus:
+            deps = {"nats": DependencyStatus(ok=nc.is_connected)}
+            try:
+                deps["index"] = DependencyStatus(ok=True, detail=await index.backend.health())
+            except Exception as exc:
+                deps["index"] = DependencyStatus(ok=False, detail=str(exc))
+            return ServiceStatus(service="ingest", ok=all(d.ok for d in deps.values()), dependencies=deps)
+
+        status_sub = await serve_requests(
+            nc, subjects.status_subject("ingest"), dict, status, span_name="ingest.status"
+        )
+        await handlers.start()
+        log.info("ingest worker ready")
+        await handlers.consume(stop)
+        await status_sub.unsubscribe()
+        await handlers.stop()
+    finally:
+        await close_nats(nc)
+
+
+def main() -> None:
+    """Console entry point."""
+    run_service("ingest", IngestSettings, serve)

@@ -1,0 +1,124 @@
+"""NATS handlers of metering: the durable event consumer and the query responders."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+from opentelemetry import trace
+from pymongo.errors import PyMongoError
+
+from obdal_common import subjects
+from obdal_common.messaging import serve_requests
+from obdal_common.schemas import AuditEvent, TurnEvent, UsageEvent, UsageQuery, UsageReport
+from obdal_common.telemetry import extract_context
+from obdal_metering.settings import MeteringSettings
+from obdal_metering.store import MeteringStore
+
+__all__ = ["MeteringHandlers"]
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+_EVENT_TYPES: dict[str, type[Any]] = {"usage": UsageEvent, "turn": TurnEvent, "audit": AuditEvent}
+_RETRY_S = 1.0
+
+
+class MeteringHandlers:
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, store: MeteringStore, settings: MeteringSettings
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._store = store
+        self._settings = settings
+        self._subscriptions: list[Any] = []
+        self.dead_lettered = 0
+        self.stored = 0
+
+    async def start(self) -> None:
+        self._subscriptions.append(
+            await serve_requests(
+                self._nc, subjects.METERING_USAGE, UsageQuery, self._usage, span_name="metering.usage"
+            )
+        )
+
+    async def stop(self) -> None:
+        for sub in self._subscriptions:
+            await sub.unsubscribe()
+
+    async def _usage(self, query: UsageQuery) -> UsageReport:
+        return await self._store.usage(query)
+
+    async def consume(self, stop: asyncio.Event) -> None:
+        """Store events in batches until ``stop``; a batch is acked only after it is written."""
+        s = self._settings
+        sub = await self._js.pull_subscribe(
+            subjects.EVENTS_SUBJECTS[0],
+            durable=subjects.METERING_CONSUMER,
+            stream=subjects.EVENTS_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT, max_deliver=s.metering_max_deliver, ack_wait=30
+            ),
+        )
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(s.metering_batch_size, timeout=s.metering_batch_wait_s)
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            except Exception as exc:  # NATS reconnecting
+                log.warning("metering fetch failed: %s", exc)
+                await asyncio.sleep(_RETRY_S)
+                continue
+            await self._store_batch(msgs, stop)
+        await sub.unsubscribe()
+
+    async def _store_batch(self, msgs: list[Msg], stop: asyncio.Event) -> None:
+        grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        valid: list[Msg] = []
+        for msg in msgs:
+            kind = msg.subject.rsplit(".", 1)[-1]
+            try:
+                event = msgspec.json.decode(msg.data, type=_EVENT_TYPES[kind])
+            except (KeyError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+                await self._dead_letter(msg, f"undecodable {kind} event: {exc}")
+                continue
+            grouped[kind].append(msgspec.to_builtins(event, builtin_types=(datetime,)))
+            valid.append(msg)
+        parent = extract_context(valid[0].headers) if valid else None
+        with tracer.start_as_current_span("metering.write", context=parent) as span:
+            span.set_attribute("obdal.events", len(valid))
+            while True:
+                try:
+                    for kind, docs in grouped.items():
+                        self.stored += await self._store.insert(kind, docs)
+                    break
+                except PyMongoError as exc:
+                    # Keep the batch (unacked, marked in progress) until MongoDB is back.
+                    log.warning("metering store unavailable, retrying: %s", exc)
+                    if stop.is_set():
+                        return
+                    for msg in valid:
+                        await msg.in_progress()
+                    await asyncio.sleep(_RETRY_S)
+        for msg in valid:
+            await msg.ack()
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        self.dead_lettered += 1
+        log.error("dead-lettering %s: %s", msg.subject, reason)
+        await self._js.publish(
+            subjects.deadletter_subject("metering"),
+            msg.data,
+            headers={"Obdal-Reason": reason[:500], "Obdal-Subject": msg.subject},
+        )
+        await msg.term()

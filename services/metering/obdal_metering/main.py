@@ -1,0 +1,65 @@
+"""``obdal-metering``: usage, turns and audit into MongoDB, and queries over them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from obdal_common import subjects
+from obdal_common.messaging import close as close_nats
+from obdal_common.messaging import connect, ensure_topology, serve_requests
+from obdal_common.runner import run_service
+from obdal_common.schemas import DependencyStatus, ServiceStatus
+from obdal_metering.handlers import MeteringHandlers
+from obdal_metering.settings import MeteringSettings
+from obdal_metering.store import MeteringStore
+
+__all__ = ["main", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
+    """Run metering until ``stop`` is set."""
+    nc = await connect(settings.nats_url, name="obdal-metering")
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=3000
+    )
+    try:
+        js = nc.jetstream()
+        await ensure_topology(js)
+        store = MeteringStore(mongo, settings.mongo_db)
+        await store.ensure_indexes()
+        handlers = MeteringHandlers(nc, js, store, settings)
+
+        async def status(_: object) -> ServiceStatus:
+            deps = {"nats": DependencyStatus(ok=nc.is_connected)}
+            try:
+                await store.ping()
+                deps["mongo"] = DependencyStatus(ok=True)
+            except Exception as exc:
+                deps["mongo"] = DependencyStatus(ok=False, detail=type(exc).__name__)
+            deps["events"] = DependencyStatus(
+                ok=True, detail=f"{handlers.stored} stored, {handlers.dead_lettered} dead-lettered"
+            )
+            return ServiceStatus(service="metering", ok=all(d.ok for d in deps.values()), dependencies=deps)
+
+        status_sub = await serve_requests(
+            nc, subjects.status_subject("metering"), dict, status, span_name="metering.status"
+        )
+        await handlers.start()
+        log.info("metering ready (MongoDB %s)", settings.mongo_db)
+        await handlers.consume(stop)
+        await status_sub.unsubscribe()
+        await handlers.stop()
+    finally:
+        await mongo.close()
+        await close_nats(nc)
+
+
+def main() -> None:
+    """Console entry point."""
+    run_service("metering", MeteringSettings, serve)

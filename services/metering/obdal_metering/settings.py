@@ -1,0 +1,15 @@
+"""Metering settings (``OBDAL_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from obdal_common.settings import ObdalSettings
+
+__all__ = ["MeteringSettings"]
+
+
+class MeteringSettings(ObdalSettings):
+    metering_batch_size: int = Field(200, ge=1, le=10000, description="Events written per batch")
+    metering_batch_wait_s: float = Field(0.1, gt=0, description="Longest wait to fill a batch")
+    metering_max_deliver: int = Field(50, ge=2)

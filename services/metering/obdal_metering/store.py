@@ -1,0 +1,112 @@
+"""MongoDB storage of usage, turns and audit events, and the queries over them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from obdal_common.errors import DependencyUnavailable
+from obdal_common.schemas import UsageBucket, UsageQuery, UsageReport
+
+__all__ = ["COLLECTIONS", "MeteringStore"]
+
+# Event subject suffix -> collection.
+COLLECTIONS = {"usage": "usage_events", "turn": "turns", "audit": "audit"}
+_DUPLICATE_KEY = 11000
+_GROUP_FIELD = {
+    "day": {"$dateToString": {"format": "%Y-%m-%d", "date": "$occurred_at"}},
+    "model": "$model",
+    "key": "$key_id",
+}
+
+
+class MeteringStore:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        self._client = client
+        self._db = client[database]
+
+    async def ensure_indexes(self) -> None:
+        """Idempotency (unique event ids) and the indexes every query uses."""
+        for name in COLLECTIONS.values():
+            await self._db[name].create_indexes([IndexModel([("event_id", ASCENDING)], unique=True)])
+        await self._db.usage_events.create_indexes(
+            [IndexModel([("app_id", ASCENDING), ("occurred_at", ASCENDING)])]
+        )
+        await self._db.turns.create_indexes(
+            [IndexModel([("app_id", ASCENDING), ("session_id", ASCENDING), ("occurred_at", ASCENDING)])]
+        )
+        await self._db.audit.create_indexes(
+            [IndexModel([("app_id", ASCENDING), ("occurred_at", DESCENDING)])]
+        )
+
+    async def insert(self, kind: str, documents: Sequence[dict[str, Any]]) -> int:
+        """Insert events; ones already stored (same event id) are skipped. Returns new ones."""
+        if not documents:
+            return 0
+        try:
+            result = await self._db[COLLECTIONS[kind]].insert_many(list(documents), ordered=False)
+            return len(result.inserted_ids)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            others = [e for e in errors if e.get("code") != _DUPLICATE_KEY]
+            if others:
+                raise
+            return int(exc.details.get("nInserted", len(documents) - len(errors)))
+
+    async def usage(self, query: UsageQuery) -> UsageReport:
+        """Totals and breakdown of an app's usage over whole UTC days, both ends inclusive."""
+        start = datetime.combine(query.start_date, time.min, tzinfo=UTC)
+        end = datetime.combine(query.end_date + timedelta(days=1), time.min, tzinfo=UTC)
+        match: dict[str, Any] = {"app_id": query.app_id, "occurred_at": {"$gte": start, "$lt": end}}
+        if query.key_id:
+            match["key_id"] = query.key_id
+        pipeline: list[dict[str, Any]] = [
+            {"$match": match},
+            {
+                "$group": {
+                    "_id": _GROUP_FIELD[query.group_by],
+                    "requests": {"$sum": 1},
+                    "prompt_tokens": {"$sum": "$prompt_tokens"},
+                    "completion_tokens": {"$sum": "$completion_tokens"},
+                    "total_tokens": {"$sum": "$total_tokens"},
+                    "cost": {"$sum": "$cost"},
+                }
+            },
+            {"$sort": {"_id": 1}},
+        ]
+        try:
+            cursor = await self._db.usage_events.aggregate(pipeline)
+            rows = [row async for row in cursor]
+        except PyMongoError as exc:
+            raise DependencyUnavailable(
+                "usage store is unavailable", code="metering_store_unavailable"
+            ) from exc
+        buckets = [
+            UsageBucket(
+                group=str(row["_id"]),
+                requests=int(row["requests"]),
+                prompt_tokens=int(row["prompt_tokens"]),
+                completion_tokens=int(row["completion_tokens"]),
+                total_tokens=int(row["total_tokens"]),
+                cost=round(float(row["cost"]), 8),
+            )
+            for row in rows
+        ]
+        return UsageReport(
+            start_date=query.start_date,
+            end_date=query.end_date,
+            group_by=query.group_by,
+            total_requests=sum(b.requests for b in buckets),
+            prompt_tokens=sum(b.prompt_tokens for b in buckets),
+            completion_tokens=sum(b.completion_tokens for b in buckets),
+            total_tokens=sum(b.total_tokens for b in buckets),
+            total_cost=round(sum(b.cost for b in buckets), 8),
+            breakdown=buckets,
+        )
+
+    async def ping(self) -> None:
+        await self._client.admin.command("ping")

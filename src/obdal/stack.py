@@ -1,0 +1,158 @@
+"""``obdal up``: the whole stack in one process on embedded defaults.
+
+Servers the environment does not point at (``OBDAL_NATS_URL``, ``OBDAL_REDIS_URL``,
+``OBDAL_MONGO_URL``) are started as child processes; the vector index is Qdrant
+Edge in this process unless ``OBDAL_QDRANT_URL`` is set. The four services then
+run together on one event loop. This single-process layout is the embedded
+mode's only exception to "nothing assumes one process": the Edge index can be
+opened by one process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import httpx
+
+from obdal.servers import ManagedServer, ServerError, mongo_server, nats_server, redis_server
+from obdal_chat.main import serve as serve_chat
+from obdal_chat.settings import ChatSettings
+from obdal_common.errors import ObdalError
+from obdal_common.logs import configure_logging
+from obdal_common.retrieval import close_indexes
+from obdal_common.settings import ObdalSettings, load_settings
+from obdal_common.telemetry import setup_tracing
+from obdal_gateway.main import serve as serve_gateway
+from obdal_gateway.operator_token import resolve_admin_token
+from obdal_gateway.settings import GatewaySettings
+from obdal_ingest.main import serve as serve_ingest
+from obdal_ingest.settings import IngestSettings
+from obdal_metering.main import serve as serve_metering
+from obdal_metering.settings import MeteringSettings
+
+__all__ = ["run_stack"]
+
+log = logging.getLogger("obdal")
+
+
+def _start_servers(base: ObdalSettings) -> tuple[list[ManagedServer], dict[str, str]]:
+    """Start each server whose URL the environment does not set; return them and their URLs."""
+    data = base.data_dir
+    wanted: list[tuple[str, Callable[[], ManagedServer]]] = [
+        ("nats_url", lambda: nats_server(data)),
+        ("redis_url", lambda: redis_server(data)),
+        ("mongo_url", lambda: mongo_server(data / "mongo", log_dir=data / "logs")),
+    ]
+    started: list[ManagedServer] = []
+    urls: dict[str, str] = {}
+    try:
+        for field, make in wanted:
+            if f"OBDAL_{field.upper()}" in os.environ:
+                continue
+            server = make().start()
+            started.append(server)
+            urls[field] = server.url
+            log.info("started %s on %s (log: %s)", server.name, server.url, server.log_path)
+    except ServerError:
+        for server in reversed(started):
+            server.stop()
+        raise
+    return started, urls
+
+
+async def _wait_ready(url: str, task: asyncio.Future[Any]) -> bool:
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while not task.done():
+            try:
+                if (await client.get(f"{url}/v1/status/live")).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    return False
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    error = task.exception()
+    message = error.message if isinstance(error, ObdalError) else repr(error)
+    log.error("%s stopped: %s", task.get_name(), message, exc_info=not isinstance(error, ObdalError))
+
+
+async def _run_services(urls: dict[str, str], banner: Callable[[str], None]) -> None:
+    gateway = load_settings(GatewaySettings, **urls)
+    services: dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = {
+        "metering": lambda stop: serve_metering(load_settings(MeteringSettings, **urls), stop),
+        "ingest": lambda stop: serve_ingest(load_settings(IngestSettings, **urls), stop),
+        "chat": lambda stop: serve_chat(load_settings(ChatSettings, **urls), stop),
+        "gateway": lambda stop: serve_gateway(gateway, stop),
+    }
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = {name: asyncio.create_task(run(stop), name=name) for name, run in services.items()}
+    for task in tasks.values():
+        task.add_done_callback(_report)
+    try:
+        host = "127.0.0.1" if gateway.gateway_host in ("0.0.0.0", "::") else gateway.gateway_host
+        base_url = f"http://{host}:{gateway.gateway_port}"
+        if await _wait_ready(base_url, tasks["gateway"]):
+            banner(base_url)
+        # Run until Ctrl-C, or until any service stops by itself (then stop them all).
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopping, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+    finally:
+        stop.set()
+        results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await close_indexes()
+    if any(isinstance(r, BaseException) for r in results):
+        raise SystemExit(1)
+
+
+def run_stack() -> None:
+    """Start servers and services; block until Ctrl-C; stop everything, children included."""
+    try:
+        base = load_settings(GatewaySettings)
+    except ObdalError as exc:
+        print(f"obdal: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(level=base.log_level, fmt=base.log_format)
+    setup_tracing("obdal", base)
+    base.data_dir.mkdir(parents=True, exist_ok=True)
+    token, _ = resolve_admin_token(
+        base.admin_token.get_secret_value() if base.admin_token else None, base.data_dir
+    )
+    from_env = base.admin_token is not None
+
+    def banner(url: str) -> None:
+        shown = "(from OBDAL_ADMIN_TOKEN)" if from_env else token
+        print(
+            f"\nObdal is running at {url}\n"
+            f"  API docs:     {url}/docs\n"
+            f"  status:       {url}/v1/status\n"
+            f"  admin token:  {shown}\n"
+            f"  data:         {base.data_dir.resolve()}\n"
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+
+    try:
+        servers, urls = _start_servers(base)
+    except ServerError as exc:
+        print(f"obdal: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    try:
+        asyncio.run(_run_services(urls, banner))
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        log.info("stopped")

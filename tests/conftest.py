@@ -1,0 +1,137 @@
+"""Fixtures: real servers as child processes, and the Obdal stack running against them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from obdal.servers import ManagedServer, free_port, mongo_server, nats_server, redis_server
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+# Small limits so the failure paths are cheap to reach.
+MAX_UPLOAD_BYTES = 256 * 1024
+MAX_MESSAGE_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Servers:
+    nats: ManagedServer
+    redis: ManagedServer
+    mongo: ManagedServer
+
+    def env(self) -> dict[str, str]:
+        return {
+            "OBDAL_NATS_URL": self.nats.url,
+            "OBDAL_REDIS_URL": self.redis.url,
+            "OBDAL_MONGO_URL": self.mongo.url,
+        }
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """nats-server (JetStream), Redis/Valkey and SecantusDB on free loopback ports."""
+    base = tmp_path_factory.mktemp("servers")
+    started: list[ManagedServer] = []
+    try:
+        nats = nats_server(base).start()
+        started.append(nats)
+        redis = redis_server(base).start()
+        started.append(redis)
+        mongo = mongo_server(None, log_dir=base / "logs").start()
+        started.append(mongo)
+        yield Servers(nats=nats, redis=redis, mongo=mongo)
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process environment without any OBDAL_* leaking in, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBDAL_")}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Process:
+    """An Obdal process started by a test, with its log."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_process(args: list[str], env: dict[str, str], log_path: Path) -> Process:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = log_path.open("wb")
+    proc = subprocess.Popen(args, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=log_path.parent)
+    return Process(proc=proc, log_path=log_path)
+
+
+def wait_http(url: str, process: Process, *, timeout: float = 90, expect: int = 200) -> None:
+    """Poll ``url`` until it answers ``expect`` (or fail with the process log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            pytest.fail(f"process exited with {process.proc.returncode}:\n{process.log()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == expect:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"{url} not ready after {timeout} s:\n{process.log()[-4000:]}")
+
+
+@dataclass(frozen=True)
+class Stack:
+    url: str
+    admin_token: str
+    process: Process
+    data_dir: Path
+
+
+@pytest.fixture(scope="session")
+def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """``obdal up`` (all four services in one process) against the fixture servers."""
+    data_dir = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    token = "test-admin-token-0123456789"
+    env = clean_env(
+        **servers.env(),
+        OBDAL_DATA_DIR=str(data_dir / "data"),
+        OBDAL_GATEWAY_PORT=str(port),
+        OBDAL_ADMIN_TOKEN=token,
+        OBDAL_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
+        OBDAL_MAX_MESSAGE_CHARS=str(MAX_MESSAGE_CHARS),
+    )
+    process = start_process([str(BIN / "obdal"), "up"], env, data_dir / "obdal.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/v1/status", process)
+        yield Stack(url=url, admin_token=token, process=process, data_dir=data_dir / "data")
+    finally:
+        code = process.stop()
+        assert code == 0, f"obdal up exited with {code}:\n{process.log()[-4000:]}"

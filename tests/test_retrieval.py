@@ -1,0 +1,95 @@
+"""The index interface on both backends: Qdrant Edge and the Qdrant-server client (local mode)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from obdal_common.retrieval import Chunk, HybridIndex, close_indexes, open_index
+from obdal_common.retrieval.embedders import HashingEmbedder, make_embedder
+from obdal_common.settings import ObdalSettings
+
+DOCS = [
+    "The refund window is 45 days from delivery.",
+    "Shipping to Portugal takes five business days.",
+    "Our support team answers e-mails within one working day.",
+    "Gift cards cannot be exchanged for cash.",
+]
+
+
+@pytest.fixture(params=["edge", "qdrant-client"])
+async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HybridIndex]:
+    url = None if request.param == "edge" else ":memory:"
+    settings = ObdalSettings(data_dir=tmp_path, qdrant_url=url)
+    yield await open_index(settings)
+    await close_indexes()
+
+
+def chunks(app_id: str, file_id: str, texts: list[str]) -> list[Chunk]:
+    return [
+        Chunk(app_id=app_id, file_id=file_id, filename=f"{file_id}.md", position=n, text=text)
+        for n, text in enumerate(texts)
+    ]
+
+
+async def test_hybrid_search_finds_the_passage(index: HybridIndex) -> None:
+    await index.add(chunks("app_a", "file_1", DOCS))
+    hits = await index.search("app_a", "how many days do I have for a refund?", limit=3)
+    assert hits[0].text == DOCS[0]
+    assert hits[0].file_id == "file_1"
+    hits = await index.search("app_a", "delivery time to Portugal", limit=3)
+    assert hits[0].text == DOCS[1]
+
+
+async def test_search_never_crosses_apps(index: HybridIndex) -> None:
+    await index.add(chunks("app_a", "file_1", DOCS))
+    await index.add(chunks("app_b", "file_2", ["The refund window for app b is 90 days."]))
+    hits = await index.search("app_b", "refund window", limit=10)
+    assert {h.app_id for h in hits} == {"app_b"}
+    assert len(hits) == 1
+    assert await index.search("app_c", "refund window") == []
+
+
+async def test_reindexing_a_file_does_not_duplicate(index: HybridIndex) -> None:
+    await index.add(chunks("app_a", "file_1", DOCS))
+    await index.add(chunks("app_a", "file_1", DOCS))
+    assert await index.backend.count("app_a") == len(DOCS)
+
+
+async def test_delete_file_removes_every_vector_of_that_file_only(index: HybridIndex) -> None:
+    await index.add(chunks("app_a", "file_1", DOCS))
+    await index.add(chunks("app_a", "file_2", ["Gift wrapping costs two euros."]))
+    await index.add(chunks("app_b", "file_1", ["Same file id, other app."]))
+    assert await index.delete_file("app_a", "file_1") == len(DOCS)
+    assert await index.backend.count("app_a", "file_1") == 0
+    assert await index.backend.count("app_a") == 1
+    assert await index.backend.count("app_b") == 1
+    hits = await index.search("app_a", "refund window", limit=10)
+    assert all(h.file_id == "file_2" for h in hits)
+
+
+async def test_edge_index_persists_across_reopen(tmp_path: Path) -> None:
+    settings = ObdalSettings(data_dir=tmp_path)
+    await (await open_index(settings)).add(chunks("app_a", "file_1", DOCS))
+    await close_indexes()
+    reopened = await open_index(settings)
+    assert await reopened.backend.count("app_a") == len(DOCS)
+    await close_indexes()
+
+
+async def test_hashing_embedder_is_normalised_and_deterministic() -> None:
+    embedder = HashingEmbedder(64)
+    first, second = await embedder.embed(["Refunds take five days", "Refunds take five days"])
+    assert first == second
+    assert sum(x * x for x in first) == pytest.approx(1.0, abs=1e-5)
+    (empty,) = await embedder.embed([""])
+    assert not any(empty)
+
+
+def test_unknown_builtin_embedder_is_a_configuration_error() -> None:
+    from obdal_common.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        make_embedder("obdal/nonsense")
