@@ -90,7 +90,7 @@ def start_process(args: list[str], env: dict[str, str], log_path: Path) -> Proce
     return Process(proc=proc, log_path=log_path)
 
 
-def wait_http(url: str, process: Process, *, timeout: float = 90, expect: int = 200) -> None:
+def wait_http(url: str, process: Process, *, timeout: float = 240, expect: int = 200) -> None:
     """Poll ``url`` until it answers ``expect`` (or fail with the process log)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -47,7 +47,7 @@ def up(data_dir: Path, port: int, log_name: str) -> tuple[Process, str]:
     env = clean_env(OBDAL_DATA_DIR=str(data_dir), OBDAL_GATEWAY_PORT=str(port))
     process = start_process([str(BIN / "obdal"), "up"], env, data_dir.parent / log_name)
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/v1/status", process, timeout=120)
+    wait_http(f"{url}/v1/status", process)
     return process, url
 
 

@@ -67,8 +67,9 @@ def _keys_create(args: argparse.Namespace) -> None:
     body: dict[str, Any] = {"name": args.name, "kind": args.kind, "allowed_origins": args.origin or []}
     if args.scope:
         body["scopes"] = args.scope
-    if args.expires_at:
-        body["expires_at"] = args.expires_at
+    for field in ("expires_at", "rate_limit_rpm", "token_budget"):
+        if getattr(args, field) is not None:
+            body[field] = getattr(args, field)
     _print(_call(args, "POST", f"/v1/admin/apps/{args.app_id}/keys", body))
 
 
@@ -78,6 +79,35 @@ def _keys_ls(args: argparse.Namespace) -> None:
 
 def _keys_revoke(args: argparse.Namespace) -> None:
     _print(_call(args, "DELETE", f"/v1/admin/keys/{args.key_id}"))
+
+
+def _keys_show(args: argparse.Namespace) -> None:
+    _print(_call(args, "GET", f"/v1/admin/keys/{args.key_id}"))
+
+
+def _keys_update(args: argparse.Namespace) -> None:
+    body: dict[str, Any] = {}
+    if args.name:
+        body["name"] = args.name
+    if args.scope:
+        body["scopes"] = args.scope
+    if args.origin is not None or args.no_origins:
+        body["allowed_origins"] = [] if args.no_origins else args.origin
+    for field in ("expires_at", "rate_limit_rpm", "token_budget"):
+        value = getattr(args, field)
+        if value is not None:
+            body[field] = None if value == "none" else (value if field == "expires_at" else int(value))
+    _print(_call(args, "PATCH", f"/v1/admin/keys/{args.key_id}", body))
+
+
+def _keys_rotate(args: argparse.Namespace) -> None:
+    _print(_call(args, "POST", f"/v1/admin/keys/{args.key_id}/rotate", {"grace_period_s": args.grace}))
+
+
+def _audit(args: argparse.Namespace) -> None:
+    params = {k: v for k, v in (("app_id", args.app_id), ("action", args.action)) if v}
+    query = "&".join(f"{k}={v}" for k, v in {**params, "limit": str(args.limit)}.items())
+    _print(_call(args, "GET", f"/v1/admin/audit?{query}"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     create_key.add_argument("--scope", action="append", help="repeatable; default depends on kind")
     create_key.add_argument("--origin", action="append", help="allowed web origin, repeatable")
     create_key.add_argument("--expires-at", help="ISO 8601 time with timezone")
+    create_key.add_argument("--rate-limit-rpm", type=int, help="requests per minute (default: server's)")
+    create_key.add_argument("--token-budget", type=int, help="tokens per UTC day")
     create_key.set_defaults(func=_keys_create)
     list_keys = keys.add_parser("ls", help="list an app's keys")
     list_keys.add_argument("app_id")
@@ -114,6 +146,29 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=_keys_revoke)
+    show = keys.add_parser("show", help="one key")
+    show.add_argument("key_id")
+    show.set_defaults(func=_keys_show)
+    update = keys.add_parser("update", help="change scopes, origins, expiry, limits ('none' clears)")
+    update.add_argument("key_id")
+    update.add_argument("--name")
+    update.add_argument("--scope", action="append", help="repeatable; replaces the scopes")
+    update.add_argument("--origin", action="append", help="repeatable; replaces the allowed origins")
+    update.add_argument("--no-origins", action="store_true", help="clear the allowed origins")
+    update.add_argument("--expires-at")
+    update.add_argument("--rate-limit-rpm")
+    update.add_argument("--token-budget")
+    update.set_defaults(func=_keys_update)
+    rotate = keys.add_parser("rotate", help="new secret; the old one works for --grace seconds")
+    rotate.add_argument("key_id")
+    rotate.add_argument("--grace", type=int, default=3600)
+    rotate.set_defaults(func=_keys_rotate)
+
+    audit = commands.add_parser("audit", help="the audit log, newest first")
+    audit.add_argument("--app-id")
+    audit.add_argument("--action")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.set_defaults(func=_audit)
     return parser
 
 

@@ -15,6 +15,8 @@ import msgspec
 __all__ = [
     "AppRecord",
     "AuditEvent",
+    "AuditPage",
+    "AuditQuery",
     "ChatAccepted",
     "ChatDelta",
     "ChatEnd",
@@ -75,7 +77,11 @@ class AppRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """A stored API key. The secret itself is never stored, only its SHA-256."""
+    """A stored API key. The secret itself is never stored, only its SHA-256.
+
+    After a rotation the previous secret's hash stays valid until
+    ``previous_valid_until`` (the grace period), then stops working.
+    """
 
     key_id: str
     app_id: str
@@ -89,6 +95,8 @@ class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
     revoked_at: datetime | None = None
     rate_limit_rpm: int | None = None
     token_budget: int | None = None
+    previous_secret_hash: str | None = None
+    previous_valid_until: datetime | None = None
 
 
 # --- chat (request/reply stream) -----------------------------------------------
@@ -289,3 +297,21 @@ class ErrorReply(msgspec.Struct, frozen=True, kw_only=True):
     code: str
     message: str
     status: int
+
+
+# --- audit log queries ------------------------------------------------------------
+
+
+class AuditQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Newest first; ``before`` is the cursor (the last item of the previous page)."""
+
+    limit: int
+    app_id: str | None = None
+    action: str | None = None
+    before_at: datetime | None = None
+    before_id: str | None = None
+
+
+class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[AuditEvent]
+    has_more: bool

@@ -19,6 +19,7 @@ __all__ = [
     "KV_APPS",
     "KV_FILES",
     "KV_KEYS",
+    "METERING_AUDIT",
     "METERING_CONSUMER",
     "METERING_USAGE",
     "OBJECT_STORE_FILES",
@@ -52,6 +53,7 @@ METERING_CONSUMER: Final = "metering"
 DEADLETTER_STREAM: Final = "OBDAL_DEADLETTER"
 DEADLETTER_SUBJECTS: Final = ("obdal.deadletter.>",)
 METERING_USAGE: Final = "obdal.metering.usage"
+METERING_AUDIT: Final = "obdal.metering.audit"
 
 # Key-value buckets and the object store.
 KV_APPS: Final = "obdal_apps"

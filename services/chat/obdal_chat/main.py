@@ -43,6 +43,7 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
             ),
             generator=generator,
             js=js,
+            redis=redis,
         )
         handlers = ChatHandlers(
             nc,
@@ -54,10 +55,7 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
 
         async def status(_: object) -> ServiceStatus:
             deps = {"nats": DependencyStatus(ok=nc.is_connected)}
-            try:
-                deps["index"] = DependencyStatus(ok=True, detail=await index.backend.health())
-            except Exception as exc:
-                deps["index"] = DependencyStatus(ok=False, detail=str(exc))
+            deps["index"] = await index.status()
             try:
                 await redis.ping()
                 deps["redis"] = DependencyStatus(ok=True)

@@ -9,12 +9,15 @@ from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
 from opentelemetry import trace
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from obdal_chat.generation import Completion, Generator
 from obdal_chat.history import SessionHistory
 from obdal_chat.prompts import build_messages
 from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
+from obdal_common.budgets import add_tokens
 from obdal_common.errors import ObdalError
 from obdal_common.ids import new_id
 from obdal_common.retrieval import Hit, HybridIndex
@@ -57,12 +60,14 @@ class AnswerPipeline:
         history: SessionHistory,
         generator: Generator,
         js: JetStreamContext,
+        redis: Redis,
     ) -> None:
         self._settings = settings
         self._index = index
         self._history = history
         self._generator = generator
         self._js = js
+        self._redis = redis
 
     async def answer(self, req: ChatRequest) -> AsyncIterator[ChatReply]:
         """Yield deltas, then sources, then the end (or an error). Always meters what was generated."""
@@ -155,5 +160,9 @@ class AnswerPipeline:
                 )
         except Exception:  # NATS errors must not lose the answer already streamed
             log.exception("could not publish usage for %s", message_id)
+        try:
+            await add_tokens(self._redis, req.key_id, usage.total_tokens)
+        except RedisError as exc:  # budgets fail open, like rate limits (docs/security.md)
+            log.warning("could not count tokens against the budget of %s: %s", req.key_id, exc)
         if finished:
             await self._history.append(req.app_id, req.session_id, req.message, answer)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
+from obdal_gateway.cors import PolicyHeadersMiddleware
 from obdal_gateway.error_responses import EXCEPTION_HANDLERS
 from obdal_gateway.routes.admin import admin_router
 from obdal_gateway.routes.chat import chat
@@ -44,6 +46,7 @@ def create_app(gateway: Gateway) -> Litestar:
         ],
         dependencies={"gw": Provide(_gateway, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[DefineMiddleware(PolicyHeadersMiddleware, preflight_allowed=gateway.keys.allows_origin)],
         state=State({"gateway": gateway}),
         request_max_body_size=gateway.settings.max_upload_bytes + _BODY_SLACK,
         openapi_config=OpenAPIConfig(

@@ -1,20 +1,33 @@
-"""Who is calling: the key from the request, its origin policy and its scopes."""
+"""Who is calling: the key from the request, its origin policy, scopes and rate limit.
+
+Every refusal is audited (reason, key id, origin, client IP; never the key).
+"""
 
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
+from redis.exceptions import RedisError
 
-from obdal_common.errors import Forbidden, Unauthorized
+from obdal_common.budgets import tokens_used
+from obdal_common.errors import Forbidden, ObdalError, RateLimited, Unauthorized
 from obdal_common.schemas import KeyRecord
-from obdal_gateway.keys import KeyRegistry
+from obdal_gateway.cors import add_response_headers, allow_origin
+from obdal_gateway.keys import parse_key
 from obdal_gateway.origins import origin_allowed
 
-__all__ = ["Principal", "authenticate", "check_operator", "presented_key"]
+if TYPE_CHECKING:
+    from obdal_gateway.state import Gateway
+
+__all__ = ["Principal", "authenticate", "check_budget", "check_operator", "presented_key"]
+
+# Refusals audited per second per gateway, so a flood of bad keys cannot flood the audit log.
+_AUDIT_REFUSALS_PER_S = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,19 +57,7 @@ def presented_key(request: Request[Any, Any, Any], body_key: str | None = None) 
     return query_key or None
 
 
-async def authenticate(
-    request: Request[Any, Any, Any],
-    keys: KeyRegistry,
-    *,
-    scope: str,
-    body_key: str | None = None,
-) -> Principal:
-    """Verify the key, its origin policy and ``scope``; raise 401/403 otherwise."""
-    key = presented_key(request, body_key)
-    if not key:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
-    record = await keys.verify(key)
-    origin = request.headers.get("origin")
+def _check_origin(record: KeyRecord, origin: str | None) -> None:
     if record.kind == "publishable":
         if not record.allowed_origins:
             raise Forbidden(
@@ -70,9 +71,106 @@ async def authenticate(
             )
     if origin is not None and not origin_allowed(origin, record.allowed_origins):
         raise Forbidden("this origin is not allowed for this key", code="origin_not_allowed")
-    if scope not in record.scopes:
-        raise Forbidden(f"this key lacks the '{scope}' scope", code="insufficient_scope")
+
+
+class _RefusalAudit:
+    """A per-second allowance of audited refusals."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._count = 0
+
+    def admit(self) -> bool:
+        second = int(time.monotonic())
+        if second != self._second:
+            self._second, self._count = second, 0
+        self._count += 1
+        return self._count <= _AUDIT_REFUSALS_PER_S
+
+
+_refusals = _RefusalAudit()
+
+
+async def _audit_refusal(
+    request: Request[Any, Any, Any], gw: Gateway, error: ObdalError, key: str | None, record: KeyRecord | None
+) -> None:
+    if not _refusals.admit():
+        return
+    parsed = parse_key(key) if key else None
+    if record is None and parsed is not None:
+        # A well-formed key of a known id: attribute the refusal to its app.
+        record = await gw.keys.get(parsed[1])
+    detail = {"reason": error.code, "path": request.url.path}
+    if request.headers.get("origin"):
+        detail["origin"] = request.headers["origin"][:200]
+    if request.client:
+        detail["client_ip"] = request.client.host
+    await gw.audit.record(
+        "auth.refused",
+        app_id=record.app_id if record else None,
+        actor=parsed[1] if parsed else None,
+        target=request.url.path,
+        detail=detail,
+    )
+
+
+async def authenticate(
+    request: Request[Any, Any, Any],
+    gw: Gateway,
+    *,
+    scope: str,
+    body_key: str | None = None,
+) -> Principal:
+    """Verify the key, its origin policy, ``scope`` and rate limit; raise 401/403/429 otherwise."""
+    key = presented_key(request, body_key)
+    record: KeyRecord | None = None
+    origin = request.headers.get("origin")
+    try:
+        if not key:
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+        record = await gw.keys.verify(key)
+        _check_origin(record, origin)
+        if scope not in record.scopes:
+            raise Forbidden(f"this key lacks the '{scope}' scope", code="insufficient_scope")
+    except (Unauthorized, Forbidden) as exc:
+        await _audit_refusal(request, gw, exc, key, record)
+        raise
+    if origin is not None:
+        allow_origin(request.scope, origin)
+    decision = await gw.limiter.hit(
+        record.key_id, record.rate_limit_rpm or gw.settings.default_rate_limit_rpm
+    )
+    add_response_headers(request.scope, decision.headers())
+    if not decision.allowed:
+        raise RateLimited(
+            f"rate limit of {decision.limit} requests per minute exceeded",
+            code="rate_limited",
+            retry_after=decision.retry_after_s,
+        )
+    await gw.keys.touch(record.key_id)
     return Principal(key=record)
+
+
+async def check_budget(gw: Gateway, principal: Principal) -> None:
+    """Refuse (429) when the key spent its daily token budget. Fails open without Redis."""
+    budget = principal.key.token_budget
+    if budget is None:
+        return
+    try:
+        used = await tokens_used(gw.redis, principal.key_id)
+    except RedisError:  # Redis down: budgets fail open like rate limits (docs/security.md)
+        return
+    if used >= budget:
+        raise RateLimited(
+            f"this key used its daily budget of {budget} tokens; it resets at 00:00 UTC",
+            code="token_budget_exhausted",
+            retry_after=_seconds_to_midnight(),
+        )
+
+
+def _seconds_to_midnight() -> int:
+    now = time.time()
+    return int(86400 - now % 86400) + 1
 
 
 def check_operator(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> None:

@@ -14,16 +14,20 @@ import hashlib
 import hmac
 import logging
 import re
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import msgspec
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from obdal_common.errors import NotFound, Unauthorized
+from obdal_common.errors import Conflict, NotFound, Unauthorized
 from obdal_common.ids import new_secret
 from obdal_common.schemas import KeyKind, KeyRecord, decode, encode
+from obdal_gateway.origins import origin_allowed
 
 __all__ = [
     "ALL_SCOPES",
@@ -45,16 +49,23 @@ DEFAULT_SCOPES: Final[dict[KeyKind, tuple[str, ...]]] = {
 }
 _PREFIX: Final[dict[KeyKind, str]] = {"secret": "sk", "publishable": "pk"}
 _KEY = re.compile(r"^obd_(sk|pk)_([A-Za-z0-9]{16})_([A-Za-z0-9]{32})$")
+_NO_HASH = "0" * 64
+_LAST_USED = "obdal:key_last_used"
+_TOUCH_EVERY_S = 60.0
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _token(kind: KeyKind, ident: str) -> str:
+    return f"obd_{_PREFIX[kind]}_{ident}_{new_secret(32)}"
+
+
 def new_key(kind: KeyKind) -> tuple[str, str]:
     """A fresh ``(key_id, key)``; the key is shown to its owner once and never stored."""
     ident = new_secret(16)
-    return f"key_{ident}", f"obd_{_PREFIX[kind]}_{ident}_{new_secret(32)}"
+    return f"key_{ident}", _token(kind, ident)
 
 
 def parse_key(key: str) -> tuple[KeyKind, str] | None:
@@ -69,8 +80,10 @@ def parse_key(key: str) -> tuple[KeyKind, str] | None:
 class KeyRegistry:
     """Keys in NATS KV, mirrored in memory by a watch so every replica sees changes at once."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, redis: Redis) -> None:
         self._kv = kv
+        self._redis = redis
+        self._touched: dict[str, float] = {}
         self._cache: dict[str, KeyRecord] = {}
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -135,28 +148,91 @@ class KeyRegistry:
         return sorted((k for k in self._cache.values() if k.app_id == app_id), key=lambda k: k.created_at)
 
     async def verify(self, key: str) -> KeyRecord:
-        """The live record of a presented key, or :class:`Unauthorized`."""
+        """The live record of a presented key, or :class:`Unauthorized`.
+
+        The previous secret of a rotated key is accepted until its grace period ends.
+        """
         parsed = parse_key(key)
         if parsed is None:
             raise Unauthorized("invalid API key", code="invalid_api_key")
         kind, key_id = parsed
         record = await self.get(key_id)
-        # Compare even when unknown so timing does not tell ids apart.
-        expected = record.secret_hash if record else "0" * 64
-        if not hmac.compare_digest(expected, hash_key(key)) or record is None or record.kind != kind:
-            raise Unauthorized("invalid API key", code="invalid_api_key")
         now = datetime.now(UTC)
+        presented = hash_key(key)
+        # Compare even when unknown so timing does not tell ids apart.
+        current = hmac.compare_digest(record.secret_hash if record else _NO_HASH, presented)
+        previous = hmac.compare_digest(
+            (record.previous_secret_hash if record else None) or _NO_HASH, presented
+        )
+        if record is None or record.kind != kind:
+            raise Unauthorized("invalid API key", code="invalid_api_key")
+        if not current:
+            if not previous:
+                raise Unauthorized("invalid API key", code="invalid_api_key")
+            if record.previous_valid_until is None or record.previous_valid_until <= now:
+                raise Unauthorized("this key was rotated; use its new secret", code="key_rotated")
         if record.revoked_at is not None:
             raise Unauthorized("this API key has been revoked", code="key_revoked")
         if record.expires_at is not None and record.expires_at <= now:
             raise Unauthorized("this API key has expired", code="key_expired")
         return record
 
-    async def revoke(self, key_id: str) -> KeyRecord:
+    async def existing(self, key_id: str) -> KeyRecord:
+        """A key record, or :class:`NotFound`."""
         record = await self.get(key_id)
         if record is None:
             raise NotFound(f"no key {key_id}", code="key_not_found")
+        return record
+
+    async def revoke(self, key_id: str) -> KeyRecord:
+        """Revoke at once; every replica sees it through its watch."""
+        record = await self.existing(key_id)
         if record.revoked_at is None:
             record = msgspec.structs.replace(record, revoked_at=datetime.now(UTC))
             await self.put(record)
         return record
+
+    async def rotate(self, key_id: str, *, grace: timedelta) -> tuple[KeyRecord, str]:
+        """A new secret for ``key_id``; the current one keeps working for ``grace``."""
+        record = await self.existing(key_id)
+        if record.revoked_at is not None:
+            raise Conflict("a revoked key cannot be rotated", code="key_revoked")
+        secret = _token(record.kind, key_id.removeprefix("key_"))
+        keep_previous = grace.total_seconds() > 0
+        record = msgspec.structs.replace(
+            record,
+            secret_hash=hash_key(secret),
+            previous_secret_hash=record.secret_hash if keep_previous else None,
+            previous_valid_until=datetime.now(UTC) + grace if keep_previous else None,
+        )
+        await self.put(record)
+        return record, secret
+
+    def allows_origin(self, origin: str) -> bool:
+        """Whether any live key allows ``origin`` (CORS preflights carry no key)."""
+        now = datetime.now(UTC)
+        return any(
+            origin_allowed(origin, k.allowed_origins)
+            for k in self._cache.values()
+            if k.revoked_at is None and (k.expires_at is None or k.expires_at > now)
+        )
+
+    async def touch(self, key_id: str) -> None:
+        """Record that the key was used (at most once per minute per gateway)."""
+        now = time.monotonic()
+        if now - self._touched.get(key_id, -_TOUCH_EVERY_S) < _TOUCH_EVERY_S:
+            return
+        self._touched[key_id] = now
+        # Last-used is informational: never fail a request for it.
+        with contextlib.suppress(RedisError):
+            await self._redis.hset(_LAST_USED, key_id, datetime.now(UTC).isoformat())
+
+    async def last_used(self, key_ids: list[str]) -> dict[str, str | None]:
+        """Last-used times (ISO 8601) of keys; ``None`` when unknown or Redis is down."""
+        if not key_ids:
+            return {}
+        try:
+            values = await self._redis.hmget(_LAST_USED, key_ids)
+        except RedisError:
+            return dict.fromkeys(key_ids)
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in zip(key_ids, values, strict=True)}

@@ -22,6 +22,7 @@ from obdal_gateway.apps import AppRegistry
 from obdal_gateway.audit import AuditLog
 from obdal_gateway.keys import KeyRegistry
 from obdal_gateway.operator_token import resolve_admin_token
+from obdal_gateway.ratelimit import RateLimiter
 from obdal_gateway.relay import ChatRelay
 from obdal_gateway.settings import GatewaySettings
 from obdal_gateway.state import Gateway
@@ -52,7 +53,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     try:
         js = nc.jetstream()
         await ensure_topology(js)
-        keys = KeyRegistry(await key_value(js, subjects.KV_KEYS))
+        keys = KeyRegistry(await key_value(js, subjects.KV_KEYS), redis)
         await keys.start()
         gateway = Gateway(
             settings=settings,
@@ -68,6 +69,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
                 nc, accept_timeout=settings.chat_accept_timeout_s, idle_timeout=settings.chat_idle_timeout_s
             ),
             audit=AuditLog(js),
+            limiter=RateLimiter(redis),
         )
         server = _Server(
             uvicorn.Config(

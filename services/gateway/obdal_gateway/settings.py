@@ -20,4 +20,7 @@ class GatewaySettings(ObdalSettings):
     chat_accept_timeout_s: float = Field(2.0, gt=0, description="Wait for a worker to take a request")
     chat_idle_timeout_s: float = Field(5.0, gt=0, description="Silence from a worker that ends a stream")
     sse_ping_s: float = Field(10.0, gt=0, description="Keep-alive comment interval on idle streams")
+    default_rate_limit_rpm: int = Field(
+        600, ge=1, description="Requests per minute of keys without their own limit"
+    )
     request_timeout_s: float = Field(5.0, gt=0, description="Timeout of internal NATS requests")

@@ -13,6 +13,7 @@ from obdal_common.files import FileStatusStore
 from obdal_gateway.apps import AppRegistry
 from obdal_gateway.audit import AuditLog
 from obdal_gateway.keys import KeyRegistry
+from obdal_gateway.ratelimit import RateLimiter
 from obdal_gateway.relay import ChatRelay
 from obdal_gateway.settings import GatewaySettings
 
@@ -32,3 +33,4 @@ class Gateway:
     objects: ObjectStore
     relay: ChatRelay
     audit: AuditLog
+    limiter: RateLimiter

@@ -35,10 +35,7 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
 
         async def status(_: object) -> ServiceStatus:
             deps = {"nats": DependencyStatus(ok=nc.is_connected)}
-            try:
-                deps["index"] = DependencyStatus(ok=True, detail=await index.backend.health())
-            except Exception as exc:
-                deps["index"] = DependencyStatus(ok=False, detail=str(exc))
+            deps["index"] = await index.status()
             return ServiceStatus(service="ingest", ok=all(d.ok for d in deps.values()), dependencies=deps)
 
         status_sub = await serve_requests(

@@ -19,7 +19,15 @@ from pymongo.errors import PyMongoError
 
 from obdal_common import subjects
 from obdal_common.messaging import serve_requests
-from obdal_common.schemas import AuditEvent, TurnEvent, UsageEvent, UsageQuery, UsageReport
+from obdal_common.schemas import (
+    AuditEvent,
+    AuditPage,
+    AuditQuery,
+    TurnEvent,
+    UsageEvent,
+    UsageQuery,
+    UsageReport,
+)
 from obdal_common.telemetry import extract_context
 from obdal_metering.settings import MeteringSettings
 from obdal_metering.store import MeteringStore
@@ -51,6 +59,11 @@ class MeteringHandlers:
                 self._nc, subjects.METERING_USAGE, UsageQuery, self._usage, span_name="metering.usage"
             )
         )
+        self._subscriptions.append(
+            await serve_requests(
+                self._nc, subjects.METERING_AUDIT, AuditQuery, self._audit, span_name="metering.audit"
+            )
+        )
 
     async def stop(self) -> None:
         for sub in self._subscriptions:
@@ -58,6 +71,9 @@ class MeteringHandlers:
 
     async def _usage(self, query: UsageQuery) -> UsageReport:
         return await self._store.usage(query)
+
+    async def _audit(self, query: AuditQuery) -> AuditPage:
+        return await self._store.audit(query)
 
     async def consume(self, stop: asyncio.Event) -> None:
         """Store events in batches until ``stop``; a batch is acked only after it is written."""

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+import msgspec
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from obdal_common.errors import DependencyUnavailable
-from obdal_common.schemas import UsageBucket, UsageQuery, UsageReport
+from obdal_common.schemas import AuditEvent, AuditPage, AuditQuery, UsageBucket, UsageQuery, UsageReport
 
 __all__ = ["COLLECTIONS", "MeteringStore"]
 
@@ -40,7 +41,10 @@ class MeteringStore:
             [IndexModel([("app_id", ASCENDING), ("session_id", ASCENDING), ("occurred_at", ASCENDING)])]
         )
         await self._db.audit.create_indexes(
-            [IndexModel([("app_id", ASCENDING), ("occurred_at", DESCENDING)])]
+            [
+                IndexModel([("app_id", ASCENDING), ("occurred_at", DESCENDING)]),
+                IndexModel([("occurred_at", DESCENDING), ("event_id", DESCENDING)]),
+            ]
         )
 
     async def insert(self, kind: str, documents: Sequence[dict[str, Any]]) -> int:
@@ -110,3 +114,29 @@ class MeteringStore:
 
     async def ping(self) -> None:
         await self._client.admin.command("ping")
+
+    async def audit(self, query: AuditQuery) -> AuditPage:
+        """A page of audit events, newest first, optionally of one app and one action."""
+        match: dict[str, Any] = {}
+        if query.app_id is not None:
+            match["app_id"] = query.app_id
+        if query.action is not None:
+            match["action"] = query.action
+        if query.before_at is not None and query.before_id is not None:
+            match["$or"] = [
+                {"occurred_at": {"$lt": query.before_at}},
+                {"occurred_at": query.before_at, "event_id": {"$lt": query.before_id}},
+            ]
+        try:
+            cursor = (
+                self._db.audit.find(match, {"_id": 0})
+                .sort([("occurred_at", DESCENDING), ("event_id", DESCENDING)])
+                .limit(query.limit + 1)
+            )
+            rows = [row async for row in cursor]
+        except PyMongoError as exc:
+            raise DependencyUnavailable(
+                "audit store is unavailable", code="metering_store_unavailable"
+            ) from exc
+        items = [msgspec.convert(row, AuditEvent) for row in rows[: query.limit]]
+        return AuditPage(items=items, has_more=len(rows) > query.limit)

@@ -8,6 +8,7 @@ from obdal_common.retrieval.backend import IndexBackend
 from obdal_common.retrieval.chunks import Chunk, Hit, IndexPoint
 from obdal_common.retrieval.embedders import Embedder
 from obdal_common.retrieval.sparse import Bm25Encoder
+from obdal_common.schemas import DependencyStatus
 
 __all__ = ["HybridIndex"]
 
@@ -44,6 +45,13 @@ class HybridIndex:
         return await self.backend.hybrid_search(
             app_id, dense, self._sparse.query(query), limit=limit, prefetch=self._prefetch
         )
+
+    async def status(self) -> DependencyStatus:
+        """Health of the index, for a service's status report."""
+        try:
+            return DependencyStatus(ok=True, detail=await self.backend.health())
+        except Exception as exc:  # any backend failure means "not ready", with its reason
+            return DependencyStatus(ok=False, detail=f"{type(exc).__name__}: {exc}")
 
     async def delete_file(self, app_id: str, file_id: str) -> int:
         """Remove every passage of one file of one app."""

@@ -21,7 +21,7 @@ from obdal_common.schemas import (
     Source,
     encode,
 )
-from obdal_gateway.auth import authenticate
+from obdal_gateway.auth import authenticate, check_budget
 from obdal_gateway.relay import ChatStream
 from obdal_gateway.state import Gateway
 
@@ -105,7 +105,8 @@ async def chat(
     """Answer from the app's documents. ``stream: true`` answers with SSE:
     ``message`` events (text deltas), ``sources``, then ``end`` (session, message id, usage);
     a failure after the stream started is an ``error`` event."""
-    principal = await authenticate(request, gw.keys, scope="chat", body_key=data.api_key)
+    principal = await authenticate(request, gw, scope="chat", body_key=data.api_key)
+    await check_budget(gw, principal)
     if len(data.message) > gw.settings.max_message_chars:
         raise PayloadTooLarge(
             f"message is longer than {gw.settings.max_message_chars} characters", code="message_too_long"

@@ -48,7 +48,7 @@ async def upload_file(
     data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
 ) -> Response[dict[str, Any]]:
     """Store the bytes and queue ingestion: ``202 {"file_id","status":"queued"}``."""
-    principal = await authenticate(request, gw.keys, scope="files:write")
+    principal = await authenticate(request, gw, scope="files:write")
     upload = data.get("file")
     if not isinstance(upload, UploadFile):
         raise BadRequest("send the document as multipart form field 'file'", code="missing_file")
@@ -99,19 +99,19 @@ async def upload_file(
 
 @get("/v1/files", summary="List the app's files")
 async def list_files(request: Request[Any, Any, Any], gw: Gateway) -> dict[str, Any]:
-    principal = await authenticate(request, gw.keys, scope="files:read")
+    principal = await authenticate(request, gw, scope="files:read")
     return {"data": [_public(s) for s in await gw.files.list(principal.app_id)]}
 
 
 @get("/v1/files/{file_id:str}", summary="A file's ingestion status")
 async def get_file(request: Request[Any, Any, Any], gw: Gateway, file_id: str) -> dict[str, Any]:
-    principal = await authenticate(request, gw.keys, scope="files:read")
+    principal = await authenticate(request, gw, scope="files:read")
     return _public(await _owned(gw, principal.app_id, file_id))
 
 
 @delete("/v1/files/{file_id:str}", status_code=200, summary="Delete a file: bytes, vectors and status")
 async def delete_file(request: Request[Any, Any, Any], gw: Gateway, file_id: str) -> dict[str, Any]:
-    principal = await authenticate(request, gw.keys, scope="files:write")
+    principal = await authenticate(request, gw, scope="files:write")
     await _owned(gw, principal.app_id, file_id)
     # Vectors first: once this returns, no answer can cite the file.
     deleted = await nats_request(

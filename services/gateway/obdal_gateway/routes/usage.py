@@ -45,7 +45,7 @@ async def usage(
 ) -> dict[str, Any]:
     """Totals and a breakdown by ``day``, ``model`` or ``key`` (UTC days, both ends inclusive;
     default: the last 30 days)."""
-    principal = await authenticate(request, gw.keys, scope="usage:read")
+    principal = await authenticate(request, gw, scope="usage:read")
     today = datetime.now(UTC).date()
     end = _date("end_date", end_date, today)
     start = _date("start_date", start_date, end - timedelta(days=_DEFAULT_DAYS - 1))

@@ -1,0 +1,101 @@
+"""CORS and per-request response headers, decided per key rather than app-wide.
+
+Litestar's CORS config is app-wide; ours follows each key's allowed origins:
+a preflight (which carries no key) passes only for an origin some active key
+allows, and an actual response reflects the origin only when the request's own
+key allowed it. Every answer to a request with an ``Origin`` varies on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from litestar.datastructures import Headers, MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
+
+from obdal_common.schemas import encode
+
+__all__ = ["RESPONSE_HEADERS", "PolicyHeadersMiddleware", "add_response_headers", "allow_origin"]
+
+RESPONSE_HEADERS = "obdal.response_headers"
+_ALLOW_HEADERS = "Authorization, Content-Type"
+_EXPOSE_HEADERS = "Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+_PREFLIGHT_MAX_AGE = "600"
+
+
+def add_response_headers(scope: Any, headers: dict[str, str]) -> None:
+    """Ask for ``headers`` on this request's response, whatever the handler returns or raises."""
+    cast(dict[str, Any], scope).setdefault(RESPONSE_HEADERS, {}).update(headers)
+
+
+def allow_origin(scope: Any, origin: str) -> None:
+    """The request's key allows ``origin``: let the browser read the response."""
+    add_response_headers(
+        scope, {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": _EXPOSE_HEADERS}
+    )
+
+
+class PolicyHeadersMiddleware:
+    """ASGI middleware answering preflights and adding the per-request headers."""
+
+    def __init__(self, app: ASGIApp, *, preflight_allowed: Callable[[str], bool]) -> None:
+        self._app = app
+        self._preflight_allowed = preflight_allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
+        request_headers = Headers.from_scope(scope)
+        origin = request_headers.get("origin")
+        if (
+            scope.get("method") == "OPTIONS"
+            and origin
+            and request_headers.get("access-control-request-method")
+        ):
+            await self._preflight(origin, request_headers, send)
+            return
+        extra: dict[str, str] = cast(dict[str, Any], scope).setdefault(RESPONSE_HEADERS, {})
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableScopeHeaders.from_message(message)
+                for name, value in extra.items():
+                    headers[name] = value
+                if origin is not None:
+                    headers.extend_header_value("vary", "Origin")
+            await send(message)
+
+        await self._app(scope, receive, send_with_headers)
+
+    async def _preflight(self, origin: str, request_headers: Headers, send: Send) -> None:
+        if self._preflight_allowed(origin):
+            status = 204
+            body = b""
+            headers = [
+                (b"access-control-allow-origin", origin.encode()),
+                (b"access-control-allow-methods", b"GET, POST, PUT, DELETE"),
+                (b"access-control-allow-headers", _ALLOW_HEADERS.encode()),
+                (b"access-control-max-age", _PREFLIGHT_MAX_AGE.encode()),
+            ]
+        else:
+            status = 403
+            body = encode(
+                {"error": {"code": "origin_not_allowed", "message": "this origin is not allowed by any key"}}
+            )
+            headers = [(b"content-type", b"application/json")]
+        headers += [(b"vary", b"Origin"), (b"content-length", str(len(body)).encode())]
+        start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
+        await send(start)
+        end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+        await send(end)

@@ -1,0 +1,99 @@
+"""``/v1/admin`` app endpoints and the audit log."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import get, post
+
+from obdal_common import subjects
+from obdal_common.errors import BadRequest, NotFound
+from obdal_common.ids import is_id
+from obdal_common.messaging import request as nats_request
+from obdal_common.schemas import AuditEvent, AuditPage, AuditQuery
+from obdal_gateway.state import Gateway
+
+__all__ = ["APP_HANDLERS", "app_or_404"]
+
+_MAX_PAGE = 200
+
+
+class NewApp(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+async def app_or_404(gw: Gateway, app_id: str) -> None:
+    """Raise 404 unless ``app_id`` names an existing app."""
+    if not is_id("app", app_id):
+        raise NotFound(f"no app {app_id}", code="app_not_found")
+    await gw.apps.get(app_id)
+
+
+@post("/apps", status_code=201, summary="Create an app (a tenant)")
+async def create_app(gw: Gateway, data: NewApp) -> dict[str, Any]:
+    app = await gw.apps.create(data.name.strip())
+    await gw.audit.record("app.created", app_id=app.app_id, actor="operator", target=app.app_id)
+    body: dict[str, Any] = msgspec.to_builtins(app)
+    return body
+
+
+@get("/apps", summary="List apps")
+async def list_apps(gw: Gateway) -> dict[str, Any]:
+    return {"data": msgspec.to_builtins(await gw.apps.list())}
+
+
+@get("/apps/{app_id:str}", summary="One app")
+async def get_app(gw: Gateway, app_id: str) -> dict[str, Any]:
+    await app_or_404(gw, app_id)
+    body: dict[str, Any] = msgspec.to_builtins(await gw.apps.get(app_id))
+    return body
+
+
+def _cursor(event: AuditEvent) -> str:
+    raw = f"{event.occurred_at.isoformat()}|{event.event_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, event_id = raw.split("|", 1)
+        return datetime.fromisoformat(at), event_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
+
+
+@get("/audit", summary="The audit log, newest first, paged with next_cursor")
+async def audit_log(
+    gw: Gateway,
+    app_id: str | None = None,
+    action: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    if not 1 <= limit <= _MAX_PAGE:
+        raise BadRequest(f"limit must be between 1 and {_MAX_PAGE}", code="invalid_limit")
+    if app_id is not None and not is_id("app", app_id):
+        raise BadRequest("app_id is not an app id", code="invalid_app_id")
+    if action is not None and not action.replace(".", "").replace("_", "").isalnum():
+        raise BadRequest("action is not an audit action", code="invalid_action")
+    before_at, before_id = _parse_cursor(cursor) if cursor else (None, None)
+    page = await nats_request(
+        gw.nc,
+        subjects.METERING_AUDIT,
+        AuditQuery(limit=limit, app_id=app_id, action=action, before_at=before_at, before_id=before_id),
+        AuditPage,
+        timeout=gw.settings.request_timeout_s,
+        what="metering",
+    )
+    return {
+        "data": msgspec.to_builtins(page.items),
+        "next_cursor": _cursor(page.items[-1]) if page.has_more else None,
+    }
+
+
+APP_HANDLERS = [create_app, list_apps, get_app, audit_log]

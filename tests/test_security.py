@@ -1,0 +1,258 @@
+"""The security boundary through the public API: CORS, rate limits, budgets, rotation,
+revocation across gateways, patching, audit, and no key in any log or error."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from obdal.servers import free_port
+from tests.api import Api
+from tests.conftest import BIN, Servers, Stack, clean_env, start_process, wait_http
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Api:
+    return Api(stack.url, stack.admin_token)
+
+
+def refused(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+
+
+def test_preflight_reflects_only_allowed_origins(api: Api) -> None:
+    app_id = api.create_app("cors")
+    api.create_key(app_id, kind="publishable", allowed_origins=["https://cors-shop.example.com"])
+    ask = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+
+    ok = api.http.options("/v1/chat", headers={"Origin": "https://cors-shop.example.com", **ask})
+    assert ok.status_code == 204
+    assert ok.headers["access-control-allow-origin"] == "https://cors-shop.example.com"
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    assert "authorization" in ok.headers["access-control-allow-headers"].lower()
+    assert "Origin" in ok.headers["vary"]
+
+    for origin in ("https://evil.example.net", "null", "https://cors-shop.example.com.evil.net"):
+        bad = api.http.options("/v1/chat", headers={"Origin": origin, **ask})
+        assert bad.status_code == 403, origin
+        assert "access-control-allow-origin" not in bad.headers
+        assert "Origin" in bad.headers["vary"]
+
+
+def test_responses_reflect_the_origin_only_when_the_key_allows_it(api: Api) -> None:
+    app_id = api.create_app("cors-actual")
+    key = api.create_key(app_id, kind="publishable", allowed_origins=["https://help.acme.test"])["key"]
+    allowed = api.http.post(
+        "/v1/chat", headers={**api.auth(key), "Origin": "https://help.acme.test"}, json={"message": "hi"}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://help.acme.test"
+    assert "X-RateLimit-Remaining" in allowed.headers["access-control-expose-headers"]
+    assert "Origin" in allowed.headers["vary"]
+
+    other = api.http.post(
+        "/v1/chat", headers={**api.auth(key), "Origin": "https://copycat.test"}, json={"message": "hi"}
+    )
+    refused(other, 403, "origin_not_allowed")
+    assert "access-control-allow-origin" not in other.headers
+    assert "Origin" in other.headers["vary"]
+
+
+def test_rate_limit_headers_and_429(api: Api) -> None:
+    app_id = api.create_app("limits")
+    key = api.create_key(app_id, rate_limit_rpm=3)["key"]
+    remaining = []
+    for _ in range(3):
+        response = api.http.get("/v1/files", headers=api.auth(key))
+        assert response.status_code == 200
+        assert response.headers["x-ratelimit-limit"] == "3"
+        assert int(response.headers["x-ratelimit-reset"]) > 0
+        remaining.append(int(response.headers["x-ratelimit-remaining"]))
+    assert remaining == [2, 1, 0]
+    limited = api.chat(key, "one more?")
+    refused(limited, 429, "rate_limited")
+    assert 1 <= int(limited.headers["retry-after"]) <= 20
+    assert limited.headers["x-ratelimit-remaining"] == "0"
+    # Another key of the same app has its own allowance.
+    assert api.http.get("/v1/files", headers=api.auth(api.create_key(app_id)["key"])).status_code == 200
+
+
+def test_daily_token_budget(api: Api) -> None:
+    app_id = api.create_app("budget")
+    key = api.create_key(app_id, token_budget=50)["key"]
+    first = api.chat(key, "Tell me about your refund policy")
+    assert first.status_code == 200
+    assert first.json()["usage"]["total_tokens"] > 50
+    deadline = time.monotonic() + 10
+    while (response := api.chat(key, "and again?")).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the worker counts the tokens just after it answers
+    refused(response, 429, "token_budget_exhausted")
+    assert int(response.headers["retry-after"]) <= 86401
+    # Other scopes still work: only answers cost tokens.
+    assert api.http.get("/v1/usage", headers=api.auth(key)).status_code == 200
+
+
+def test_rotation_keeps_the_old_secret_for_the_grace_period_only(api: Api) -> None:
+    app_id = api.create_app("rotation")
+    created = api.create_key(app_id)
+    old = created["key"]
+    rotated = api.admin.post(f"/v1/admin/keys/{created['key_id']}/rotate", json={"grace_period_s": 3})
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["key"]
+    assert new != old
+    assert rotated.json()["key_id"] == created["key_id"]
+    assert rotated.json()["rotation_grace_until"]
+    assert api.chat(old, "hi").status_code == 200
+    assert api.chat(new, "hi").status_code == 200
+    time.sleep(3.5)
+    refused(api.chat(old, "hi"), 401, "key_rotated")
+    assert api.chat(new, "hi").status_code == 200
+
+    # No grace: the old secret stops at once.
+    again = api.admin.post(f"/v1/admin/keys/{created['key_id']}/rotate", json={"grace_period_s": 0}).json()
+    refused(api.chat(new, "hi"), 401, "invalid_api_key")
+    assert api.chat(again["key"], "hi").status_code == 200
+
+
+def test_patch_changes_take_effect(api: Api) -> None:
+    app_id = api.create_app("patch")
+    created = api.create_key(app_id, scopes=["chat"])
+    key, key_id = created["key"], created["key_id"]
+    refused(api.http.get("/v1/usage", headers=api.auth(key)), 403, "insufficient_scope")
+
+    patched = api.admin.patch(
+        f"/v1/admin/keys/{key_id}",
+        json={"scopes": ["chat", "usage:read"], "allowed_origins": ["https://only.example.com"]},
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["scopes"] == ["chat", "usage:read"]
+    assert api.http.get("/v1/usage", headers=api.auth(key)).status_code == 200
+    from_elsewhere = {**api.auth(key), "Origin": "https://elsewhere.example.com"}
+    refused(api.http.get("/v1/usage", headers=from_elsewhere), 403, "origin_not_allowed")
+
+    refused(api.admin.patch(f"/v1/admin/keys/{key_id}", json={}), 400, "empty_patch")
+    refused(api.admin.patch(f"/v1/admin/keys/{key_id}", json={"scopes": ["admin"]}), 400, "invalid_scope")
+    refused(api.admin.patch("/v1/admin/keys/key_doesnotexist00", json={"name": "x"}), 404, "key_not_found")
+
+
+ENDPOINTS: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("POST", "/v1/chat", "chat", {"json": {"message": "hi"}}),
+    ("GET", "/v1/usage", "usage:read", {}),
+    ("GET", "/v1/files", "files:read", {}),
+    ("GET", "/v1/files/file_0000000000000000", "files:read", {}),
+    ("POST", "/v1/files", "files:write", {"files": {"file": ("a.txt", b"hello")}}),
+    ("DELETE", "/v1/files/file_0000000000000000", "files:write", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "scope", "kwargs"), ENDPOINTS)
+def test_every_endpoint_enforces_its_scope(
+    api: Api, method: str, path: str, scope: str, kwargs: dict[str, Any]
+) -> None:
+    app_id = api.create_app("scope-table")
+    others = sorted({s for _, _, s, _ in ENDPOINTS} - {scope})
+    without = api.create_key(app_id, scopes=others)["key"]
+    refused(api.http.request(method, path, headers=api.auth(without), **kwargs), 403, "insufficient_scope")
+    with_scope = api.create_key(app_id, scopes=[scope])["key"]
+    response = api.http.request(method, path, headers=api.auth(with_scope), **kwargs)
+    assert response.status_code in (200, 202, 404), response.text  # 404: the probe file does not exist
+
+
+def test_admin_lists_only_the_apps_own_keys(api: Api) -> None:
+    app_a, app_b = api.create_app("list-a"), api.create_app("list-b")
+    key_a = api.create_key(app_a)
+    key_b = api.create_key(app_b)
+    listed = api.admin.get(f"/v1/admin/apps/{app_a}/keys").json()["data"]
+    assert [k["key_id"] for k in listed] == [key_a["key_id"]]
+    assert key_b["key_id"] not in str(listed)
+
+
+def test_audit_log_records_security_actions(api: Api) -> None:
+    app_id = api.create_app("audited")
+    created = api.create_key(app_id, kind="publishable", allowed_origins=["https://a.example.com"])
+    key_id = created["key_id"]
+    api.admin.patch(f"/v1/admin/keys/{key_id}", json={"allowed_origins": ["https://b.example.com"]})
+    api.admin.post(f"/v1/admin/keys/{key_id}/rotate", json={"grace_period_s": 0})
+    api.http.post(
+        "/v1/chat",
+        headers={**api.auth(created["key"]), "Origin": "https://b.example.com"},
+        json={"message": "x"},
+    )  # the old secret: refused
+    api.admin.delete(f"/v1/admin/keys/{key_id}")
+
+    wanted = {"key.created", "key.updated", "key.rotated", "auth.refused", "key.revoked"}
+    deadline = time.monotonic() + 15
+    while True:
+        events = api.admin.get("/v1/admin/audit", params={"app_id": app_id, "limit": 50}).json()["data"]
+        if wanted <= {e["action"] for e in events} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    by_action = {e["action"]: e for e in events}
+    assert wanted <= set(by_action)
+    assert by_action["key.updated"]["detail"]["allowed_origins"] == "https://b.example.com:443"
+    refusal = by_action["auth.refused"]
+    assert refusal["detail"]["reason"] == "invalid_api_key"  # rotated without grace
+    assert refusal["actor"] == key_id
+    assert refusal["detail"]["origin"] == "https://b.example.com"
+    assert refusal["detail"]["client_ip"] == "127.0.0.1"
+    assert created["key"] not in str(events)
+    # Newest first, and pages chain with next_cursor.
+    times = [e["occurred_at"] for e in events]
+    assert times == sorted(times, reverse=True)
+    first = api.admin.get("/v1/admin/audit", params={"app_id": app_id, "limit": 2}).json()
+    second = api.admin.get(
+        "/v1/admin/audit", params={"app_id": app_id, "limit": 2, "cursor": first["next_cursor"]}
+    ).json()
+    assert [e["event_id"] for e in first["data"] + second["data"]] == [e["event_id"] for e in events[:4]]
+    refused(api.admin.get("/v1/admin/audit", params={"cursor": "garbage!"}), 400, "invalid_cursor")
+
+
+@pytest.fixture
+def second_gateway(servers: Servers, stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Another gateway replica on the same NATS as the stack."""
+    port = free_port()
+    env = clean_env(
+        **servers.env(),
+        OBDAL_GATEWAY_PORT=str(port),
+        OBDAL_ADMIN_TOKEN=stack.admin_token,
+        OBDAL_DATA_DIR=str(tmp_path_factory.mktemp("replica")),
+    )
+    process = start_process(
+        [str(BIN / "obdal-gateway")], env, tmp_path_factory.mktemp("replica-log") / "gw.log"
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/v1/status/live", process)
+    yield url
+    assert process.stop() == 0
+
+
+def test_revocation_reaches_every_gateway_within_a_second(api: Api, second_gateway: str) -> None:
+    app_id = api.create_app("replicas")
+    created = api.create_key(app_id)
+    replica = httpx.Client(base_url=second_gateway, timeout=10)
+    assert replica.get("/v1/files", headers=api.auth(created["key"])).status_code == 200
+    assert api.admin.delete(f"/v1/admin/keys/{created['key_id']}").status_code == 200
+    revoked_at = time.monotonic()
+    while (response := replica.get("/v1/files", headers=api.auth(created["key"]))).status_code == 200:
+        assert time.monotonic() - revoked_at < 1.0, "the replica still accepts a revoked key after 1 s"
+        time.sleep(0.01)
+    refused(response, 401, "key_revoked")
+
+
+def test_keys_never_appear_in_logs(api: Api, stack: Stack) -> None:
+    app_id = api.create_app("logs")
+    key = api.create_key(app_id)["key"]
+    api.chat(key, "hello")
+    api.http.get("/v1/usage", params={"api_key": key})
+    api.chat(key[:-1] + "x", "forged")  # a refusal is logged and audited
+    assert key not in stack.process.log()
+    assert key[:-1] + "x" not in stack.process.log()
+    assert "obd_sk_" not in stack.process.log()
