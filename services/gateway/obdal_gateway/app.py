@@ -16,6 +16,7 @@ from obdal_gateway.routes.chat import chat
 from obdal_gateway.routes.files import delete_file, get_file, list_files, upload_file
 from obdal_gateway.routes.status import live, status
 from obdal_gateway.routes.usage import usage
+from obdal_gateway.routes.widget import demo_page, widget_script
 from obdal_gateway.state import Gateway
 
 __all__ = ["create_app"]
@@ -43,6 +44,8 @@ def create_app(gateway: Gateway) -> Litestar:
             status,
             live,
             admin_router,
+            widget_script,
+            demo_page,
         ],
         dependencies={"gw": Provide(_gateway, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,

@@ -1,0 +1,268 @@
+/* Obdal chat widget: <script src="https://HOST/widget.js" data-key="obd_pk_…" async></script>
+ * Options (data-*): title, greeting, color, position (right|left), placeholder.
+ * Renders in a Shadow DOM; streams answers over fetch + SSE; never renders HTML it receives. */
+(function () {
+  "use strict";
+  var script = document.currentScript || document.querySelector("script[src*='widget.js'][data-key]");
+  if (!script || window.__obdalWidget) return;
+  window.__obdalWidget = true;
+
+  var data = script.dataset;
+  var apiBase = new URL(script.src, location.href).origin;
+  var key = data.key || "";
+  var safeColor = /^(#[0-9a-f]{3,8}|[a-z]{3,20})$/i.test(data.color || "") ? data.color : "#2563eb";
+  var cfg = {
+    title: data.title || "Ask us anything",
+    greeting: data.greeting || "Hi! Ask me a question about our products and policies.",
+    placeholder: data.placeholder || "Type your question…",
+    left: data.position === "left"
+  };
+  var storeName = "obdal-widget:" + key.split("_").slice(0, 3).join("_");
+  var MAX_KEPT = 50;
+
+  var css = [
+    ":host{all:initial}",
+    "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}",
+    ".launcher{position:fixed;bottom:20px;" + (cfg.left ? "left" : "right") + ":20px;width:56px;height:56px;",
+    "border-radius:50%;border:0;background:" + safeColor + ";color:#fff;cursor:pointer;z-index:2147483646;",
+    "box-shadow:0 4px 14px rgba(0,0,0,.25);display:flex;align-items:center;justify-content:center}",
+    ".launcher svg{width:26px;height:26px;fill:currentColor}",
+    ".launcher:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #111;outline-offset:2px}",
+    ".panel{position:fixed;bottom:88px;" + (cfg.left ? "left" : "right") + ":20px;width:370px;height:540px;",
+    "max-height:calc(100vh - 110px);background:#fff;color:#111;border-radius:14px;z-index:2147483647;",
+    "box-shadow:0 10px 40px rgba(0,0,0,.25);display:flex;flex-direction:column;overflow:hidden}",
+    ".panel[hidden]{display:none}",
+    "header{background:" + safeColor + ";color:#fff;padding:12px 14px;display:flex;align-items:center;gap:8px}",
+    "h2{font-size:16px;margin:0;flex:1;font-weight:600}",
+    "header button{background:transparent;border:1px solid rgba(255,255,255,.6);color:#fff;border-radius:8px;",
+    "padding:4px 8px;font-size:13px;cursor:pointer}",
+    ".log{flex:1;overflow-y:auto;padding:14px;display:flex;flex-direction:column;gap:10px;background:#f7f7f8}",
+    ".msg{max-width:88%;padding:9px 12px;border-radius:12px;font-size:14px;line-height:1.45;white-space:pre-wrap;",
+    "overflow-wrap:anywhere}",
+    ".user{align-self:flex-end;background:" + safeColor + ";color:#fff}",
+    ".bot{align-self:flex-start;background:#fff;border:1px solid #e3e3e6}",
+    ".error{align-self:stretch;background:#fff4f4;border:1px solid #f3b7b7;color:#8a1010}",
+    ".sources{margin:6px 0 0;padding:6px 0 0 16px;border-top:1px solid #eee;font-size:12px;color:#444}",
+    ".sources li{margin:2px 0}",
+    "form{display:flex;gap:8px;padding:10px;border-top:1px solid #e3e3e6;background:#fff}",
+    "textarea{flex:1;resize:none;border:1px solid #c9c9ce;border-radius:10px;padding:8px 10px;font-size:14px;",
+    "min-height:40px;max-height:120px}",
+    "form button{border:0;border-radius:10px;background:" + safeColor + ";color:#fff;padding:0 14px;font-size:14px;",
+    "cursor:pointer}",
+    "form button:disabled{opacity:.5;cursor:default}",
+    ".sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}",
+    "@media (max-width:480px){.panel{left:0;right:0;bottom:0;top:0;width:100%;height:100%;max-height:none;",
+    "border-radius:0}.launcher{bottom:14px}}"
+  ].join("");
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (name) { node.setAttribute(name, attrs[name]); });
+    if (text) node.textContent = text;  // text only: nothing received is ever parsed as HTML
+    return node;
+  }
+
+  var host = el("div", { id: "obdal-widget" });
+  var root = host.attachShadow({ mode: "open" });
+  var style = el("style");
+  style.textContent = css;
+  var launcher = el("button", {
+    "class": "launcher", type: "button", "aria-label": "Open chat: " + cfg.title,
+    "aria-expanded": "false", "aria-controls": "obdal-panel"
+  });
+  launcher.innerHTML = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"/></svg>';
+  var panel = el("section", { "class": "panel", id: "obdal-panel", role: "dialog", "aria-labelledby": "obdal-title" });
+  panel.hidden = true;
+  var header = el("header");
+  var title = el("h2", { id: "obdal-title" }, cfg.title);
+  var reset = el("button", { type: "button", "aria-label": "Start a new conversation" }, "New");
+  var close = el("button", { type: "button", "aria-label": "Close chat" }, "✕");
+  header.append(title, reset, close);
+  var log = el("div", { "class": "log", role: "log", "aria-live": "polite", "aria-label": "Conversation" });
+  var form = el("form");
+  var label = el("label", { "for": "obdal-input", "class": "sr" }, "Your question");
+  var input = el("textarea", { id: "obdal-input", rows: "1", placeholder: cfg.placeholder, maxlength: "4000" });
+  var send = el("button", { type: "submit" }, "Send");
+  form.append(label, input, send);
+  panel.append(header, log, form);
+  root.append(style, launcher, panel);
+
+  var state = load();
+  var busy = false;
+  var controller = null;
+
+  function load() {
+    try {
+      var saved = JSON.parse(localStorage.getItem(storeName) || "null");
+      if (saved && Array.isArray(saved.messages)) return saved;
+    } catch (e) { /* storage unavailable or corrupt: start fresh */ }
+    return { session_id: null, messages: [] };
+  }
+
+  function save() {
+    state.messages = state.messages.slice(-MAX_KEPT);
+    try { localStorage.setItem(storeName, JSON.stringify(state)); } catch (e) { /* private mode */ }
+  }
+
+  function addMessage(role, text, sources) {
+    var node = el("div", { "class": "msg " + role }, text);
+    if (role === "error") node.setAttribute("role", "alert");
+    if (sources && sources.length) node.appendChild(sourceList(sources));
+    log.appendChild(node);
+    log.scrollTop = log.scrollHeight;
+    return node;
+  }
+
+  function sourceList(sources) {
+    var list = el("ul", { "class": "sources", "aria-label": "Sources" });
+    sources.slice(0, 5).forEach(function (s) {
+      list.appendChild(el("li", {}, String(s.filename || "document") + " — " + String(s.snippet || "")));
+    });
+    return list;
+  }
+
+  function render() {
+    log.textContent = "";
+    addMessage("bot", cfg.greeting);
+    state.messages.forEach(function (m) { addMessage(m.role, m.text, m.sources); });
+  }
+
+  function open() {
+    panel.hidden = false;
+    launcher.setAttribute("aria-expanded", "true");
+    launcher.setAttribute("aria-label", "Close chat: " + cfg.title);
+    input.focus();
+  }
+
+  function shut() {
+    panel.hidden = true;
+    launcher.setAttribute("aria-expanded", "false");
+    launcher.setAttribute("aria-label", "Open chat: " + cfg.title);
+    launcher.focus();
+  }
+
+  function explain(status, body, retryAfter) {
+    var code = body && body.error && body.error.code;
+    if (status === 403) return "This website is not allowed to use this assistant.";
+    if (status === 401) return "This assistant is not set up correctly (its key was refused).";
+    if (status === 429 && code === "token_budget_exhausted") return "The assistant has reached its limit for today. Please try again tomorrow.";
+    if (status === 429) return "Too many questions right now. Please wait " + (retryAfter || "a few") + " seconds and try again.";
+    if (status === 503 || status === 504) return "The assistant is temporarily unavailable. Please try again shortly.";
+    if (status === 413) return "That question is too long. Please shorten it.";
+    return "Something went wrong (" + (code || status) + "). Please try again.";
+  }
+
+  function finish() {
+    busy = false;
+    send.disabled = false;
+    controller = null;
+  }
+
+  async function ask(question) {
+    var conversation = state;  // "New" during the answer starts another one: keep them apart
+    busy = true;
+    send.disabled = true;
+    addMessage("user", question);
+    conversation.messages.push({ role: "user", text: question });
+    save();
+    var answer = addMessage("bot", "");
+    answer.setAttribute("aria-busy", "true");
+    controller = new AbortController();
+    var text = "";
+    var response;
+    try {
+      response = await fetch(apiBase + "/v1/chat", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Authorization": "Bearer " + key },
+        body: JSON.stringify({ message: question, session_id: conversation.session_id || undefined, stream: true }),
+        signal: controller.signal
+      });
+    } catch (e) {
+      answer.remove();
+      if (e.name !== "AbortError") {
+        addMessage("error", "Could not reach the assistant from this page. This website may not be allowed to use it, or the service is down.");
+      }
+      return finish();
+    }
+    if (!response.ok || !response.body) {
+      var body = null;
+      try { body = await response.json(); } catch (e) { /* not JSON */ }
+      answer.remove();
+      addMessage("error", explain(response.status, body, response.headers.get("Retry-After")));
+      return finish();
+    }
+    var reader = response.body.getReader();
+    var decoder = new TextDecoder();
+    var buffer = "";
+    var sources = [];
+    var failed = null;
+    try {
+      for (;;) {
+        var chunk = await reader.read();
+        if (chunk.done) break;
+        buffer += decoder.decode(chunk.value, { stream: true });
+        var blocks = buffer.split(/\r?\n\r?\n/);
+        buffer = blocks.pop();
+        blocks.forEach(function (block) {
+          var event = "message";
+          var payload = "";
+          block.split(/\r?\n/).forEach(function (line) {
+            if (line.indexOf("event:") === 0) event = line.slice(6).trim();
+            else if (line.indexOf("data:") === 0) payload += line.slice(5).trim();
+          });
+          if (!payload) return;  // a ": ping" comment
+          var value = JSON.parse(payload);
+          if (event === "message") {
+            text += value.content;
+            answer.textContent = text;
+            log.scrollTop = log.scrollHeight;
+          } else if (event === "sources") {
+            sources = value.sources || [];
+          } else if (event === "end") {
+            conversation.session_id = value.session_id;
+          } else if (event === "error") {
+            failed = value;
+          }
+        });
+      }
+    } catch (e) {
+      if (e.name !== "AbortError") failed = { code: "stream_interrupted" };
+    }
+    answer.removeAttribute("aria-busy");
+    if (sources.length) answer.appendChild(sourceList(sources));
+    if (text) {
+      conversation.messages.push({ role: "bot", text: text, sources: sources });
+    } else {
+      answer.remove();
+    }
+    if (conversation === state) {
+      save();
+      if (failed) addMessage("error", "The answer was interrupted. Please ask again.");
+    }
+    finish();
+  }
+
+  launcher.addEventListener("click", function () { panel.hidden ? open() : shut(); });
+  close.addEventListener("click", shut);
+  reset.addEventListener("click", function () {
+    if (controller) controller.abort();
+    state = { session_id: null, messages: [] };
+    save();
+    render();
+    input.focus();
+  });
+  panel.addEventListener("keydown", function (e) { if (e.key === "Escape") shut(); });
+  input.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+  });
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var question = input.value.trim();
+    if (!question || busy) return;
+    input.value = "";
+    ask(question);
+  });
+
+  render();
+  (document.body || document.documentElement).appendChild(host);
+})();
