@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
+from opentelemetry import trace
 
 from obdal_common.errors import Forbidden, Unauthorized
 from obdal_common.schemas import KeyRecord
@@ -57,6 +58,10 @@ async def authenticate(
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
     record = await keys.verify(key)
     origin = request.headers.get("origin")
+    # The key id is not a secret (it is the key's public middle part); the key itself never goes to a span.
+    span = trace.get_current_span()
+    span.set_attribute("obdal.app_id", record.app_id)
+    span.set_attribute("obdal.key_id", record.key_id)
     if record.kind == "publishable":
         if not record.allowed_origins:
             raise Forbidden(

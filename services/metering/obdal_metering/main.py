@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from obdal_common import subjects
 from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology, serve_requests
+from obdal_common.metrics import sample_consumer
 from obdal_common.runner import run_service
 from obdal_common.schemas import DependencyStatus, ServiceStatus
 from obdal_metering.handlers import MeteringHandlers
@@ -52,7 +53,20 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
         )
         await handlers.start()
         log.info("metering ready (MongoDB %s)", settings.mongo_db)
-        await handlers.consume(stop)
+        sampler = asyncio.create_task(
+            sample_consumer(
+                js,
+                stream=subjects.EVENTS_STREAM,
+                consumer=subjects.METERING_CONSUMER,
+                subject=subjects.EVENTS_SUBJECTS[0],
+                stop=stop,
+                every_s=settings.metrics_sample_s,
+            )
+        )
+        try:
+            await handlers.consume(stop)
+        finally:
+            sampler.cancel()
         await status_sub.unsubscribe()
         await handlers.stop()
     finally:
