@@ -7,11 +7,13 @@ a collector or Jaeger would get), serves Prometheus text at /metrics, and logs J
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from obdal.servers import free_port
+from obdal.servers import free_port, nats_server
 from tests.api import Api
 from tests.conftest import BIN, Process, Servers, clean_env, start_process, wait_http
 
@@ -247,3 +249,62 @@ def test_metrics_are_scrapable_by_route_with_chat_and_queue_figures(
     assert pending == {"ingest": 0.0, "metering": 0.0}
     ages = {labels["consumer"] for labels, _ in _samples(text, "obdal_consumer_oldest_age_seconds")}
     assert ages == {"ingest", "metering"}
+
+
+def test_a_worker_process_names_its_service_and_serves_metrics_on_its_port(
+    servers: Servers, tmp_path: Path
+) -> None:
+    """The production layout: ``obdal-metering`` alone exports as service ``obdal-metering``."""
+    spans: list[Span] = []
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), type("Receiver", (_Receiver,), {"spans": spans}))
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    nats = nats_server(tmp_path).start()  # its own bus: no other test's metering shares its consumer
+    metrics_port = free_port()
+    env = clean_env(
+        OBDAL_NATS_URL=nats.url,
+        OBDAL_MONGO_URL=servers.mongo.url,
+        OBDAL_MONGO_DB="worker-metrics",
+        OBDAL_METRICS_PORT=str(metrics_port),
+        OBDAL_METRICS_SAMPLE_S="0.2",
+        OBDAL_OTEL_EXPORTER="otlp",
+        OBDAL_OTEL_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    process = start_process([str(BIN / "obdal-metering")], env, tmp_path / "metering.log")
+    try:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        wait_http(url, process)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _samples(httpx.get(url).text, "obdal_consumer_pending"):
+            time.sleep(0.2)
+        ((labels, pending),) = _samples(httpx.get(url).text, "obdal_consumer_pending")
+        assert labels["consumer"] == "metering"
+        assert pending == 0.0
+        # A status request over NATS is a span of the metering process.
+        subprocess.run(
+            [str(BIN / "python"), "-c", _STATUS_REQUEST, nats.url],
+            check=True,
+            timeout=30,
+            capture_output=True,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(s.name == "metering.status" for s in spans):
+            time.sleep(0.1)
+        assert {s.service for s in spans if s.name == "metering.status"} == {"obdal-metering"}
+    finally:
+        assert process.stop() == 0, process.log()
+        nats.stop()
+        receiver.shutdown()
+
+
+_STATUS_REQUEST = """
+import asyncio, sys
+import nats
+
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    await nc.request("obdal.status.metering", b"{}", timeout=10)
+    await nc.close()
+
+asyncio.run(main())
+"""
