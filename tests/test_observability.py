@@ -88,6 +88,14 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
+def start_receiver() -> tuple[ThreadingHTTPServer, list[Span]]:
+    """A loopback OTLP/HTTP trace receiver (in a thread) and the list its spans land in."""
+    spans: list[Span] = []
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), type("Receiver", (_Receiver,), {"spans": spans}))
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    return receiver, spans
+
+
 @dataclass(frozen=True)
 class Traced:
     url: str
@@ -115,10 +123,7 @@ class Traced:
 def traced(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
     """``obdal up`` exporting OTLP to a loopback receiver, with its own NATS and Redis (no other
     stack's workers can take its requests) and JSON logs."""
-    spans: list[Span] = []
-    handler = type("Receiver", (_Receiver,), {"spans": spans})
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    receiver, spans = start_receiver()
     base = tmp_path_factory.mktemp("traced")
     port = free_port()
     env = clean_env(
@@ -155,16 +160,21 @@ def exercised(traced: Traced) -> dict[str, str]:
     return {"app_id": app_id, "key": key, "file_id": file_id, "session_id": answer.one("end")["session_id"]}
 
 
+def connected(spans: list[Span], root: str, *, services: set[str]) -> dict[str, Span]:
+    """Check that ``spans`` form one tree under ``root`` spanning ``services``; the spans by name."""
+    assert services <= {s.obdal_service for s in spans}
+    # Parent links, not only a shared trace id: each worker's span hangs under the gateway's.
+    ids = {s.span_id for s in spans}
+    assert [s.name for s in spans if s.parent_id not in ids] == [root]
+    return {s.name: s for s in spans}
+
+
 def test_chat_is_one_trace_across_gateway_chat_and_metering(
     traced: Traced, exercised: dict[str, str]
 ) -> None:
     spans = traced.trace_of("POST /v1/chat", **{"obdal.app_id": exercised["app_id"]})
-    by_name = {s.name: s for s in spans}
-    assert {"gateway", "chat", "metering"} <= {s.obdal_service for s in spans}
+    by_name = connected(spans, "POST /v1/chat", services={"gateway", "chat", "metering"})
     assert {"chat.answer", "chat.retrieve", "chat.generate", "metering.store"} <= by_name.keys()
-    # Parent links, not only a shared trace id: the worker's span hangs under the gateway's.
-    ids = {s.span_id for s in spans}
-    assert all(s.parent_id in ids for s in spans if s.name != "POST /v1/chat")
     answer = by_name["chat.answer"].attributes
     assert answer["obdal.session_id"] == exercised["session_id"]
     generate = by_name["chat.generate"].attributes
@@ -178,8 +188,7 @@ def test_upload_is_one_trace_across_gateway_ingest_and_metering(
     traced: Traced, exercised: dict[str, str]
 ) -> None:
     spans = traced.trace_of("POST /v1/files", **{"obdal.app_id": exercised["app_id"]})
-    by_name = {s.name: s for s in spans}
-    assert {"gateway", "ingest", "metering"} <= {s.obdal_service for s in spans}
+    by_name = connected(spans, "POST /v1/files", services={"gateway", "ingest", "metering"})
     assert {"ingest.job", "ingest.parse", "ingest.index", "metering.store"} <= by_name.keys()
     assert by_name["ingest.job"].attributes["obdal.file_id"] == exercised["file_id"]
     assert by_name["ingest.index"].attributes["obdal.chunks"] >= 1
@@ -255,9 +264,7 @@ def test_a_worker_process_names_its_service_and_serves_metrics_on_its_port(
     servers: Servers, tmp_path: Path
 ) -> None:
     """The production layout: ``obdal-metering`` alone exports as service ``obdal-metering``."""
-    spans: list[Span] = []
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), type("Receiver", (_Receiver,), {"spans": spans}))
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    receiver, spans = start_receiver()
     nats = nats_server(tmp_path).start()  # its own bus: no other test's metering shares its consumer
     metrics_port = free_port()
     env = clean_env(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 
 from obdal_common.settings import ObdalSettings
 
-__all__ = ["prometheus_text", "sample_consumer", "serve_metrics", "setup_metrics"]
+__all__ = ["consumer_gauges", "prometheus_text", "serve_metrics", "setup_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,22 @@ async def _sample(js: JetStreamContext, stream: str, consumer: str, subject: str
     return backlog
 
 
-async def sample_consumer(
-    js: JetStreamContext, *, stream: str, consumer: str, subject: str, stop: asyncio.Event, every_s: float
-) -> None:
-    """Refresh the backlog gauges of ``consumer`` every ``every_s`` seconds until ``stop``."""
-    while not stop.is_set():
-        try:
-            _backlogs[consumer] = await _sample(js, stream, consumer, subject)
-        except Exception as exc:  # the consumer is not created yet, or NATS is reconnecting
-            log.debug("cannot sample consumer %s: %s", consumer, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
+@contextlib.asynccontextmanager
+async def consumer_gauges(
+    js: JetStreamContext, *, stream: str, consumer: str, subject: str, every_s: float
+) -> AsyncIterator[None]:
+    """Within the block, refresh the backlog gauges of ``consumer`` every ``every_s`` seconds."""
+
+    async def sample() -> None:
+        while True:
+            try:
+                _backlogs[consumer] = await _sample(js, stream, consumer, subject)
+            except Exception as exc:  # the consumer is not created yet, or NATS is reconnecting
+                log.debug("cannot sample consumer %s: %s", consumer, exc)
+            await asyncio.sleep(every_s)
+
+    task = asyncio.create_task(sample())
+    try:
+        yield
+    finally:
+        task.cancel()

@@ -11,7 +11,7 @@ from pymongo import AsyncMongoClient
 from obdal_common import subjects
 from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology, serve_requests
-from obdal_common.metrics import sample_consumer
+from obdal_common.metrics import consumer_gauges
 from obdal_common.runner import run_service
 from obdal_common.schemas import DependencyStatus, ServiceStatus
 from obdal_metering.handlers import MeteringHandlers
@@ -53,20 +53,15 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
         )
         await handlers.start()
         log.info("metering ready (MongoDB %s)", settings.mongo_db)
-        sampler = asyncio.create_task(
-            sample_consumer(
-                js,
-                stream=subjects.EVENTS_STREAM,
-                consumer=subjects.METERING_CONSUMER,
-                subject=subjects.EVENTS_SUBJECTS[0],
-                stop=stop,
-                every_s=settings.metrics_sample_s,
-            )
+        gauges = consumer_gauges(
+            js,
+            stream=subjects.EVENTS_STREAM,
+            consumer=subjects.METERING_CONSUMER,
+            subject=subjects.EVENTS_SUBJECTS[0],
+            every_s=settings.metrics_sample_s,
         )
-        try:
+        async with gauges:
             await handlers.consume(stop)
-        finally:
-            sampler.cancel()
         await status_sub.unsubscribe()
         await handlers.stop()
     finally:
