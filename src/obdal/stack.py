@@ -25,6 +25,7 @@ from obdal_chat.main import serve as serve_chat
 from obdal_chat.settings import ChatSettings
 from obdal_common.errors import ObdalError
 from obdal_common.logs import configure_logging
+from obdal_common.metrics import setup_metrics
 from obdal_common.retrieval import close_indexes
 from obdal_common.settings import ObdalSettings, load_settings
 from obdal_common.telemetry import setup_tracing
@@ -126,7 +127,10 @@ def run_stack() -> None:
         print(f"obdal: {exc.message}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(level=base.log_level, fmt=base.log_format)
+    # One process, one provider each: services are told apart by instrumentation scope
+    # (tracers and meters are named after their modules, e.g. obdal_chat.pipeline).
     setup_tracing("obdal", base)
+    setup_metrics("obdal")
     base.data_dir.mkdir(parents=True, exist_ok=True)
     token, _ = resolve_admin_token(
         base.admin_token.get_secret_value() if base.admin_token else None, base.data_dir

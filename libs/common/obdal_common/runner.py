@@ -1,4 +1,4 @@
-"""Running a service as a process: settings, logging, tracing, signals, clean stop."""
+"""Running a service as a process: settings, logging, tracing, metrics, signals, clean stop."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from obdal_common.errors import ConfigurationError, DependencyUnavailable
 from obdal_common.logs import configure_logging
+from obdal_common.metrics import serve_metrics, setup_metrics
 from obdal_common.settings import ObdalSettings, load_settings
 from obdal_common.telemetry import setup_tracing
 
@@ -33,6 +34,8 @@ def run_service(
         raise SystemExit(2) from None
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     setup_tracing(f"obdal-{name}", settings)
+    setup_metrics(f"obdal-{name}")
+    serve_metrics(settings)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -45,6 +45,15 @@ class ObdalSettings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     otel_exporter: Literal["none", "console", "otlp"] = "none"
     otel_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint, e.g. http://jaeger:4318")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Prometheus /metrics port of a worker (the gateway uses its own)"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Interface of the metrics port (0.0.0.0 in containers)"
+    )
+    metrics_sample_s: float = Field(
+        5.0, gt=0, description="How often queue depth and consumer lag are sampled"
+    )
 
     @property
     def index_dir(self) -> Path:

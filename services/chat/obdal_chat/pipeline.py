@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -40,6 +40,11 @@ __all__ = ["AnswerPipeline"]
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
+_meter = metrics.get_meter(__name__)
+_tokens = _meter.create_counter(
+    "obdal.chat.tokens", unit="{token}", description="Tokens metered, by model and type (input, output)"
+)
+_cost = _meter.create_counter("obdal.chat.cost", unit="USD", description="Cost of the answers, by model")
 
 _SNIPPET_CHARS = 240
 
@@ -108,6 +113,10 @@ class AnswerPipeline:
                 total_tokens=completion.prompt_tokens + completion.completion_tokens,
                 cost=self._generator.cost(completion),
             )
+            model = {"gen_ai.request.model": self._generator.model}
+            _tokens.add(usage.prompt_tokens, {**model, "gen_ai.token.type": "input"})
+            _tokens.add(usage.completion_tokens, {**model, "gen_ai.token.type": "output"})
+            _cost.add(usage.cost, model)
             sources = [_source(hit) for hit in hits]
             # Shielded: a cancelled answer (client gone) is still metered and kept.
             await asyncio.shield(self._record(req, message_id, completion.text, sources, usage, finished))

@@ -11,6 +11,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from obdal_gateway.cors import PolicyHeadersMiddleware
 from obdal_gateway.error_responses import EXCEPTION_HANDLERS
+from obdal_gateway.instrumentation import name_span, prometheus_metrics, tracing_plugin
 from obdal_gateway.routes.admin import admin_router
 from obdal_gateway.routes.chat import chat
 from obdal_gateway.routes.files import delete_file, get_file, list_files, upload_file
@@ -46,10 +47,13 @@ def create_app(gateway: Gateway) -> Litestar:
             admin_router,
             widget_script,
             demo_page,
+            prometheus_metrics,
         ],
         dependencies={"gw": Provide(_gateway, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[DefineMiddleware(PolicyHeadersMiddleware, preflight_allowed=gateway.keys.allows_origin)],
+        plugins=[tracing_plugin()],
+        before_request=name_span,
         state=State({"gateway": gateway}),
         request_max_body_size=gateway.settings.max_upload_bytes + _BODY_SLACK,
         openapi_config=OpenAPIConfig(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
+from opentelemetry import trace
 from redis.exceptions import RedisError
 
 from obdal_common.budgets import tokens_used
@@ -129,6 +130,10 @@ async def authenticate(
         if not key:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
         record = await gw.keys.verify(key)
+        # The key id is not a secret (it is the key's public middle part); the key never goes to a span.
+        span = trace.get_current_span()
+        span.set_attribute("obdal.app_id", record.app_id)
+        span.set_attribute("obdal.key_id", record.key_id)
         _check_origin(record, origin)
         if scope not in record.scopes:
             raise Forbidden(f"this key lacks the '{scope}' scope", code="insufficient_scope")

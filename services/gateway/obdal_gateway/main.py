@@ -20,6 +20,7 @@ from obdal_common.runner import run_service
 from obdal_gateway.app import create_app
 from obdal_gateway.apps import AppRegistry
 from obdal_gateway.audit import AuditLog
+from obdal_gateway.instrumentation import RequestMetrics
 from obdal_gateway.keys import KeyRegistry
 from obdal_gateway.operator_token import resolve_admin_token
 from obdal_gateway.ratelimit import RateLimiter
@@ -73,7 +74,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         )
         server = _Server(
             uvicorn.Config(
-                create_app(gateway),
+                RequestMetrics(create_app(gateway)),
                 host=settings.gateway_host,
                 port=settings.gateway_port,
                 log_config=None,

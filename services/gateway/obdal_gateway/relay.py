@@ -8,17 +8,20 @@ missing workers into typed errors so a client never hangs.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
+from opentelemetry import metrics
 
 from obdal_common import subjects
 from obdal_common.errors import DependencyUnavailable, error_for_code
 from obdal_common.schemas import (
     ChatAccepted,
+    ChatDelta,
     ChatEnd,
     ChatError,
     ChatReply,
@@ -32,16 +35,30 @@ __all__ = ["ChatRelay", "ChatStream"]
 
 _NO_RESPONDERS = "503"
 
+_meter = metrics.get_meter(__name__)
+_ttft = _meter.create_histogram(
+    "obdal.chat.time_to_first_token",
+    unit="s",
+    description="From handing a chat request to a worker to its first answer delta, as the gateway sees it",
+)
+_answer_duration = _meter.create_histogram(
+    "obdal.chat.duration", unit="s", description="From handing a chat request to a worker to its last reply"
+)
+
 
 class ChatStream:
     """The replies of one accepted chat request. Iterate it; close it when done."""
 
-    def __init__(self, nc: NATS, sub: Any, request_id: str, *, idle_timeout: float) -> None:
+    def __init__(self, nc: NATS, sub: Any, request: ChatRequest, *, idle_timeout: float) -> None:
         self._nc = nc
         self._sub = sub
-        self._request_id = request_id
+        self._request_id = request.request_id
         self._idle_timeout = idle_timeout
         self._finished = False
+        self._started = time.perf_counter()
+        self._first_token = False
+        self._outcome = "cancelled"
+        self._attrs = {"obdal.stream": request.stream}
 
     async def __aiter__(self) -> AsyncIterator[ChatReply]:
         """Every reply after ``accepted``, pings included, ending with end or error."""
@@ -50,6 +67,7 @@ class ChatStream:
                 msg = await self._sub.next_msg(timeout=self._idle_timeout)
             except (TimeoutError, NatsTimeoutError):
                 self._finished = True
+                self._outcome = "worker_timeout"
                 yield ChatError(
                     code="worker_timeout",
                     message="the chat worker stopped responding",
@@ -60,13 +78,22 @@ class ChatStream:
                 reply = decode_chat_reply(msg.data)
             except msgspec.ValidationError:
                 continue
-            yield reply
+            if isinstance(reply, ChatDelta) and not self._first_token:
+                self._first_token = True
+                _ttft.record(time.perf_counter() - self._started, self._attrs)
             if isinstance(reply, ChatEnd | ChatError):
                 self._finished = True
+                self._outcome = "end" if isinstance(reply, ChatEnd) else "error"
+            yield reply
+            if self._finished:
                 return
 
     async def close(self, *, cancel_worker: bool = True) -> None:
         """Release the reply subscription; tell the worker to stop if the answer is unfinished."""
+        if cancel_worker:  # an accepted request: it ends here, whatever the outcome
+            _answer_duration.record(
+                time.perf_counter() - self._started, {**self._attrs, "obdal.outcome": self._outcome}
+            )
         if cancel_worker and not self._finished:
             with contextlib.suppress(Exception):
                 await self._nc.publish(subjects.chat_cancel_subject(self._request_id), b"")
@@ -86,7 +113,7 @@ class ChatRelay:
             raise DependencyUnavailable("the message bus is unavailable", code="nats_unavailable")
         inbox = self._nc.new_inbox()
         sub = await self._nc.subscribe(inbox)
-        stream = ChatStream(self._nc, sub, request.request_id, idle_timeout=self._idle_timeout)
+        stream = ChatStream(self._nc, sub, request, idle_timeout=self._idle_timeout)
         try:
             await self._nc.publish(
                 subjects.CHAT_REQUEST, encode(request), reply=inbox, headers=inject_headers()

