@@ -10,7 +10,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test lint typecheck pytest fmt lock clean
+.PHONY: install run test lint typecheck pytest browser fmt lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -22,7 +22,16 @@ install: $(UV)
 run: install
 	$(VENV)/bin/obdal up
 
-test: install lint typecheck pytest
+test: install browser lint typecheck pytest
+
+# The widget's tests drive Debian's chromium through Playwright (never a downloaded browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	  else \
+	    echo "the widget's browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; }
 
 lint:
 	$(VENV)/bin/ruff check .

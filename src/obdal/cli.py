@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,43 @@ def _audit(args: argparse.Namespace) -> None:
     _print(_call(args, "GET", f"/v1/admin/audit?{query}"))
 
 
+def _demo(args: argparse.Namespace) -> None:
+    """An app with a sample help center and a publishable key for this server's /demo page."""
+    from importlib import resources
+    from urllib.parse import urlsplit
+
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(args.url))
+    app_id = _call(args, "POST", "/v1/admin/apps", {"name": "Obdal demo"})["app_id"]
+    uploader = _call(
+        args,
+        "POST",
+        f"/v1/admin/apps/{app_id}/keys",
+        {"name": "demo upload", "scopes": ["files:write", "files:read"]},
+    )
+    headers = {"Authorization": f"Bearer {uploader['key']}"}
+    sample = resources.files("obdal").joinpath("demo.md").read_bytes()
+    try:
+        upload = httpx.post(
+            f"{args.url}/v1/files", headers=headers, files={"file": ("help-center.md", sample)}
+        )
+        upload.raise_for_status()
+        file_id = upload.json()["file_id"]
+        for _ in range(300):
+            status = httpx.get(f"{args.url}/v1/files/{file_id}", headers=headers).json()["status"]
+            if status in ("ready", "failed"):
+                break
+            time.sleep(0.1)
+    finally:
+        _call(args, "DELETE", f"/v1/admin/keys/{uploader['key_id']}")
+    widget_key = _call(
+        args,
+        "POST",
+        f"/v1/admin/apps/{app_id}/keys",
+        {"name": "demo widget", "kind": "publishable", "allowed_origins": [origin]},
+    )["key"]
+    print(f"Open {args.url.rstrip('/')}/demo?key={widget_key}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="obdal", description="Obdal: chat with your documents.")
     parser.add_argument(
@@ -122,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("up", help="start the whole stack on embedded defaults").set_defaults(func=_up)
     commands.add_parser("status", help="readiness of every dependency").set_defaults(func=_status)
+    commands.add_parser("demo", help="a demo app and the URL of its widget page").set_defaults(func=_demo)
 
     apps = commands.add_parser("apps", help="manage apps").add_subparsers(dest="action", required=True)
     create_app = apps.add_parser("create", help="create an app")

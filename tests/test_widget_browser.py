@@ -1,0 +1,343 @@
+"""The widget in a real headless Chromium, served from loopback origins against the running stack."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from obdal.servers import free_port, nats_server, redis_server
+from tests.api import Api
+from tests.conftest import BIN, Stack, clean_env, start_process, wait_http
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+POLICY = "Returns\n\nWe ship every parcel with Zorblax Couriers. Parcels arrive within four days."
+HOSTILE = (
+    "Warranty\n\nWarranty details: <img src=x onerror=\"window.__xss='img'\"> "
+    "The warranty lasts 24 months. <script>window.__xss='script'</script>"
+)
+# The host page's own CSS tries hard to break anything it can reach.
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Shop</title>
+<style>* {{ color: red !important; font-size: 40px !important; }}
+button {{ display: none !important; }}</style>
+</head><body><h1>A shop</h1><button id="own">the page's own button</button>
+<script src="{gateway}/widget.js" data-key="{key}" data-title="Shop help" data-color="#0a7" async></script>
+</body></html>"""
+
+
+class _Site:
+    """A static host page on its own loopback origin."""
+
+    def __init__(self, html: str, *, port: int | None = None) -> None:
+        page = html.encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.port = port or free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.origin = f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def sites(stack: Stack) -> Iterator[tuple[_Site, _Site, Api, str]]:
+    """An allowed site and a copycat site embedding the same publishable key."""
+    api = Api(stack.url, stack.admin_token)
+    app_id = api.create_app("widget")
+    secret = api.create_key(app_id)["key"]
+    api.index(secret, "policy.md", POLICY)
+    api.index(secret, "warranty.md", HOSTILE)
+    allowed_port = free_port()
+    key = api.create_key(app_id, kind="publishable", allowed_origins=[f"http://127.0.0.1:{allowed_port}"])[
+        "key"
+    ]
+    html = PAGE.format(gateway=stack.url, key=key)
+    allowed = _Site(html, port=allowed_port)
+    copycat = _Site(html)
+    yield allowed, copycat, api, key
+    allowed.close()
+    copycat.close()
+
+
+def open_widget(page: Page) -> None:
+    page.get_by_role("button", name="Open chat: Shop help").click()
+    expect(page.get_by_role("dialog", name="Shop help")).to_be_visible()
+
+
+def ask(page: Page, question: str) -> None:
+    box = page.get_by_role("textbox", name="Your question")
+    box.fill(question)
+    box.press("Enter")
+
+
+def test_streams_a_grounded_answer_with_sources(
+    browser: Browser, sites: tuple[_Site, _Site, Api, str]
+) -> None:
+    allowed, _, _, _ = sites
+    page = browser.new_page()
+    page.goto(allowed.origin)
+    open_widget(page)
+    ask(page, "Which courier do you ship with?")
+    answer = page.locator(".msg.bot").last
+    expect(answer).to_contain_text("Zorblax Couriers", timeout=20_000)
+    expect(answer.get_by_role("list", name="Sources")).to_contain_text("policy.md")
+    expect(answer).not_to_have_attribute("aria-busy", "true")
+    page.close()
+
+
+def test_reload_continues_the_session_and_new_conversation_resets(
+    browser: Browser, sites: tuple[_Site, _Site, Api, str]
+) -> None:
+    allowed, _, _, _ = sites
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(allowed.origin)
+    open_widget(page)
+    ask(page, "How long do parcels take to arrive?")
+    expect(page.locator(".msg.bot").last).to_contain_text("four days", timeout=20_000)
+    session = page.evaluate("Object.entries(localStorage).find(([k]) => k.startsWith('obdal-widget'))[1]")
+    assert '"session_id":"sess_' in session
+
+    page.reload()
+    open_widget(page)
+    expect(page.locator(".msg.user")).to_have_text(["How long do parcels take to arrive?"])
+    with page.expect_request(lambda r: r.url.endswith("/v1/chat") and r.method == "POST") as sent:
+        ask(page, "And which courier?")
+    assert '"session_id":"sess_' in (sent.value.post_data or "")
+    expect(page.locator(".msg.bot").last).to_contain_text("Zorblax", timeout=20_000)
+
+    page.get_by_role("button", name="Start a new conversation").click()
+    expect(page.locator(".msg.user")).to_have_count(0)
+    with page.expect_request(lambda r: r.url.endswith("/v1/chat") and r.method == "POST") as fresh:
+        ask(page, "Which courier?")
+    assert "session_id" not in (fresh.value.post_data or "")
+    context.close()
+
+
+def test_a_copycat_origin_is_refused(
+    browser: Browser, sites: tuple[_Site, _Site, Api, str], stack: Stack
+) -> None:
+    _, copycat, _, key = sites
+    page = browser.new_page()
+    refusals = []
+    page.on("requestfailed", lambda r: refusals.append(r.url) if r.url.endswith("/v1/chat") else None)
+    page.goto(copycat.origin)
+    open_widget(page)
+    ask(page, "Which courier do you ship with?")
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("not be allowed", timeout=20_000)
+    expect(page.locator(".msg.bot")).to_have_count(1)  # the greeting only: no answer leaked
+    assert refusals, "the browser request must fail"
+    # And the API itself refused: preflight 403 and the request itself 403, from that origin.
+    preflight = httpx.options(
+        f"{stack.url}/v1/chat",
+        headers={"Origin": copycat.origin, "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 403
+    direct = httpx.post(
+        f"{stack.url}/v1/chat",
+        headers={"Origin": copycat.origin, "Authorization": f"Bearer {key}"},
+        json={"message": "hi"},
+    )
+    assert direct.status_code == 403
+    page.close()
+
+
+def test_html_in_documents_is_never_executed(browser: Browser, sites: tuple[_Site, _Site, Api, str]) -> None:
+    allowed, _, _, _ = sites
+    page = browser.new_page()
+    page.goto(allowed.origin)
+    open_widget(page)
+    ask(page, "How long does the warranty last?")
+    answer = page.locator(".msg.bot").last
+    expect(answer).to_contain_text("24 months", timeout=20_000)
+    expect(answer).to_contain_text("<img src=x onerror=")  # shown as text
+    expect(answer.get_by_role("list", name="Sources")).to_contain_text("<script>")
+    assert page.locator("#obdal-widget >> img").count() == 0
+    assert page.evaluate("window.__xss") is None
+    page.close()
+
+
+def test_keyboard_and_screen_reader_use(browser: Browser, sites: tuple[_Site, _Site, Api, str]) -> None:
+    allowed, _, _, _ = sites
+    page = browser.new_page()
+    page.goto(allowed.origin)
+    launcher = page.get_by_role("button", name="Open chat: Shop help")
+    expect(launcher).to_have_attribute("aria-expanded", "false")
+    launcher.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Close chat: Shop help")).to_have_attribute(
+        "aria-expanded", "true"
+    )
+    focused = "document.getElementById('obdal-widget').shadowRoot.activeElement.id"
+    assert page.evaluate(focused) == "obdal-input"
+    log = page.get_by_role("log", name="Conversation")
+    expect(log).to_have_attribute("aria-live", "polite")
+    page.keyboard.type("Which courier do you ship with?")
+    page.keyboard.press("Enter")
+    expect(log.locator(".msg.bot").last).to_contain_text("Zorblax", timeout=20_000)
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_be_hidden()
+    assert (
+        page.evaluate("document.getElementById('obdal-widget').shadowRoot.activeElement.className")
+        == "launcher"
+    )
+    page.close()
+
+
+def test_phone_viewport_and_hostile_host_css(
+    browser: Browser, sites: tuple[_Site, _Site, Api, str], tmp_path: Path
+) -> None:
+    allowed, _, _, _ = sites
+    page = browser.new_page(viewport={"width": 375, "height": 667}, is_mobile=True, has_touch=True)
+    page.goto(allowed.origin)
+    launcher = page.get_by_role("button", name="Open chat: Shop help")
+    box = launcher.bounding_box()
+    assert box is not None
+    assert box["width"] == 56  # the host's `button {display:none}` and font sizes do not reach it
+    assert page.locator("#own").is_hidden()  # while the host page's own button obeys its CSS
+    open_widget(page)
+    panel = page.get_by_role("dialog", name="Shop help").bounding_box()
+    assert panel is not None
+    assert (panel["width"], panel["height"]) == (375, 667)  # full screen on a phone
+    color = page.get_by_role("heading", name="Shop help").evaluate("e => getComputedStyle(e).color")
+    assert color == "rgb(255, 255, 255)"
+    page.screenshot(path=str(tmp_path / "phone.png"))
+    ask(page, "Which courier do you ship with?")
+    expect(page.locator(".msg.bot").last).to_contain_text("Zorblax", timeout=20_000)
+    page.screenshot(path="/tmp/widget-phone.png")
+    page.close()
+
+
+def test_rate_limit_is_explained(
+    browser: Browser, sites: tuple[_Site, _Site, Api, str], stack: Stack
+) -> None:
+    allowed, _, api, key = sites
+    key_id = "key_" + key.split("_")[2]
+    api.admin.patch(f"/v1/admin/keys/{key_id}", json={"rate_limit_rpm": 1})
+    try:
+        page = browser.new_page()
+        page.goto(allowed.origin)
+        open_widget(page)
+        ask(page, "Which courier do you ship with?")
+        expect(page.locator(".msg.bot").last).to_contain_text("Zorblax", timeout=20_000)
+        ask(page, "And how long does it take?")
+        expect(page.get_by_role("alert")).to_contain_text("Too many questions", timeout=20_000)
+        page.close()
+    finally:
+        api.admin.patch(f"/v1/admin/keys/{key_id}", json={"rate_limit_rpm": None})
+
+
+def test_service_down_is_explained(browser: Browser, tmp_path: Path) -> None:
+    """A gateway whose chat workers are all gone: the widget says so instead of spinning."""
+    nats = nats_server(tmp_path).start()
+    redis = redis_server(tmp_path).start()
+    port = free_port()
+    env = clean_env(
+        OBDAL_NATS_URL=nats.url,
+        OBDAL_REDIS_URL=redis.url,
+        OBDAL_GATEWAY_PORT=str(port),
+        OBDAL_ADMIN_TOKEN="down-admin",
+        OBDAL_DATA_DIR=str(tmp_path / "data"),
+    )
+    gateway = start_process([str(BIN / "obdal-gateway")], env, tmp_path / "gateway.log")
+    site_port = free_port()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/v1/status/live", gateway)
+        api = Api(url, "down-admin")
+        app_id = api.create_app("down")
+        key = api.create_key(app_id, kind="publishable", allowed_origins=[f"http://127.0.0.1:{site_port}"])[
+            "key"
+        ]
+        site = _Site(PAGE.format(gateway=url, key=key), port=site_port)
+        page = browser.new_page()
+        page.goto(site.origin)
+        open_widget(page)
+        ask(page, "Is anyone there?")
+        expect(page.get_by_role("alert")).to_contain_text("temporarily unavailable", timeout=20_000)
+        page.close()
+        site.close()
+    finally:
+        gateway.stop()
+        redis.stop()
+        nats.stop()
+
+
+def test_demo_command_and_page(browser: Browser, stack: Stack) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [str(BIN / "obdal"), "--url", stack.url, "--admin-token", stack.admin_token, "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    demo_url = done.stdout.strip().split()[-1]
+    assert demo_url.startswith(f"{stack.url}/demo?key=obd_pk_")
+    page = browser.new_page()
+    page.goto(demo_url)
+    expect(page.get_by_role("heading", name="Obdal widget demo")).to_be_visible()
+    page.get_by_role("button", name="Open chat: Obdal demo").click()
+    ask(page, "How long is the warranty?")
+    expect(page.locator(".msg.bot").last).to_contain_text("24-month warranty", timeout=20_000)
+    page.close()
+    assert httpx.get(f"{stack.url}/demo", params={"key": "<script>"}).status_code == 400
+    assert "obdal demo" in httpx.get(f"{stack.url}/demo").text
+
+
+def test_widget_script_is_small_and_cacheable(stack: Stack) -> None:
+    import gzip
+
+    response = httpx.get(f"{stack.url}/widget.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/javascript")
+    assert len(gzip.compress(response.content)) < 40 * 1024
+    # No CDN, no web font: the only address is the placeholder in the usage comment.
+    assert re.findall(rb"https?://[\w.-]+", response.content) == [b"https://HOST"]
+    again = httpx.get(f"{stack.url}/widget.js", headers={"If-None-Match": response.headers["etag"]})
+    assert again.status_code == 304
