@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -19,8 +21,22 @@ from pymongo.errors import PyMongoError
 
 from obdal_common import subjects
 from obdal_common.messaging import serve_requests
-from obdal_common.schemas import AuditEvent, TurnEvent, UsageEvent, UsageQuery, UsageReport
+from obdal_common.schemas import (
+    AuditEvent,
+    EraseRequest,
+    RetentionPolicy,
+    RetentionQuery,
+    SessionExportQuery,
+    SessionLookup,
+    SessionQuery,
+    TurnEvent,
+    UsageEvent,
+    UsageQuery,
+    UsageReport,
+)
 from obdal_common.telemetry import extract_context
+from obdal_metering.erasure import Eraser
+from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
 from obdal_metering.store import MeteringStore
 
@@ -35,22 +51,41 @@ _RETRY_S = 1.0
 
 class MeteringHandlers:
     def __init__(
-        self, nc: NATS, js: JetStreamContext, store: MeteringStore, settings: MeteringSettings
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        store: MeteringStore,
+        sessions: SessionStore,
+        eraser: Eraser,
+        settings: MeteringSettings,
     ) -> None:
         self._nc = nc
         self._js = js
         self._store = store
+        self._sessions = sessions
+        self._eraser = eraser
         self._settings = settings
         self._subscriptions: list[Any] = []
         self.dead_lettered = 0
         self.stored = 0
+        self.retention_erased = 0
 
     async def start(self) -> None:
-        self._subscriptions.append(
-            await serve_requests(
-                self._nc, subjects.METERING_USAGE, UsageQuery, self._usage, span_name="metering.usage"
+        routes: list[tuple[str, type[Any], Callable[[Any], Awaitable[Any]]]] = [
+            (subjects.METERING_USAGE, UsageQuery, self._usage),
+            (subjects.METERING_SESSIONS, SessionQuery, self._sessions.summaries),
+            (subjects.METERING_SESSION, SessionLookup, self._session),
+            (subjects.METERING_SESSIONS_EXPORT, SessionExportQuery, self._sessions.export_page),
+            (subjects.METERING_ERASE, EraseRequest, self._eraser.erase),
+            (subjects.METERING_RETENTION_GET, RetentionQuery, self._eraser.retention),
+            (subjects.METERING_RETENTION_SET, RetentionPolicy, self._eraser.set_retention),
+        ]
+        for subject, request_type, handler in routes:
+            self._subscriptions.append(
+                await serve_requests(
+                    self._nc, subject, request_type, handler, span_name=subject.removeprefix("obdal.")
+                )
             )
-        )
 
     async def stop(self) -> None:
         for sub in self._subscriptions:
@@ -58,6 +93,19 @@ class MeteringHandlers:
 
     async def _usage(self, query: UsageQuery) -> UsageReport:
         return await self._store.usage(query)
+
+    async def _session(self, lookup: SessionLookup) -> Any:
+        return await self._sessions.get(lookup.app_id, lookup.session_id)
+
+    async def sweep_retention(self, stop: asyncio.Event) -> None:
+        """Apply every app's retention policy every ``metering_retention_sweep_s`` until ``stop``."""
+        while not stop.is_set():
+            try:
+                self.retention_erased += await self._eraser.sweep()
+            except PyMongoError as exc:
+                log.warning("retention sweep failed, retrying later: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.metering_retention_sweep_s)
 
     async def consume(self, stop: asyncio.Event) -> None:
         """Store events in batches until ``stop``; a batch is acked only after it is written."""
@@ -100,7 +148,7 @@ class MeteringHandlers:
             while True:
                 try:
                     for kind, docs in grouped.items():
-                        self.stored += await self._store.insert(kind, docs)
+                        await self._write(kind, docs)
                     break
                 except PyMongoError as exc:
                     # Keep the batch (unacked, marked in progress) until MongoDB is back.
@@ -112,6 +160,15 @@ class MeteringHandlers:
                     await asyncio.sleep(_RETRY_S)
         for msg in valid:
             await msg.ack()
+
+    async def _write(self, kind: str, docs: list[dict[str, Any]]) -> None:
+        if kind != "turn":
+            self.stored += await self._store.insert(kind, docs)
+            return
+        kept = await self._eraser.without_erased(docs)
+        self.stored += await self._store.insert(kind, kept)
+        # Every session of the batch, duplicates included: a redelivery after a crash repairs its summary.
+        await self._sessions.refresh({(d["app_id"], d["session_id"]) for d in kept})
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         self.dead_lettered += 1
