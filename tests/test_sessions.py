@@ -15,16 +15,7 @@ from pymongo import MongoClient
 
 from tests.api import Api
 from tests.conftest import Servers, Stack
-
-POLICY = """# Returns
-
-Our refund window is 45 days from delivery. Refunds go back to the original
-payment method within 5 business days.
-
-# Shipping
-
-We ship every parcel with Zorblax Couriers to 31 countries.
-"""
+from tests.test_end_to_end import POLICY
 
 
 @pytest.fixture(scope="module")

@@ -352,14 +352,10 @@ class SessionMessage(msgspec.Struct, frozen=True, kw_only=True):
     sources: list[Source] = msgspec.field(default_factory=list)
 
 
-class SessionDetail(msgspec.Struct, frozen=True, kw_only=True):
-    session_id: str
-    started_at: datetime
-    last_at: datetime
-    message_count: int
-    total_tokens: int
+class SessionDetail(SessionSummary, frozen=True, kw_only=True):
+    """A session's summary and every one of its messages, oldest first."""
+
     messages: list[SessionMessage]
-    user: str | None = None
 
 
 class SessionExportQuery(msgspec.Struct, frozen=True, kw_only=True):

@@ -107,15 +107,7 @@ def _messages(turns: Iterable[dict[str, Any]]) -> list[SessionMessage]:
 
 
 def _detail(summary: SessionSummary, turns: Sequence[dict[str, Any]]) -> SessionDetail:
-    return SessionDetail(
-        session_id=summary.session_id,
-        started_at=summary.started_at,
-        last_at=summary.last_at,
-        message_count=summary.message_count,
-        total_tokens=summary.total_tokens,
-        user=summary.user,
-        messages=_messages(turns),
-    )
+    return SessionDetail(**msgspec.structs.asdict(summary), messages=_messages(turns))
 
 
 class SessionStore:
