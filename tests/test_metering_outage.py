@@ -16,6 +16,9 @@ import httpx
 import pytest
 
 from obdal.servers import ManagedServer, free_port, nats_server
+from obdal.stack import StackSettings
+from obdal_common.errors import ConfigurationError
+from obdal_common.settings import load_settings
 from tests.api import Api
 from tests.conftest import BIN, Process, Servers, clean_env, start_process, wait_http
 
@@ -131,3 +134,10 @@ def test_chats_while_metering_is_stopped_are_all_counted_once_it_starts(
         assert listed == expected
     finally:
         assert metering.stop() == 0, metering.log()
+
+
+def test_obdal_services_names_known_services_only() -> None:
+    assert load_settings(StackSettings, services=" gateway , metering").services == "metering,gateway"
+    for wrong in ("", "gateway,billing", ","):
+        with pytest.raises(ConfigurationError, match="OBDAL_SERVICES"):
+            load_settings(StackSettings, services=wrong)

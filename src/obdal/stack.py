@@ -3,9 +3,9 @@
 Servers the environment does not point at (``OBDAL_NATS_URL``, ``OBDAL_REDIS_URL``,
 ``OBDAL_MONGO_URL``) are started as child processes; the vector index is Qdrant
 Edge in this process unless ``OBDAL_QDRANT_URL`` is set. The four services (or the
-ones ``OBDAL_SERVICES`` names) then run together on one event loop. This single-process layout is the embedded
-mode's only exception to "nothing assumes one process": the Edge index can be
-opened by one process only.
+ones ``OBDAL_SERVICES`` names) then run together on one event loop. This
+single-process layout is the embedded mode's only exception to "nothing assumes
+one process": the Edge index can be opened by one process only.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from obdal_ingest.settings import IngestSettings
 from obdal_metering.main import serve as serve_metering
 from obdal_metering.settings import MeteringSettings
 
-__all__ = ["run_stack"]
+__all__ = ["StackSettings", "run_stack"]
 
 log = logging.getLogger("obdal")
 
