@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from obdal.servers import ManagedServer, nats_server
 from obdal_common import subjects
@@ -30,6 +31,7 @@ from obdal_common.schemas import (
     encode,
 )
 from obdal_metering.main import serve
+from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
 from tests.conftest import Servers
 
@@ -287,3 +289,28 @@ async def test_retention_erases_old_session_content(bus: ManagedServer, metering
             SessionLookup(app_id=app_id, session_id="sess_old"),
             SessionDetail,
         )
+
+
+async def test_a_summary_that_counted_more_turns_is_not_overwritten(
+    bus: ManagedServer, servers: Servers, metering: MeteringSettings
+) -> None:
+    app_id, session_id = "app_race", "sess_race"
+    now = datetime.now(UTC)
+    await publish_turns(bus.url, [turn_event("evt_race0", app_id=app_id, session_id=session_id, at=now)])
+    assert await wait_session(bus.url, app_id, session_id, 2) is not None
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongo.url, tz_aware=True)
+    try:
+        summaries = client[metering.mongo_db].sessions
+        key = {"app_id": app_id, "session_id": session_id}
+        # As written by another replica that had already seen a second turn.
+        await summaries.update_one(key, {"$set": {"message_count": 4}})
+        store = SessionStore(client, metering.mongo_db)
+        await store.refresh([(app_id, session_id)])  # a replica that saw one turn only
+        assert (await summaries.find_one(key) or {})["message_count"] == 4
+        await store.refresh([(app_id, session_id)], shrinking=True)  # after retention deleted turns
+        assert (await summaries.find_one(key) or {})["message_count"] == 2
+        await client[metering.mongo_db].turns.delete_many(key)
+        await store.refresh([(app_id, session_id)])
+        assert await summaries.find_one(key) is None
+    finally:
+        await client.close()

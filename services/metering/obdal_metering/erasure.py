@@ -141,7 +141,7 @@ class Eraser:
             if not touched:
                 continue
             count = (await self._db.turns.delete_many(expired)).deleted_count
-            await self._sessions.refresh(touched)
+            await self._sessions.refresh(touched, shrinking=True)
             log.info("retention erased %d turns of app %s", count, app_id)
             erased += count
         return erased

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, DeleteOne, IndexModel, ReplaceOne
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from obdal_common.errors import BadRequest, DependencyUnavailable, NotFound
 from obdal_common.schemas import (
@@ -38,6 +38,7 @@ __all__ = ["SessionKey", "SessionStore", "store_unavailable"]
 SessionKey = tuple[str, str]  # (app_id, session_id)
 
 _PREVIEW_CHARS = 200
+_DUPLICATE_KEY = 11000
 # An export page stays well under NATS's default 1 MB message limit.
 _EXPORT_PAGE_BYTES = 512 * 1024
 _EXPORT_PAGE_SESSIONS = 50
@@ -130,15 +131,21 @@ class SessionStore:
             ]
         )
 
-    async def refresh(self, keys: Iterable[SessionKey]) -> None:
-        """Recompute the summaries of these sessions from their stored turns (drop empty ones)."""
+    async def refresh(self, keys: Iterable[SessionKey], *, shrinking: bool = False) -> None:
+        """Recompute the summaries of these sessions from their stored turns (drop empty ones).
+
+        Metering replicas may refresh one session at once; turns only ever get added
+        (except by erasure and retention), so the summary that counted more turns saw
+        more and wins. ``shrinking`` (retention just deleted turns) lifts that rule.
+        """
         by_app: dict[str, set[str]] = defaultdict(set)
         for app_id, session_id in keys:
             by_app[app_id].add(session_id)
         for app_id, session_ids in by_app.items():
+            scope = {"app_id": app_id, "session_id": {"$in": sorted(session_ids)}}
             cursor = await self._db.turns.aggregate(
                 [
-                    {"$match": {"app_id": app_id, "session_id": {"$in": sorted(session_ids)}}},
+                    {"$match": scope},
                     {"$sort": {"occurred_at": 1, "message_id": 1}},
                     {
                         "$group": {
@@ -170,8 +177,24 @@ class SessionStore:
                     "preview": str(row["preview"])[:_PREVIEW_CHARS],
                     "user": row["user"],
                 }
-                ops.append(ReplaceOne(key, doc, upsert=True))
-            await self._db.sessions.bulk_write(ops, ordered=False)
+                guard = {} if shrinking else {"message_count": {"$lte": doc["message_count"]}}
+                ops.append(ReplaceOne({**key, **guard}, doc, upsert=True))
+            await self._write_summaries(ops)
+            # An erasure that ran between the aggregation and the write would be undone
+            # by it: drop any summary written for a session that has no turns any more.
+            left = await self._db.turns.aggregate([{"$match": scope}, {"$group": {"_id": "$session_id"}}])
+            gone = session_ids - {row["_id"] async for row in left}
+            if gone:
+                await self._db.sessions.delete_many({"app_id": app_id, "session_id": {"$in": sorted(gone)}})
+
+    async def _write_summaries(self, ops: Sequence[ReplaceOne[dict[str, Any]] | DeleteOne]) -> None:
+        try:
+            await self._db.sessions.bulk_write(list(ops), ordered=False)
+        except BulkWriteError as exc:
+            # A guarded upsert that found a summary with more turns tries to insert a second
+            # one and hits the unique index: the stored summary is newer, keep it.
+            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
 
     def _filter(
         self,
