@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from pymongo import AsyncMongoClient
 
@@ -314,3 +315,40 @@ async def test_a_summary_that_counted_more_turns_is_not_overwritten(
         assert await summaries.find_one(key) is None
     finally:
         await client.close()
+
+
+async def test_events_whose_numbers_disagree_are_dead_lettered_not_counted(
+    bus: ManagedServer, metering: MeteringSettings
+) -> None:
+    app_id = "app_inconsistent"
+    bad_total = msgspec.structs.replace(
+        usage_event("evt_bad_total", app_id=app_id, tokens=5), total_tokens=99
+    )
+    negative = turn_event("evt_negative", app_id=app_id, session_id="sess_n", at=datetime.now(UTC))
+    negative = msgspec.structs.replace(
+        negative, usage=Usage(prompt_tokens=-5, completion_tokens=1, total_tokens=-4, cost=0.0)
+    )
+    good = usage_event("evt_good", app_id=app_id, tokens=5)
+    nc = await connect(bus.url, name="publisher")
+    js = nc.jetstream()
+    for subject, event in ((subjects.USAGE_EVENT, bad_total), (subjects.TURN_EVENT, negative)):
+        await js.publish(subject, encode(event), headers={"Nats-Msg-Id": event.event_id})
+    await js.publish(subjects.USAGE_EVENT, encode(good), headers={"Nats-Msg-Id": good.event_id})
+
+    report = await wait_total(bus.url, app_id, 1)
+    await asyncio.sleep(0.3)
+    report = await query(bus.url, app_id)
+    assert (report.total_requests, report.total_tokens) == (1, 6)
+    last = await js.get_last_msg(subjects.DEADLETTER_STREAM, subjects.deadletter_subject("metering"))
+    assert last.headers is not None
+    assert "evt_negative: negative tokens or cost" in last.headers["Obdal-Reason"]
+    status = await request(nc, subjects.status_subject("metering"), {}, dict, timeout=2, what="metering")
+    assert "2 dead-lettered" in str(status)
+    with pytest.raises(NotFound):
+        await ask(
+            bus.url,
+            subjects.METERING_SESSION,
+            SessionLookup(app_id=app_id, session_id="sess_n"),
+            SessionDetail,
+        )
+    await close(nc)

@@ -49,6 +49,18 @@ _EVENT_TYPES: dict[str, type[Any]] = {"usage": UsageEvent, "turn": TurnEvent, "a
 _RETRY_S = 1.0
 
 
+def _inconsistency(event: UsageEvent | TurnEvent | AuditEvent) -> str | None:
+    """Why an event's numbers cannot be counted (they would make totals disagree), if they cannot."""
+    if isinstance(event, AuditEvent):
+        return None
+    usage = event.usage if isinstance(event, TurnEvent) else event
+    if min(usage.prompt_tokens, usage.completion_tokens, usage.cost) < 0:
+        return "negative tokens or cost"
+    if usage.total_tokens != usage.prompt_tokens + usage.completion_tokens:
+        return "total_tokens is not prompt_tokens + completion_tokens"
+    return None
+
+
 class MeteringHandlers:
     def __init__(
         self,
@@ -139,6 +151,10 @@ class MeteringHandlers:
                 event = msgspec.json.decode(msg.data, type=_EVENT_TYPES[kind])
             except (KeyError, msgspec.ValidationError, msgspec.DecodeError) as exc:
                 await self._dead_letter(msg, f"undecodable {kind} event: {exc}")
+                continue
+            reason = _inconsistency(event)
+            if reason is not None:
+                await self._dead_letter(msg, f"inconsistent {kind} event {event.event_id}: {reason}")
                 continue
             grouped[kind].append(msgspec.to_builtins(event, builtin_types=(datetime,)))
             valid.append(msg)
