@@ -193,17 +193,19 @@ async def publish_turns(url: str, events: list[TurnEvent], *, msg_id_suffix: str
     await close(nc)
 
 
+async def lookup(url: str, app_id: str, session_id: str) -> SessionDetail:
+    detail: SessionDetail = await ask(
+        url, subjects.METERING_SESSION, SessionLookup(app_id=app_id, session_id=session_id), SessionDetail
+    )
+    return detail
+
+
 async def wait_session(url: str, app_id: str, session_id: str, messages: int) -> SessionDetail | None:
     """The session once it has ``messages`` messages (None while it does not exist)."""
     detail: SessionDetail | None = None
     for _ in range(100):
         try:
-            detail = await ask(
-                url,
-                subjects.METERING_SESSION,
-                SessionLookup(app_id=app_id, session_id=session_id),
-                SessionDetail,
-            )
+            detail = await lookup(url, app_id, session_id)
         except NotFound:
             detail = None
         if detail is not None and len(detail.messages) >= messages:
@@ -284,12 +286,7 @@ async def test_retention_erases_old_session_content(bus: ManagedServer, metering
         await asyncio.sleep(0.1)
     assert [(s.session_id, s.message_count) for s in page.data] == [("sess_mixed", 2)]
     with pytest.raises(NotFound):
-        await ask(
-            bus.url,
-            subjects.METERING_SESSION,
-            SessionLookup(app_id=app_id, session_id="sess_old"),
-            SessionDetail,
-        )
+        await lookup(bus.url, app_id, "sess_old")
 
 
 async def test_a_summary_that_counted_more_turns_is_not_overwritten(
@@ -345,10 +342,5 @@ async def test_events_whose_numbers_disagree_are_dead_lettered_not_counted(
     status = await request(nc, subjects.status_subject("metering"), {}, dict, timeout=2, what="metering")
     assert "2 dead-lettered" in str(status)
     with pytest.raises(NotFound):
-        await ask(
-            bus.url,
-            subjects.METERING_SESSION,
-            SessionLookup(app_id=app_id, session_id="sess_n"),
-            SessionDetail,
-        )
+        await lookup(bus.url, app_id, "sess_n")
     await close(nc)
