@@ -4,15 +4,35 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
+import msgspec
 import pytest
+from pymongo import AsyncMongoClient
 
 from obdal.servers import ManagedServer, nats_server
 from obdal_common import subjects
+from obdal_common.errors import NotFound
 from obdal_common.messaging import close, connect, request
-from obdal_common.schemas import UsageEvent, UsageQuery, UsageReport, encode
+from obdal_common.schemas import (
+    EraseRequest,
+    EraseResult,
+    RetentionPolicy,
+    SessionDetail,
+    SessionLookup,
+    SessionPage,
+    SessionQuery,
+    Source,
+    TurnEvent,
+    Usage,
+    UsageEvent,
+    UsageQuery,
+    UsageReport,
+    encode,
+)
 from obdal_metering.main import serve
+from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
 from tests.conftest import Servers
 
@@ -26,7 +46,12 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedServer]:
 
 @pytest.fixture
 async def metering(bus: ManagedServer, servers: Servers) -> AsyncIterator[MeteringSettings]:
-    settings = MeteringSettings(nats_url=bus.url, mongo_url=servers.mongo.url, mongo_db="metering_test")
+    settings = MeteringSettings(
+        nats_url=bus.url,
+        mongo_url=servers.mongo.url,
+        mongo_db="metering_test",
+        metering_retention_sweep_s=0.2,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, stop))
     nc = await connect(bus.url, name="probe")
@@ -131,3 +156,191 @@ async def test_usage_of_other_apps_is_not_counted(bus: ManagedServer, metering: 
     await close(nc)
     assert (await wait_total(bus.url, "app_two", 5)).total_requests == 5
     assert (await wait_total(bus.url, "app_one", 3)).total_requests == 3
+
+
+def turn_event(
+    event_id: str, *, app_id: str, session_id: str, at: datetime, user: str | None = None
+) -> TurnEvent:
+    return TurnEvent(
+        event_id=event_id,
+        app_id=app_id,
+        key_id="key_a",
+        session_id=session_id,
+        message_id=f"msg_{event_id}",
+        user_message=f"question {event_id}",
+        answer=f"answer {event_id}",
+        sources=[Source(file_id="file_a", filename="a.md", snippet="text", score=0.5)],
+        usage=Usage(prompt_tokens=7, completion_tokens=3, total_tokens=10, cost=0.0),
+        occurred_at=at,
+        user=user,
+    )
+
+
+async def ask(url: str, subject: str, payload: Any, response_type: type[Any]) -> Any:
+    nc = await connect(url, name="query")
+    try:
+        return await request(nc, subject, payload, response_type, timeout=5, what="metering")
+    finally:
+        await close(nc)
+
+
+async def publish_turns(url: str, events: list[TurnEvent], *, msg_id_suffix: str = "") -> None:
+    nc = await connect(url, name="publisher")
+    js = nc.jetstream()
+    for event in events:
+        headers = {"Nats-Msg-Id": event.event_id + msg_id_suffix}
+        await js.publish(subjects.TURN_EVENT, encode(event), headers=headers)
+    await close(nc)
+
+
+async def lookup(url: str, app_id: str, session_id: str) -> SessionDetail:
+    detail: SessionDetail = await ask(
+        url, subjects.METERING_SESSION, SessionLookup(app_id=app_id, session_id=session_id), SessionDetail
+    )
+    return detail
+
+
+async def wait_session(url: str, app_id: str, session_id: str, messages: int) -> SessionDetail | None:
+    """The session once it has ``messages`` messages (None while it does not exist)."""
+    detail: SessionDetail | None = None
+    for _ in range(100):
+        try:
+            detail = await lookup(url, app_id, session_id)
+        except NotFound:
+            detail = None
+        if detail is not None and len(detail.messages) >= messages:
+            break
+        await asyncio.sleep(0.1)
+    return detail
+
+
+async def test_duplicated_turns_count_once_in_the_session(
+    bus: ManagedServer, metering: MeteringSettings
+) -> None:
+    app_id = "app_turns"
+    now = datetime.now(UTC)
+    events = [
+        turn_event(f"evt_t{n}", app_id=app_id, session_id="sess_a", at=now + timedelta(seconds=n))
+        for n in range(3)
+    ]
+    await publish_turns(bus.url, events)
+    await publish_turns(bus.url, events, msg_id_suffix="-redelivered")  # past JetStream's dedupe
+
+    detail = await wait_session(bus.url, app_id, "sess_a", 6)
+    await asyncio.sleep(0.5)  # the duplicates have now been consumed too
+    page = await ask(bus.url, subjects.METERING_SESSIONS, SessionQuery(app_id=app_id), SessionPage)
+    assert [(s.session_id, s.message_count, s.total_tokens) for s in page.data] == [("sess_a", 6, 30)]
+    assert page.data[0].preview == "question evt_t0"
+    detail = await wait_session(bus.url, app_id, "sess_a", 6)
+    assert detail is not None
+    assert [m.role for m in detail.messages] == ["user", "assistant"] * 3
+    assert [m.content for m in detail.messages[:2]] == ["question evt_t0", "answer evt_t0"]
+    assert detail.messages[1].usage == events[0].usage
+    assert detail.messages[1].sources == events[0].sources
+
+
+async def test_erased_session_drops_late_turns_and_starts_fresh(
+    bus: ManagedServer, metering: MeteringSettings
+) -> None:
+    app_id = "app_erase"
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    await publish_turns(bus.url, [turn_event("evt_e0", app_id=app_id, session_id="sess_e", at=before)])
+    assert await wait_session(bus.url, app_id, "sess_e", 2) is not None
+
+    result = await ask(
+        bus.url, subjects.METERING_ERASE, EraseRequest(app_id=app_id, session_id="sess_e"), EraseResult
+    )
+    assert result == EraseResult(session_ids=["sess_e"], messages_erased=2)
+    # A turn from before the erasure arriving late (it was in flight) is dropped ...
+    late = turn_event("evt_e1", app_id=app_id, session_id="sess_e", at=before + timedelta(seconds=1))
+    # ... and one after it (the same session id used again) starts the session afresh.
+    fresh = turn_event(
+        "evt_e2", app_id=app_id, session_id="sess_e", at=datetime.now(UTC) + timedelta(seconds=1)
+    )
+    await publish_turns(bus.url, [late, fresh])
+    detail = await wait_session(bus.url, app_id, "sess_e", 2)
+    await asyncio.sleep(0.3)
+    detail = await wait_session(bus.url, app_id, "sess_e", 2)
+    assert detail is not None
+    assert [m.content for m in detail.messages] == ["question evt_e2", "answer evt_e2"]
+
+
+async def test_retention_erases_old_session_content(bus: ManagedServer, metering: MeteringSettings) -> None:
+    app_id = "app_retention"
+    now = datetime.now(UTC)
+    old = [turn_event("evt_r0", app_id=app_id, session_id="sess_old", at=now - timedelta(days=3))]
+    mixed = [
+        turn_event("evt_r1", app_id=app_id, session_id="sess_mixed", at=now - timedelta(days=2)),
+        turn_event("evt_r2", app_id=app_id, session_id="sess_mixed", at=now),
+    ]
+    await publish_turns(bus.url, old + mixed)
+    assert await wait_session(bus.url, app_id, "sess_mixed", 4) is not None
+
+    policy = RetentionPolicy(app_id=app_id, session_ttl_days=1)
+    assert await ask(bus.url, subjects.METERING_RETENTION_SET, policy, RetentionPolicy) == policy
+    page = SessionPage(data=[])
+    for _ in range(50):
+        page = await ask(bus.url, subjects.METERING_SESSIONS, SessionQuery(app_id=app_id), SessionPage)
+        if [s.session_id for s in page.data] == ["sess_mixed"] and page.data[0].message_count == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert [(s.session_id, s.message_count) for s in page.data] == [("sess_mixed", 2)]
+    with pytest.raises(NotFound):
+        await lookup(bus.url, app_id, "sess_old")
+
+
+async def test_a_summary_that_counted_more_turns_is_not_overwritten(
+    bus: ManagedServer, servers: Servers, metering: MeteringSettings
+) -> None:
+    app_id, session_id = "app_race", "sess_race"
+    now = datetime.now(UTC)
+    await publish_turns(bus.url, [turn_event("evt_race0", app_id=app_id, session_id=session_id, at=now)])
+    assert await wait_session(bus.url, app_id, session_id, 2) is not None
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongo.url, tz_aware=True)
+    try:
+        summaries = client[metering.mongo_db].sessions
+        key = {"app_id": app_id, "session_id": session_id}
+        # As written by another replica that had already seen a second turn.
+        await summaries.update_one(key, {"$set": {"message_count": 4}})
+        store = SessionStore(client, metering.mongo_db)
+        await store.refresh([(app_id, session_id)])  # a replica that saw one turn only
+        assert (await summaries.find_one(key) or {})["message_count"] == 4
+        await store.refresh([(app_id, session_id)], shrinking=True)  # after retention deleted turns
+        assert (await summaries.find_one(key) or {})["message_count"] == 2
+        await client[metering.mongo_db].turns.delete_many(key)
+        await store.refresh([(app_id, session_id)])
+        assert await summaries.find_one(key) is None
+    finally:
+        await client.close()
+
+
+async def test_events_whose_numbers_disagree_are_dead_lettered_not_counted(
+    bus: ManagedServer, metering: MeteringSettings
+) -> None:
+    app_id = "app_inconsistent"
+    bad_total = msgspec.structs.replace(
+        usage_event("evt_bad_total", app_id=app_id, tokens=5), total_tokens=99
+    )
+    negative = turn_event("evt_negative", app_id=app_id, session_id="sess_n", at=datetime.now(UTC))
+    negative = msgspec.structs.replace(
+        negative, usage=Usage(prompt_tokens=-5, completion_tokens=1, total_tokens=-4, cost=0.0)
+    )
+    good = usage_event("evt_good", app_id=app_id, tokens=5)
+    nc = await connect(bus.url, name="publisher")
+    js = nc.jetstream()
+    for subject, event in ((subjects.USAGE_EVENT, bad_total), (subjects.TURN_EVENT, negative)):
+        await js.publish(subject, encode(event), headers={"Nats-Msg-Id": event.event_id})
+    await js.publish(subjects.USAGE_EVENT, encode(good), headers={"Nats-Msg-Id": good.event_id})
+
+    report = await wait_total(bus.url, app_id, 1)
+    await asyncio.sleep(0.3)
+    report = await query(bus.url, app_id)
+    assert (report.total_requests, report.total_tokens) == (1, 6)
+    last = await js.get_last_msg(subjects.DEADLETTER_STREAM, subjects.deadletter_subject("metering"))
+    assert last.headers is not None
+    assert "evt_negative: negative tokens or cost" in last.headers["Obdal-Reason"]
+    status = await request(nc, subjects.status_subject("metering"), {}, dict, timeout=2, what="metering")
+    assert "2 dead-lettered" in str(status)
+    with pytest.raises(NotFound):
+        await lookup(bus.url, app_id, "sess_n")
+    await close(nc)

@@ -150,6 +150,11 @@ ENDPOINTS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/v1/files/file_0000000000000000", "files:read", {}),
     ("POST", "/v1/files", "files:write", {"files": {"file": ("a.txt", b"hello")}}),
     ("DELETE", "/v1/files/file_0000000000000000", "files:write", {}),
+    ("GET", "/v1/sessions", "sessions:read", {}),
+    ("GET", "/v1/sessions/sess_0000000000000000", "sessions:read", {}),
+    ("GET", "/v1/sessions/export", "sessions:read", {}),
+    ("DELETE", "/v1/sessions/sess_0000000000000000", "sessions:write", {}),
+    ("DELETE", "/v1/users/nobody", "sessions:write", {}),
 ]
 
 
@@ -163,7 +168,7 @@ def test_every_endpoint_enforces_its_scope(
     refused(api.http.request(method, path, headers=api.auth(without), **kwargs), 403, "insufficient_scope")
     with_scope = api.create_key(app_id, scopes=[scope])["key"]
     response = api.http.request(method, path, headers=api.auth(with_scope), **kwargs)
-    assert response.status_code in (200, 202, 404), response.text  # 404: the probe file does not exist
+    assert response.status_code in (200, 202, 404), response.text  # 404: the probe id does not exist
 
 
 def test_admin_lists_only_the_apps_own_keys(api: Api) -> None:

@@ -2,10 +2,10 @@
 
 Servers the environment does not point at (``OBDAL_NATS_URL``, ``OBDAL_REDIS_URL``,
 ``OBDAL_MONGO_URL``) are started as child processes; the vector index is Qdrant
-Edge in this process unless ``OBDAL_QDRANT_URL`` is set. The four services then
-run together on one event loop. This single-process layout is the embedded
-mode's only exception to "nothing assumes one process": the Edge index can be
-opened by one process only.
+Edge in this process unless ``OBDAL_QDRANT_URL`` is set. The four services (or the
+ones ``OBDAL_SERVICES`` names) then run together on one event loop. This
+single-process layout is the embedded mode's only exception to "nothing assumes
+one process": the Edge index can be opened by one process only.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
+from pydantic import Field, field_validator
 
 from obdal.servers import ManagedServer, ServerError, mongo_server, nats_server, redis_server
 from obdal_chat.main import serve as serve_chat
@@ -37,9 +38,29 @@ from obdal_ingest.settings import IngestSettings
 from obdal_metering.main import serve as serve_metering
 from obdal_metering.settings import MeteringSettings
 
-__all__ = ["run_stack"]
+__all__ = ["StackSettings", "run_stack"]
 
 log = logging.getLogger("obdal")
+
+_ALL_SERVICES = ("metering", "ingest", "chat", "gateway")
+
+
+class StackSettings(GatewaySettings):
+    """The gateway's settings (the banner needs them) plus which services to run."""
+
+    services: str = Field(
+        ",".join(_ALL_SERVICES),
+        description="Services `obdal up` runs, comma separated; the others run as their own processes",
+    )
+
+    @field_validator("services")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(_ALL_SERVICES))
+        if unknown or not names:
+            raise ValueError(f"expected a comma-separated subset of {', '.join(_ALL_SERVICES)}")
+        return ",".join(n for n in _ALL_SERVICES if n in names)
 
 
 def _start_servers(base: ObdalSettings) -> tuple[list[ManagedServer], dict[str, str]]:
@@ -87,14 +108,15 @@ def _report(task: asyncio.Task[None]) -> None:
     log.error("%s stopped: %s", task.get_name(), message, exc_info=not isinstance(error, ObdalError))
 
 
-async def _run_services(urls: dict[str, str], banner: Callable[[str], None]) -> None:
+async def _run_services(urls: dict[str, str], banner: Callable[[str], None], wanted: list[str]) -> None:
     gateway = load_settings(GatewaySettings, **urls)
-    services: dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = {
+    every: dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = {
         "metering": lambda stop: serve_metering(load_settings(MeteringSettings, **urls), stop),
         "ingest": lambda stop: serve_ingest(load_settings(IngestSettings, **urls), stop),
         "chat": lambda stop: serve_chat(load_settings(ChatSettings, **urls), stop),
         "gateway": lambda stop: serve_gateway(gateway, stop),
     }
+    services = {name: run for name, run in every.items() if name in wanted}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -105,7 +127,7 @@ async def _run_services(urls: dict[str, str], banner: Callable[[str], None]) -> 
     try:
         host = "127.0.0.1" if gateway.gateway_host in ("0.0.0.0", "::") else gateway.gateway_host
         base_url = f"http://{host}:{gateway.gateway_port}"
-        if await _wait_ready(base_url, tasks["gateway"]):
+        if "gateway" in tasks and await _wait_ready(base_url, tasks["gateway"]):
             banner(base_url)
         # Run until Ctrl-C, or until any service stops by itself (then stop them all).
         stopping = asyncio.create_task(stop.wait())
@@ -122,7 +144,7 @@ async def _run_services(urls: dict[str, str], banner: Callable[[str], None]) -> 
 def run_stack() -> None:
     """Start servers and services; block until Ctrl-C; stop everything, children included."""
     try:
-        base = load_settings(GatewaySettings)
+        base = load_settings(StackSettings)
     except ObdalError as exc:
         print(f"obdal: {exc.message}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -155,7 +177,7 @@ def run_stack() -> None:
         print(f"obdal: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     try:
-        asyncio.run(_run_services(urls, banner))
+        asyncio.run(_run_services(urls, banner, base.services.split(",")))
     finally:
         for server in reversed(servers):
             server.stop()

@@ -26,6 +26,8 @@ __all__ = [
     "ChatRequest",
     "ChatSources",
     "DependencyStatus",
+    "EraseRequest",
+    "EraseResult",
     "ErrorReply",
     "FileState",
     "FileStatus",
@@ -34,7 +36,17 @@ __all__ = [
     "IngestJob",
     "KeyKind",
     "KeyRecord",
+    "RetentionPolicy",
+    "RetentionQuery",
     "ServiceStatus",
+    "SessionDetail",
+    "SessionExportPage",
+    "SessionExportQuery",
+    "SessionLookup",
+    "SessionMessage",
+    "SessionPage",
+    "SessionQuery",
+    "SessionSummary",
     "Source",
     "TurnEvent",
     "Usage",
@@ -315,3 +327,97 @@ class AuditQuery(msgspec.Struct, frozen=True, kw_only=True):
 class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[AuditEvent]
     has_more: bool
+
+
+# --- sessions and erasure (metering queries) --------------------------------------
+
+
+class SessionQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of an app's sessions, most recently started first.
+
+    ``start``/``end`` keep the sessions active within ``[start, end)``; ``cursor``
+    is the opaque ``next_cursor`` of the previous page.
+    """
+
+    app_id: str
+    limit: int = 20
+    cursor: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    user: str | None = None
+
+
+class SessionSummary(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+    started_at: datetime
+    last_at: datetime
+    message_count: int
+    total_tokens: int
+    preview: str
+    user: str | None = None
+
+
+class SessionPage(msgspec.Struct, frozen=True, kw_only=True):
+    data: list[SessionSummary]
+    next_cursor: str | None = None
+
+
+class SessionLookup(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+    session_id: str
+
+
+class SessionMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """One message of a session; assistant messages carry their turn's usage and sources."""
+
+    message_id: str
+    role: Literal["user", "assistant"]
+    content: str
+    timestamp: datetime
+    usage: Usage | None = None
+    sources: list[Source] = msgspec.field(default_factory=list)
+
+
+class SessionDetail(SessionSummary, frozen=True, kw_only=True):
+    """A session's summary and every one of its messages, oldest first."""
+
+    messages: list[SessionMessage]
+
+
+class SessionExportQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of whole sessions for an export; the caller follows ``next_cursor``."""
+
+    app_id: str
+    cursor: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    user: str | None = None
+
+
+class SessionExportPage(msgspec.Struct, frozen=True, kw_only=True):
+    sessions: list[SessionDetail]
+    next_cursor: str | None = None
+
+
+class EraseRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Erase one session, or every session of one end user (exactly one of the two)."""
+
+    app_id: str
+    session_id: str | None = None
+    user: str | None = None
+
+
+class EraseResult(msgspec.Struct, frozen=True, kw_only=True):
+    session_ids: list[str]
+    messages_erased: int
+
+
+class RetentionQuery(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+
+
+class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How long an app's session content is kept; ``None`` keeps it until erased."""
+
+    app_id: str
+    session_ttl_days: int | None = None

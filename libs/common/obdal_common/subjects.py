@@ -21,6 +21,12 @@ __all__ = [
     "KV_KEYS",
     "METERING_AUDIT",
     "METERING_CONSUMER",
+    "METERING_ERASE",
+    "METERING_RETENTION_GET",
+    "METERING_RETENTION_SET",
+    "METERING_SESSION",
+    "METERING_SESSIONS",
+    "METERING_SESSIONS_EXPORT",
     "METERING_USAGE",
     "OBJECT_STORE_FILES",
     "TURN_EVENT",
@@ -54,6 +60,15 @@ DEADLETTER_STREAM: Final = "OBDAL_DEADLETTER"
 DEADLETTER_SUBJECTS: Final = ("obdal.deadletter.>",)
 METERING_USAGE: Final = "obdal.metering.usage"
 METERING_AUDIT: Final = "obdal.metering.audit"
+
+
+# Sessions (request/reply): a page of summaries, one session, pages of an export, erasure, retention.
+METERING_SESSIONS: Final = "obdal.metering.sessions.list"
+METERING_SESSION: Final = "obdal.metering.sessions.get"
+METERING_SESSIONS_EXPORT: Final = "obdal.metering.sessions.export"
+METERING_ERASE: Final = "obdal.metering.sessions.erase"
+METERING_RETENTION_GET: Final = "obdal.metering.retention.get"
+METERING_RETENTION_SET: Final = "obdal.metering.retention.set"
 
 # Key-value buckets and the object store.
 KV_APPS: Final = "obdal_apps"

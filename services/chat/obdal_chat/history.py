@@ -12,13 +12,11 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["SessionHistory", "history_key"]
+from obdal_common.sessions import history_key
+
+__all__ = ["SessionHistory"]
 
 log = logging.getLogger(__name__)
-
-
-def history_key(app_id: str, session_id: str) -> str:
-    return f"obdal:history:{app_id}:{session_id}"
 
 
 class SessionHistory:

@@ -15,6 +15,14 @@ from obdal_gateway.instrumentation import name_span, prometheus_metrics, tracing
 from obdal_gateway.routes.admin import admin_router
 from obdal_gateway.routes.chat import chat
 from obdal_gateway.routes.files import delete_file, get_file, list_files, upload_file
+from obdal_gateway.routes.retention import retention_router
+from obdal_gateway.routes.sessions import (
+    delete_session,
+    delete_user,
+    export_sessions,
+    get_session,
+    list_sessions,
+)
 from obdal_gateway.routes.status import live, status
 from obdal_gateway.routes.usage import usage
 from obdal_gateway.routes.widget import demo_page, widget_script
@@ -48,6 +56,12 @@ def create_app(gateway: Gateway) -> Litestar:
             widget_script,
             demo_page,
             prometheus_metrics,
+            list_sessions,
+            export_sessions,
+            get_session,
+            delete_session,
+            delete_user,
+            retention_router,
         ],
         dependencies={"gw": Provide(_gateway, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,

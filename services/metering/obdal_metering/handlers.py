@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,12 +25,20 @@ from obdal_common.schemas import (
     AuditEvent,
     AuditPage,
     AuditQuery,
+    EraseRequest,
+    RetentionPolicy,
+    RetentionQuery,
+    SessionExportQuery,
+    SessionLookup,
+    SessionQuery,
     TurnEvent,
     UsageEvent,
     UsageQuery,
     UsageReport,
 )
 from obdal_common.telemetry import extract_context
+from obdal_metering.erasure import Eraser
+from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
 from obdal_metering.store import MeteringStore
 
@@ -41,29 +51,56 @@ _EVENT_TYPES: dict[str, type[Any]] = {"usage": UsageEvent, "turn": TurnEvent, "a
 _RETRY_S = 1.0
 
 
+def _inconsistency(event: UsageEvent | TurnEvent | AuditEvent) -> str | None:
+    """Why an event's numbers cannot be counted (they would make totals disagree), if they cannot."""
+    if isinstance(event, AuditEvent):
+        return None
+    usage = event.usage if isinstance(event, TurnEvent) else event
+    if min(usage.prompt_tokens, usage.completion_tokens, usage.cost) < 0:
+        return "negative tokens or cost"
+    if usage.total_tokens != usage.prompt_tokens + usage.completion_tokens:
+        return "total_tokens is not prompt_tokens + completion_tokens"
+    return None
+
+
 class MeteringHandlers:
     def __init__(
-        self, nc: NATS, js: JetStreamContext, store: MeteringStore, settings: MeteringSettings
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        store: MeteringStore,
+        sessions: SessionStore,
+        eraser: Eraser,
+        settings: MeteringSettings,
     ) -> None:
         self._nc = nc
         self._js = js
         self._store = store
+        self._sessions = sessions
+        self._eraser = eraser
         self._settings = settings
         self._subscriptions: list[Any] = []
         self.dead_lettered = 0
         self.stored = 0
+        self.retention_erased = 0
 
     async def start(self) -> None:
-        self._subscriptions.append(
-            await serve_requests(
-                self._nc, subjects.METERING_USAGE, UsageQuery, self._usage, span_name="metering.usage"
+        routes: list[tuple[str, type[Any], Callable[[Any], Awaitable[Any]]]] = [
+            (subjects.METERING_USAGE, UsageQuery, self._usage),
+            (subjects.METERING_SESSIONS, SessionQuery, self._sessions.summaries),
+            (subjects.METERING_SESSION, SessionLookup, self._session),
+            (subjects.METERING_SESSIONS_EXPORT, SessionExportQuery, self._sessions.export_page),
+            (subjects.METERING_ERASE, EraseRequest, self._eraser.erase),
+            (subjects.METERING_RETENTION_GET, RetentionQuery, self._eraser.retention),
+            (subjects.METERING_RETENTION_SET, RetentionPolicy, self._eraser.set_retention),
+            (subjects.METERING_AUDIT, AuditQuery, self._audit),
+        ]
+        for subject, request_type, handler in routes:
+            self._subscriptions.append(
+                await serve_requests(
+                    self._nc, subject, request_type, handler, span_name=subject.removeprefix("obdal.")
+                )
             )
-        )
-        self._subscriptions.append(
-            await serve_requests(
-                self._nc, subjects.METERING_AUDIT, AuditQuery, self._audit, span_name="metering.audit"
-            )
-        )
 
     async def stop(self) -> None:
         for sub in self._subscriptions:
@@ -74,6 +111,19 @@ class MeteringHandlers:
 
     async def _audit(self, query: AuditQuery) -> AuditPage:
         return await self._store.audit(query)
+
+    async def _session(self, lookup: SessionLookup) -> Any:
+        return await self._sessions.get(lookup.app_id, lookup.session_id)
+
+    async def sweep_retention(self, stop: asyncio.Event) -> None:
+        """Apply every app's retention policy every ``metering_retention_sweep_s`` until ``stop``."""
+        while not stop.is_set():
+            try:
+                self.retention_erased += await self._eraser.sweep()
+            except PyMongoError as exc:
+                log.warning("retention sweep failed, retrying later: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.metering_retention_sweep_s)
 
     async def consume(self, stop: asyncio.Event) -> None:
         """Store events in batches until ``stop``; a batch is acked only after it is written."""
@@ -108,6 +158,10 @@ class MeteringHandlers:
             except (KeyError, msgspec.ValidationError, msgspec.DecodeError) as exc:
                 await self._dead_letter(msg, f"undecodable {kind} event: {exc}")
                 continue
+            reason = _inconsistency(event)
+            if reason is not None:
+                await self._dead_letter(msg, f"inconsistent {kind} event {event.event_id}: {reason}")
+                continue
             grouped[kind].append(msgspec.to_builtins(event, builtin_types=(datetime,)))
             valid.append(msg)
         if not valid:
@@ -129,7 +183,7 @@ class MeteringHandlers:
                 while True:
                     try:
                         for kind, docs in grouped.items():
-                            self.stored += await self._store.insert(kind, docs)
+                            await self._write(kind, docs)
                         break
                     except PyMongoError as exc:
                         # Keep the batch (unacked, marked in progress) until MongoDB is back.
@@ -144,6 +198,15 @@ class MeteringHandlers:
                 event_span.end()
         for msg in valid:
             await msg.ack()
+
+    async def _write(self, kind: str, docs: list[dict[str, Any]]) -> None:
+        if kind != "turn":
+            self.stored += await self._store.insert(kind, docs)
+            return
+        kept = await self._eraser.without_erased(docs)
+        self.stored += await self._store.insert(kind, kept)
+        # Every session of the batch, duplicates included: a redelivery after a crash repairs its summary.
+        await self._sessions.refresh({(d["app_id"], d["session_id"]) for d in kept})
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         self.dead_lettered += 1

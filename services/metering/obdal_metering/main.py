@@ -14,7 +14,9 @@ from obdal_common.messaging import connect, ensure_topology, serve_requests
 from obdal_common.metrics import consumer_gauges
 from obdal_common.runner import run_service
 from obdal_common.schemas import DependencyStatus, ServiceStatus
+from obdal_metering.erasure import Eraser
 from obdal_metering.handlers import MeteringHandlers
+from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
 from obdal_metering.store import MeteringStore
 
@@ -33,8 +35,11 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
         js = nc.jetstream()
         await ensure_topology(js)
         store = MeteringStore(mongo, settings.mongo_db)
-        await store.ensure_indexes()
-        handlers = MeteringHandlers(nc, js, store, settings)
+        sessions = SessionStore(mongo, settings.mongo_db)
+        eraser = Eraser(mongo, settings.mongo_db, sessions)
+        for part in (store, sessions, eraser):
+            await part.ensure_indexes()
+        handlers = MeteringHandlers(nc, js, store, sessions, eraser, settings)
 
         async def status(_: object) -> ServiceStatus:
             deps = {"nats": DependencyStatus(ok=nc.is_connected)}
@@ -44,7 +49,9 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
             except Exception as exc:
                 deps["mongo"] = DependencyStatus(ok=False, detail=type(exc).__name__)
             deps["events"] = DependencyStatus(
-                ok=True, detail=f"{handlers.stored} stored, {handlers.dead_lettered} dead-lettered"
+                ok=True,
+                detail=f"{handlers.stored} stored, {handlers.dead_lettered} dead-lettered, "
+                f"{handlers.retention_erased} erased by retention",
             )
             return ServiceStatus(service="metering", ok=all(d.ok for d in deps.values()), dependencies=deps)
 
@@ -60,8 +67,10 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
             subject=subjects.EVENTS_SUBJECTS[0],
             every_s=settings.metrics_sample_s,
         )
+        sweeper = asyncio.create_task(handlers.sweep_retention(stop), name="retention")
         async with gauges:
             await handlers.consume(stop)
+        await sweeper
         await status_sub.unsubscribe()
         await handlers.stop()
     finally:

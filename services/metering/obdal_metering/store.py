@@ -35,7 +35,10 @@ class MeteringStore:
         for name in COLLECTIONS.values():
             await self._db[name].create_indexes([IndexModel([("event_id", ASCENDING)], unique=True)])
         await self._db.usage_events.create_indexes(
-            [IndexModel([("app_id", ASCENDING), ("occurred_at", ASCENDING)])]
+            [
+                IndexModel([("app_id", ASCENDING), ("occurred_at", ASCENDING)]),
+                IndexModel([("app_id", ASCENDING), ("key_id", ASCENDING), ("occurred_at", ASCENDING)]),
+            ]
         )
         await self._db.turns.create_indexes(
             [IndexModel([("app_id", ASCENDING), ("session_id", ASCENDING), ("occurred_at", ASCENDING)])]

@@ -21,6 +21,7 @@ from obdal_common.schemas import (
     Source,
     encode,
 )
+from obdal_common.sessions import SESSION_ID_PATTERN
 from obdal_gateway.auth import authenticate, check_budget
 from obdal_gateway.relay import ChatStream
 from obdal_gateway.state import Gateway
@@ -34,7 +35,7 @@ class ChatBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A chat turn. A missing ``session_id`` starts a new session."""
 
     message: str
-    session_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = None
+    session_id: Annotated[str, msgspec.Meta(pattern=SESSION_ID_PATTERN)] | None = None
     stream: bool = False
     user: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
     api_key: str | None = None

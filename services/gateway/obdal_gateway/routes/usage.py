@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -14,24 +13,13 @@ from obdal_common.ids import is_id
 from obdal_common.messaging import request as nats_request
 from obdal_common.schemas import UsageGroup, UsageQuery, UsageReport
 from obdal_gateway.auth import authenticate
+from obdal_gateway.dates import parse_date_range
 from obdal_gateway.state import Gateway
 
 __all__ = ["usage"]
 
-_DEFAULT_DAYS = 30
 _MAX_DAYS = 366
 _GROUPS = ("day", "model", "key")
-
-
-def _date(name: str, value: str | None, default: date) -> date:
-    if value is None:
-        return default
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(
-            f"{name} must be an ISO date (YYYY-MM-DD), got {value!r}", code="invalid_date"
-        ) from None
 
 
 @get("/v1/usage", summary="Usage of the key's app over a date range")
@@ -46,13 +34,7 @@ async def usage(
     """Totals and a breakdown by ``day``, ``model`` or ``key`` (UTC days, both ends inclusive;
     default: the last 30 days)."""
     principal = await authenticate(request, gw, scope="usage:read")
-    today = datetime.now(UTC).date()
-    end = _date("end_date", end_date, today)
-    start = _date("start_date", start_date, end - timedelta(days=_DEFAULT_DAYS - 1))
-    if start > end:
-        raise BadRequest("start_date is after end_date", code="invalid_date_range")
-    if (end - start).days >= _MAX_DAYS:
-        raise BadRequest(f"a usage query covers at most {_MAX_DAYS} days", code="invalid_date_range")
+    start, end = parse_date_range(start_date, end_date, max_days=_MAX_DAYS)
     if group_by not in _GROUPS:
         raise BadRequest(f"group_by must be one of {', '.join(_GROUPS)}", code="invalid_group_by")
     if key_id is not None and not is_id("key", key_id):

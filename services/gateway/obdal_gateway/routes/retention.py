@@ -1,0 +1,72 @@
+"""``/v1/admin/apps/{app_id}/retention``: how long an app's session content is kept."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Router, get, put
+
+from obdal_common import subjects
+from obdal_common.errors import NotFound
+from obdal_common.ids import is_id
+from obdal_common.messaging import request as nats_request
+from obdal_common.schemas import RetentionPolicy, RetentionQuery
+from obdal_gateway.routes.admin import operator_guard
+from obdal_gateway.state import Gateway
+
+__all__ = ["retention_router"]
+
+# Ten years: longer is "forever", which is what leaving it unset means.
+_MAX_TTL_DAYS = 3650
+
+
+class RetentionBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``null`` keeps session content until it is erased."""
+
+    session_ttl_days: Annotated[int, msgspec.Meta(ge=1, le=_MAX_TTL_DAYS)] | None
+
+
+async def _known_app(gw: Gateway, app_id: str) -> None:
+    if not is_id("app", app_id):
+        raise NotFound(f"no app {app_id}", code="app_not_found")
+    await gw.apps.get(app_id)
+
+
+async def _metering(gw: Gateway, subject: str, payload: Any) -> dict[str, Any]:
+    policy = await nats_request(
+        gw.nc, subject, payload, RetentionPolicy, timeout=gw.settings.request_timeout_s, what="metering"
+    )
+    body: dict[str, Any] = msgspec.to_builtins(policy)
+    return body
+
+
+@get("/apps/{app_id:str}/retention", summary="An app's session retention")
+async def get_retention(gw: Gateway, app_id: str) -> dict[str, Any]:
+    await _known_app(gw, app_id)
+    return await _metering(gw, subjects.METERING_RETENTION_GET, RetentionQuery(app_id=app_id))
+
+
+@put("/apps/{app_id:str}/retention", summary="Set how many days session content is kept")
+async def set_retention(gw: Gateway, app_id: str, data: RetentionBody) -> dict[str, Any]:
+    """Messages older than ``session_ttl_days`` are erased automatically (checked every few
+    minutes); usage totals stay. ``null`` turns retention off."""
+    await _known_app(gw, app_id)
+    policy = RetentionPolicy(app_id=app_id, session_ttl_days=data.session_ttl_days)
+    body = await _metering(gw, subjects.METERING_RETENTION_SET, policy)
+    await gw.audit.record(
+        "retention.changed",
+        app_id=app_id,
+        actor="operator",
+        target=app_id,
+        detail={"session_ttl_days": str(data.session_ttl_days)},
+    )
+    return body
+
+
+retention_router = Router(
+    path="/v1/admin",
+    route_handlers=[get_retention, set_retention],
+    guards=[operator_guard],
+    tags=["admin"],
+)

@@ -1,0 +1,147 @@
+"""Erasing session content: on request (a session, an end user) and by per-app retention.
+
+Erasure deletes turns and their summaries; usage events stay (they hold no
+content). A tombstone per erased session and end user makes the consumer drop
+turn events of that session or user that were still in flight, so an erased
+conversation cannot reappear; turns that happen after the erasure (the same
+session id used again) are kept, so the session starts fresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel, UpdateOne
+from pymongo.errors import PyMongoError
+
+from obdal_common.errors import BadRequest
+from obdal_common.schemas import EraseRequest, EraseResult, RetentionPolicy, RetentionQuery
+from obdal_metering.sessions import SessionKey, SessionStore, store_unavailable
+
+__all__ = ["Eraser"]
+
+log = logging.getLogger(__name__)
+
+# Tombstones only need to outlive the events stream's redelivery horizon (14 days).
+_TOMBSTONE_TTL_S = 15 * 24 * 3600
+
+
+def _session_tombstone(app_id: str, session_id: str) -> str:
+    return f"{app_id}:s:{session_id}"
+
+
+def _user_tombstone(app_id: str, user: str) -> str:
+    return f"{app_id}:u:{user}"
+
+
+class Eraser:
+    def __init__(
+        self, client: AsyncMongoClient[dict[str, Any]], database: str, sessions: SessionStore
+    ) -> None:
+        self._db = client[database]
+        self._sessions = sessions
+
+    async def ensure_indexes(self) -> None:
+        """Tombstones expire once no event they guard against can still be delivered."""
+        await self._db.erasures.create_indexes(
+            [IndexModel([("erased_at", ASCENDING)], expireAfterSeconds=_TOMBSTONE_TTL_S)]
+        )
+
+    async def without_erased(self, turns: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The turn documents that happened after any erasure of their session or end user."""
+        if not turns:
+            return []
+        ids = {_session_tombstone(t["app_id"], t["session_id"]) for t in turns}
+        ids |= {_user_tombstone(t["app_id"], t["user"]) for t in turns if t.get("user") is not None}
+        found = await self._db.erasures.find({"_id": {"$in": sorted(ids)}}).to_list()
+        erased_at = {doc["_id"]: doc["erased_at"] for doc in found}
+        if not erased_at:
+            return list(turns)
+        kept = []
+        for turn in turns:
+            guards = [_session_tombstone(turn["app_id"], turn["session_id"])]
+            if turn.get("user") is not None:
+                guards.append(_user_tombstone(turn["app_id"], turn["user"]))
+            if all(g not in erased_at or turn["occurred_at"] > erased_at[g] for g in guards):
+                kept.append(turn)
+            else:
+                log.info("dropping a turn of erased session %s", turn["session_id"])
+        return kept
+
+    async def erase(self, request: EraseRequest) -> EraseResult:
+        """Erase one session or every session of one end user; the ids of the sessions erased."""
+        if (request.session_id is None) == (request.user is None):
+            raise BadRequest("erase exactly one session or one user", code="invalid_erasure")
+        app_id = request.app_id
+        now = datetime.now(UTC)
+        try:
+            if request.session_id is not None:
+                session_ids = {request.session_id}
+                tombstones = [_session_tombstone(app_id, request.session_id)]
+            else:
+                user = request.user
+                turns = self._db.turns.find({"app_id": app_id, "user": user}, {"session_id": 1})
+                summaries = self._db.sessions.find({"app_id": app_id, "user": user}, {"session_id": 1})
+                session_ids = {d["session_id"] for d in await turns.to_list()}
+                session_ids |= {d["session_id"] for d in await summaries.to_list()}
+                tombstones = [_user_tombstone(app_id, str(user))]
+            tombstones += [_session_tombstone(app_id, s) for s in session_ids]
+            # Tombstones first: a turn stored between the two steps is then dropped, not kept.
+            await self._db.erasures.bulk_write(
+                [UpdateOne({"_id": t}, {"$set": {"erased_at": now}}, upsert=True) for t in tombstones]
+            )
+            scope = {"app_id": app_id, "session_id": {"$in": sorted(session_ids)}}
+            deleted = await self._db.turns.delete_many(scope)
+            summaries_deleted = await self._db.sessions.delete_many(scope)
+        except PyMongoError as exc:
+            raise store_unavailable() from exc
+        erased = sorted(session_ids) if deleted.deleted_count or summaries_deleted.deleted_count else []
+        return EraseResult(session_ids=erased, messages_erased=2 * deleted.deleted_count)
+
+    async def retention(self, query: RetentionQuery) -> RetentionPolicy:
+        """The app's retention policy (none: content is kept until erased)."""
+        try:
+            doc = await self._db.retention.find_one({"_id": query.app_id})
+        except PyMongoError as exc:
+            raise store_unavailable() from exc
+        return RetentionPolicy(app_id=query.app_id, session_ttl_days=doc["session_ttl_days"] if doc else None)
+
+    async def set_retention(self, policy: RetentionPolicy) -> RetentionPolicy:
+        """Set (or with ``None`` remove) the app's retention; applied by the next sweep."""
+        if policy.session_ttl_days is not None and policy.session_ttl_days < 1:
+            raise BadRequest("session_ttl_days must be at least 1", code="invalid_retention")
+        try:
+            if policy.session_ttl_days is None:
+                await self._db.retention.delete_one({"_id": policy.app_id})
+            else:
+                await self._db.retention.replace_one(
+                    {"_id": policy.app_id}, {"session_ttl_days": policy.session_ttl_days}, upsert=True
+                )
+        except PyMongoError as exc:
+            raise store_unavailable() from exc
+        return policy
+
+    async def sweep(self) -> int:
+        """Erase the turns older than each app's retention; the number of turns erased."""
+        erased = 0
+        now = datetime.now(UTC)
+        for policy in await self._db.retention.find({}).to_list():
+            app_id = policy["_id"]
+            expired = {
+                "app_id": app_id,
+                "occurred_at": {"$lt": now - timedelta(days=policy["session_ttl_days"])},
+            }
+            touched: set[SessionKey] = {
+                (app_id, d["session_id"])
+                for d in await self._db.turns.find(expired, {"session_id": 1}).to_list()
+            }
+            if not touched:
+                continue
+            count = (await self._db.turns.delete_many(expired)).deleted_count
+            await self._sessions.refresh(touched, shrinking=True)
+            log.info("retention erased %d turns of app %s", count, app_id)
+            erased += count
+        return erased

@@ -1,0 +1,284 @@
+"""Sessions in MongoDB: summaries kept in step with the stored turns, pages of them, whole sessions.
+
+Turns (one per answer) are the source of truth. A ``sessions`` document per
+(app, session) summarises them for listing; it is recomputed from the turns
+after every write, never incremented, so redelivered or duplicated turn events
+cannot skew it and a crash between the two writes is repaired by the redelivery.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, DeleteOne, IndexModel, ReplaceOne
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from obdal_common.errors import BadRequest, DependencyUnavailable, NotFound
+from obdal_common.schemas import (
+    SessionDetail,
+    SessionExportPage,
+    SessionExportQuery,
+    SessionMessage,
+    SessionPage,
+    SessionQuery,
+    SessionSummary,
+    Source,
+    Usage,
+    encode,
+)
+
+__all__ = ["SessionKey", "SessionStore", "store_unavailable"]
+
+SessionKey = tuple[str, str]  # (app_id, session_id)
+
+_PREVIEW_CHARS = 200
+_DUPLICATE_KEY = 11000
+# An export page stays well under NATS's default 1 MB message limit.
+_EXPORT_PAGE_BYTES = 512 * 1024
+_EXPORT_PAGE_SESSIONS = 50
+_ORDER = [("started_at", DESCENDING), ("session_id", DESCENDING)]
+
+
+class _Cursor(msgspec.Struct, frozen=True):
+    """Position after the last session of a page, in the listing's (started_at, session_id) order."""
+
+    t: datetime
+    s: str
+
+
+def _encode_cursor(started_at: datetime, session_id: str) -> str:
+    raw = encode(_Cursor(t=started_at, s=session_id))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(value: str) -> _Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        cursor = msgspec.json.decode(raw, type=_Cursor)
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise BadRequest("cursor is not a next_cursor returned by this API", code="invalid_cursor") from None
+    if cursor.t.tzinfo is None:
+        raise BadRequest("cursor is not a next_cursor returned by this API", code="invalid_cursor")
+    return cursor
+
+
+def store_unavailable() -> DependencyUnavailable:
+    """The error for MongoDB being unreachable while serving a session query."""
+    return DependencyUnavailable("session store is unavailable", code="metering_store_unavailable")
+
+
+def _summary(doc: dict[str, Any]) -> SessionSummary:
+    return SessionSummary(
+        session_id=doc["session_id"],
+        started_at=doc["started_at"],
+        last_at=doc["last_at"],
+        message_count=int(doc["message_count"]),
+        total_tokens=int(doc["total_tokens"]),
+        preview=doc["preview"],
+        user=doc.get("user"),
+    )
+
+
+def _messages(turns: Iterable[dict[str, Any]]) -> list[SessionMessage]:
+    messages: list[SessionMessage] = []
+    for turn in turns:
+        at = turn["occurred_at"]
+        messages.append(
+            SessionMessage(
+                message_id=turn["message_id"], role="user", content=turn["user_message"], timestamp=at
+            )
+        )
+        messages.append(
+            SessionMessage(
+                message_id=turn["message_id"],
+                role="assistant",
+                content=turn["answer"],
+                timestamp=at,
+                usage=msgspec.convert(turn["usage"], Usage),
+                sources=msgspec.convert(turn["sources"], list[Source]),
+            )
+        )
+    return messages
+
+
+def _detail(summary: SessionSummary, turns: Sequence[dict[str, Any]]) -> SessionDetail:
+    return SessionDetail(**msgspec.structs.asdict(summary), messages=_messages(turns))
+
+
+class SessionStore:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        self._db = client[database]
+
+    async def ensure_indexes(self) -> None:
+        """The summary's identity, the listing order (all, and per end user), and turn lookups."""
+        await self._db.sessions.create_indexes(
+            [
+                IndexModel([("app_id", ASCENDING), ("session_id", ASCENDING)], unique=True),
+                IndexModel([("app_id", ASCENDING), *_ORDER]),
+                IndexModel([("app_id", ASCENDING), ("user", ASCENDING), *_ORDER]),
+            ]
+        )
+        await self._db.turns.create_indexes(
+            [
+                IndexModel([("app_id", ASCENDING), ("user", ASCENDING)]),
+                IndexModel([("app_id", ASCENDING), ("occurred_at", ASCENDING)]),
+            ]
+        )
+
+    async def refresh(self, keys: Iterable[SessionKey], *, shrinking: bool = False) -> None:
+        """Recompute the summaries of these sessions from their stored turns (drop empty ones).
+
+        Metering replicas may refresh one session at once; turns only ever get added
+        (except by erasure and retention), so the summary that counted more turns saw
+        more and wins. ``shrinking`` (retention just deleted turns) lifts that rule.
+        """
+        by_app: dict[str, set[str]] = defaultdict(set)
+        for app_id, session_id in keys:
+            by_app[app_id].add(session_id)
+        for app_id, session_ids in by_app.items():
+            scope = {"app_id": app_id, "session_id": {"$in": sorted(session_ids)}}
+            cursor = await self._db.turns.aggregate(
+                [
+                    {"$match": scope},
+                    {"$sort": {"occurred_at": 1, "message_id": 1}},
+                    {
+                        "$group": {
+                            "_id": "$session_id",
+                            "started_at": {"$min": "$occurred_at"},
+                            "last_at": {"$max": "$occurred_at"},
+                            "turns": {"$sum": 1},
+                            "total_tokens": {"$sum": "$usage.total_tokens"},
+                            "preview": {"$first": "$user_message"},
+                            "user": {"$last": "$user"},
+                        }
+                    },
+                ]
+            )
+            rows = {row["_id"]: row async for row in cursor}
+            ops: list[ReplaceOne[dict[str, Any]] | DeleteOne] = []
+            for session_id in sorted(session_ids):
+                key = {"app_id": app_id, "session_id": session_id}
+                row = rows.get(session_id)
+                if row is None:
+                    ops.append(DeleteOne(key))
+                    continue
+                doc = {
+                    **key,
+                    "started_at": row["started_at"],
+                    "last_at": row["last_at"],
+                    "message_count": 2 * int(row["turns"]),
+                    "total_tokens": int(row["total_tokens"]),
+                    "preview": str(row["preview"])[:_PREVIEW_CHARS],
+                    "user": row["user"],
+                }
+                guard = {} if shrinking else {"message_count": {"$lte": doc["message_count"]}}
+                ops.append(ReplaceOne({**key, **guard}, doc, upsert=True))
+            await self._write_summaries(ops)
+            # An erasure that ran between the aggregation and the write would be undone
+            # by it: drop any summary written for a session that has no turns any more.
+            left = await self._db.turns.aggregate([{"$match": scope}, {"$group": {"_id": "$session_id"}}])
+            gone = session_ids - {row["_id"] async for row in left}
+            if gone:
+                await self._db.sessions.delete_many({"app_id": app_id, "session_id": {"$in": sorted(gone)}})
+
+    async def _write_summaries(self, ops: Sequence[ReplaceOne[dict[str, Any]] | DeleteOne]) -> None:
+        try:
+            await self._db.sessions.bulk_write(list(ops), ordered=False)
+        except BulkWriteError as exc:
+            # A guarded upsert that found a summary with more turns tries to insert a second
+            # one and hits the unique index: the stored summary is newer, keep it.
+            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+
+    def _filter(
+        self,
+        app_id: str,
+        *,
+        cursor: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        user: str | None,
+    ) -> dict[str, Any]:
+        clauses: list[dict[str, Any]] = [{"app_id": app_id}]
+        if user is not None:
+            clauses.append({"user": user})
+        if start is not None:
+            clauses.append({"last_at": {"$gte": start}})
+        if end is not None:
+            clauses.append({"started_at": {"$lt": end}})
+        if cursor is not None:
+            after = _decode_cursor(cursor)
+            clauses.append(
+                {
+                    "$or": [
+                        {"started_at": {"$lt": after.t}},
+                        {"started_at": after.t, "session_id": {"$lt": after.s}},
+                    ]
+                }
+            )
+        return {"$and": clauses}
+
+    async def _page(self, query: dict[str, Any], limit: int) -> tuple[list[SessionSummary], bool]:
+        """Up to ``limit`` summaries in listing order, and whether more follow."""
+        docs = await self._db.sessions.find(query).sort(_ORDER).limit(limit + 1).to_list()
+        return [_summary(d) for d in docs[:limit]], len(docs) > limit
+
+    async def summaries(self, query: SessionQuery) -> SessionPage:
+        """A page of sessions, most recently started first; ``next_cursor`` when more follow."""
+        mongo_query = self._filter(
+            query.app_id, cursor=query.cursor, start=query.start, end=query.end, user=query.user
+        )
+        try:
+            page, more = await self._page(mongo_query, query.limit)
+        except PyMongoError as exc:
+            raise store_unavailable() from exc
+        return SessionPage(
+            data=page, next_cursor=_encode_cursor(page[-1].started_at, page[-1].session_id) if more else None
+        )
+
+    async def _turns(self, app_id: str, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        found = self._db.turns.find({"app_id": app_id, "session_id": {"$in": list(session_ids)}})
+        grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for turn in await found.sort([("occurred_at", ASCENDING), ("message_id", ASCENDING)]).to_list():
+            grouped[turn["session_id"]].append(turn)
+        return grouped
+
+    async def get(self, app_id: str, session_id: str) -> SessionDetail:
+        """Every message of one session of ``app_id``, oldest first."""
+        try:
+            doc = await self._db.sessions.find_one({"app_id": app_id, "session_id": session_id})
+            turns = (await self._turns(app_id, [session_id])).get(session_id, []) if doc else []
+        except PyMongoError as exc:
+            raise store_unavailable() from exc
+        if doc is None or not turns:
+            raise NotFound(f"no session {session_id}", code="session_not_found")
+        return _detail(_summary(doc), turns)
+
+    async def export_page(self, query: SessionExportQuery) -> SessionExportPage:
+        """Whole sessions in listing order, as many as fit one NATS message."""
+        mongo_query = self._filter(
+            query.app_id, cursor=query.cursor, start=query.start, end=query.end, user=query.user
+        )
+        try:
+            page, more = await self._page(mongo_query, _EXPORT_PAGE_SESSIONS)
+            turns = await self._turns(query.app_id, [s.session_id for s in page])
+        except PyMongoError as exc:
+            raise store_unavailable() from exc
+        sessions: list[SessionDetail] = []
+        size = 0
+        for summary in page:
+            detail = _detail(summary, turns.get(summary.session_id, []))
+            size += len(encode(detail))
+            if sessions and size > _EXPORT_PAGE_BYTES:
+                more = True
+                break
+            sessions.append(detail)
+        last = sessions[-1] if more and sessions else None
+        next_cursor = _encode_cursor(last.started_at, last.session_id) if last is not None else None
+        return SessionExportPage(sessions=sessions, next_cursor=next_cursor)
