@@ -31,6 +31,7 @@ __all__ = [
     "ErrorReply",
     "FileState",
     "FileStatus",
+    "HistoryMessage",
     "IngestDelete",
     "IngestDeleted",
     "IngestJob",
@@ -114,7 +115,15 @@ class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
 # --- chat (request/reply stream) -----------------------------------------------
 
 
+class HistoryMessage(msgspec.Struct, frozen=True, kw_only=True):
+    role: Literal["user", "assistant"]
+    content: str
+
+
 class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat turn. ``history`` is the conversation so far when the client keeps it
+    (the OpenAI-compatible API); without it the session's stored context is used."""
+
     request_id: str
     app_id: str
     key_id: str
@@ -122,6 +131,7 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     message: str
     stream: bool = True
     user: str | None = None
+    history: list[HistoryMessage] | None = None
 
 
 class Source(msgspec.Struct, frozen=True, kw_only=True):

@@ -80,7 +80,10 @@ class AnswerPipeline:
         span.set_attribute("obdal.app_id", req.app_id)
         span.set_attribute("obdal.session_id", req.session_id)
         message_id = new_id("msg")
-        history = await self._history.load(req.app_id, req.session_id)
+        if req.history is None:
+            history = await self._history.load(req.app_id, req.session_id)
+        else:
+            history = [{"role": m.role, "content": m.content} for m in req.history]
         # Retrieval sees the conversation, so a follow-up finds its topic's passages.
         previous = [m["content"] for m in history if m["role"] == "user"][-1:]
         with tracer.start_as_current_span("chat.retrieve") as rspan:
@@ -173,5 +176,5 @@ class AnswerPipeline:
             await add_tokens(self._redis, req.key_id, usage.total_tokens)
         except RedisError as exc:  # budgets fail open, like rate limits (docs/security.md)
             log.warning("could not count tokens against the budget of %s: %s", req.key_id, exc)
-        if finished:
+        if finished and req.history is None:  # a client that sends its history keeps it itself
             await self._history.append(req.app_id, req.session_id, req.message, answer)

@@ -14,6 +14,7 @@ from obdal_gateway.error_responses import EXCEPTION_HANDLERS
 from obdal_gateway.instrumentation import name_span, prometheus_metrics, tracing_plugin
 from obdal_gateway.routes.admin import admin_router
 from obdal_gateway.routes.chat import chat
+from obdal_gateway.routes.completions import chat_completions
 from obdal_gateway.routes.files import delete_file, get_file, list_files, upload_file
 from obdal_gateway.routes.retention import retention_router
 from obdal_gateway.routes.sessions import (
@@ -45,6 +46,7 @@ def create_app(gateway: Gateway) -> Litestar:
     return Litestar(
         route_handlers=[
             chat,
+            chat_completions,
             upload_file,
             list_files,
             get_file,
