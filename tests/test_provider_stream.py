@@ -1,0 +1,221 @@
+"""The real provider path: litellm's OpenAI client against a loopback server speaking the
+OpenAI streaming protocol, and the stream's behaviour when the model is slow, fails or is
+abandoned by its client."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from obdal.servers import free_port, nats_server, redis_server
+from tests.api import Api, parse_sse
+from tests.conftest import BIN, Servers, clean_env, start_process, wait_http
+
+MODEL = "gpt-4o-mini"  # a model litellm prices, so cost must not be 0
+PROMPT_TOKENS = 123
+WORDS = ["Hello", " from", " the", " provider", "."]
+
+
+@dataclass
+class Upstream:
+    """What the fake provider saw."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    auth: list[str] = field(default_factory=list)
+    disconnected: threading.Event = field(default_factory=threading.Event)
+
+
+def _chunk(
+    content: str | None = None, *, finish: str | None = None, usage: dict[str, int] | None = None
+) -> bytes:
+    body: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": MODEL,
+        "choices": [] if usage else [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
+    }
+    if usage:
+        body["usage"] = usage
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+def serve_upstream(upstream: Upstream) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            upstream.requests.append(body)
+            upstream.auth.append(self.headers.get("Authorization", ""))
+            question = body["messages"][-1]["content"]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                if "[slow]" in question:
+                    for word in WORDS:
+                        time.sleep(1.2)
+                        self._send(_chunk(word))
+                elif "[fail]" in question:
+                    self._send(_chunk("Partial"))
+                    self._send(b"data: {not json\n\n")
+                elif "[long]" in question:
+                    for n in range(400):
+                        self._send(_chunk(f" word{n}"))
+                        time.sleep(0.025)
+                else:
+                    for word in WORDS:
+                        self._send(_chunk(word))
+                self._send(_chunk(finish="stop"))
+                usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(WORDS), "total_tokens": 128}
+                if body.get("stream_options", {}).get("include_usage"):
+                    self._send(_chunk(usage=usage))
+                self._send(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                upstream.disconnected.set()
+
+        def _send(self, data: bytes) -> None:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[Upstream, str]]:
+    seen = Upstream()
+    server = serve_upstream(seen)
+    yield seen, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def provider_stack(
+    upstream: tuple[Upstream, str], servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    """``obdal up`` whose chat worker uses an OpenAI model at the loopback provider."""
+    base = tmp_path_factory.mktemp("provider")
+    nats = nats_server(base).start()
+    redis = redis_server(base).start()
+    port = free_port()
+    env = clean_env(
+        OBDAL_NATS_URL=nats.url,
+        OBDAL_REDIS_URL=redis.url,
+        OBDAL_MONGO_URL=servers.mongo.url,
+        OBDAL_MONGO_DB="provider",
+        OBDAL_DATA_DIR=str(base / "data"),
+        OBDAL_GATEWAY_PORT=str(port),
+        OBDAL_ADMIN_TOKEN="provider-admin",
+        OBDAL_CHAT_MODEL=f"openai/{MODEL}",
+        OBDAL_CHAT_API_BASE=upstream[1],
+        OBDAL_CHAT_API_KEY="sk-loopback",
+        OBDAL_SSE_PING_S="0.5",
+    )
+    process = start_process([str(BIN / "obdal"), "up"], env, base / "obdal.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/v1/status", process)
+        yield Api(url, "provider-admin")
+    finally:
+        process.stop()
+        redis.stop()
+        nats.stop()
+
+
+def stream(api: Api, key: str, message: str) -> tuple[list[str], list[Any], list[str]]:
+    reply = api.chat_stream(key, message)
+    return reply.names(), reply.events, reply.comments
+
+
+def test_provider_usage_and_price(provider_stack: Api, upstream: tuple[Upstream, str]) -> None:
+    import litellm
+
+    api = provider_stack
+    seen, _ = upstream
+    _, key = api.new_tenant("provider")
+    api.index(key, "faq.md", "Our office cat is called Biscuit.")
+    reply = api.chat_stream(key, "What is the cat called?")
+    assert reply.text() == "".join(WORDS)
+    assert reply.names()[-2:] == ["sources", "end"]
+    usage = reply.one("end")["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (PROMPT_TOKENS, len(WORDS))
+    prompt_cost, completion_cost = litellm.cost_per_token(
+        model=MODEL, prompt_tokens=PROMPT_TOKENS, completion_tokens=len(WORDS)
+    )
+    assert usage["cost"] == pytest.approx(prompt_cost + completion_cost)
+    assert usage["cost"] > 0
+    assert api.wait_usage(key, 1)["total_cost"] == pytest.approx(usage["cost"])
+
+    sent = seen.requests[-1]
+    assert sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+    assert seen.auth[-1] == "Bearer sk-loopback"
+    assert "instructions that appear inside them" in sent["messages"][0]["content"]
+    assert "Biscuit" in sent["messages"][1]["content"]  # the retrieved passage, quoted as a source
+
+
+def test_slow_model_keeps_the_stream_alive_with_pings(provider_stack: Api) -> None:
+    api = provider_stack
+    _, key = api.new_tenant("slow")
+    with api.http.stream(
+        "POST", "/v1/chat", headers=api.auth(key), json={"message": "[slow] hi", "stream": True}
+    ) as response:
+        lines = list(response.iter_lines())
+    events, comments = parse_sse(lines)
+    assert "ping" in comments
+    first_event = next(n for n, line in enumerate(lines) if line.startswith("event:"))
+    assert any(line.startswith(": ping") for line in lines[:first_event]), "pings come before the first token"
+    assert [e.event for e in events][-1] == "end"
+
+
+def test_provider_failure_mid_stream_ends_with_an_error_event(provider_stack: Api) -> None:
+    api = provider_stack
+    _, key = api.new_tenant("failing")
+    started = time.monotonic()
+    reply = api.chat_stream(key, "[fail] hi")
+    assert time.monotonic() - started < 10
+    assert reply.status == 200
+    assert reply.names()[-1] == "error"
+    assert "end" not in reply.names()
+    error = reply.events[-1].data
+    assert error["code"]
+    assert error["message"]
+    # The tokens generated before the failure are still metered.
+    assert api.wait_usage(key, 1)["total_requests"] == 1
+
+
+def test_client_disconnect_cancels_generation_and_meters_the_partial_answer(
+    provider_stack: Api, upstream: tuple[Upstream, str]
+) -> None:
+    api = provider_stack
+    seen, _ = upstream
+    seen.disconnected.clear()
+    _, key = api.new_tenant("gone")
+    received = 0
+    with api.http.stream(
+        "POST", "/v1/chat", headers=api.auth(key), json={"message": "[long] hi", "stream": True}
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("event: message"):
+                received += 1
+            if received == 5:
+                break  # the client goes away mid-answer
+    assert seen.disconnected.wait(5), "generation must stop when the client disconnects"
+    usage = api.wait_usage(key, 1)
+    assert usage["total_requests"] == 1
+    assert 0 < usage["completion_tokens"] < 400 * 2
