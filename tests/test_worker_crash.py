@@ -1,0 +1,82 @@
+"""A chat worker killed mid-answer: the client gets an error event within seconds, never a
+hung stream, and the next request is served by a surviving worker."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from obdal.servers import free_port, nats_server, redis_server
+from tests.api import Api, parse_sse
+from tests.conftest import BIN, Servers, clean_env, start_process, wait_http
+from tests.test_provider_stream import MODEL, Upstream, serve_upstream
+
+IDLE_TIMEOUT_S = 5.0  # the gateway's OBDAL_CHAT_IDLE_TIMEOUT_S default
+
+
+def wait_served(api: Api, key: str, timeout: float = 240) -> str:
+    """Poll until a chat worker answers (503 while none has joined yet); the answer."""
+    deadline = time.monotonic() + timeout
+    while (reply := api.chat(key, "hello")).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["content"])
+
+
+def test_killed_worker_ends_the_stream_with_an_error(servers: Servers, tmp_path: Path) -> None:
+    upstream = serve_upstream(Upstream())
+    nats = nats_server(tmp_path).start()
+    redis = redis_server(tmp_path).start()
+    port = free_port()
+    env = clean_env(
+        OBDAL_NATS_URL=nats.url,
+        OBDAL_REDIS_URL=redis.url,
+        OBDAL_MONGO_URL=servers.mongo.url,
+        OBDAL_MONGO_DB="crash",
+        OBDAL_DATA_DIR=str(tmp_path / "data"),
+        OBDAL_GATEWAY_PORT=str(port),
+        OBDAL_ADMIN_TOKEN="crash-admin",
+        OBDAL_QDRANT_URL=":memory:",
+        OBDAL_CHAT_MODEL=f"openai/{MODEL}",
+        OBDAL_CHAT_API_BASE=f"http://127.0.0.1:{upstream.server_address[1]}/v1",
+        OBDAL_CHAT_API_KEY="sk-loopback",
+    )
+    stack = start_process(
+        [str(BIN / "obdal"), "up"], {**env, "OBDAL_SERVICES": "gateway,metering"}, tmp_path / "up.log"
+    )
+    workers = [start_process([str(BIN / "obdal-chat")], env, tmp_path / f"chat{n}.log") for n in range(2)]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/v1/status/live", stack)
+        api = Api(url, "crash-admin")
+        _, key = api.new_tenant("crash")
+        wait_served(api, key)
+
+        lines: list[str] = []
+        killed_at = 0.0
+        with api.http.stream(
+            "POST", "/v1/chat", headers=api.auth(key), json={"message": "[long] hi", "stream": True}
+        ) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                if not killed_at and sum(x.startswith("event: message") for x in lines) == 3:
+                    # Kill whichever worker took the request: both, then restart one.
+                    for worker in workers:
+                        worker.stop(signal.SIGKILL)
+                    killed_at = time.monotonic()
+        ended_after = time.monotonic() - killed_at
+        events, _ = parse_sse(lines)
+        assert events[-1].event == "error"
+        assert events[-1].data["code"] == "worker_timeout"
+        assert ended_after < IDLE_TIMEOUT_S + 2, f"stream ended {ended_after:.1f} s after the worker died"
+
+        workers.append(start_process([str(BIN / "obdal-chat")], env, tmp_path / "survivor.log"))
+        assert wait_served(api, key) == "Hello from the provider."
+    finally:
+        for worker in workers:
+            worker.stop()
+        stack.stop()
+        redis.stop()
+        nats.stop()
+        upstream.shutdown()
