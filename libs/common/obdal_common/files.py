@@ -23,6 +23,11 @@ def _key(app_id: str, file_id: str) -> str:
     return f"{app_id}.{file_id}"
 
 
+def _hash_key(app_id: str, sha256: str) -> str:
+    # Two tokens after the app id: never matched by list()'s ``<app_id>.*`` filter.
+    return f"{app_id}.sha256.{sha256}"
+
+
 class FileStatusStore:
     """File status records in NATS KV, keyed ``<app_id>.<file_id>``."""
 
@@ -42,10 +47,15 @@ class FileStatusStore:
             return None
         return decode(entry.value, FileStatus)
 
-    async def update(self, app_id: str, file_id: str, state: FileState, **changes: Any) -> FileStatus | None:
-        """Move a file to ``state`` (with other field changes); ``None`` if it was deleted meanwhile."""
+    async def update(
+        self, app_id: str, file_id: str, state: FileState, *, version: int | None = None, **changes: Any
+    ) -> FileStatus | None:
+        """Move a file to ``state`` (with other field changes).
+
+        ``None`` if it was deleted meanwhile, or replaced by a version other than ``version``.
+        """
         current = await self.get(app_id, file_id)
-        if current is None:
+        if current is None or (version is not None and current.version != version):
             return None
         updated = msgspec.structs.replace(current, status=state, updated_at=datetime.now(UTC), **changes)
         await self.put(updated)
@@ -61,4 +71,26 @@ class FileStatusStore:
         return sorted(found, key=lambda s: s.created_at, reverse=True)
 
     async def delete(self, app_id: str, file_id: str) -> None:
+        current = await self.get(app_id, file_id)
+        if current is not None:
+            await self.forget_hash(current)
         await self._kv.purge(_key(app_id, file_id))
+
+    async def remember_hash(self, status: FileStatus) -> None:
+        """Index the file by content hash, so an identical re-upload is recognised."""
+        await self._kv.put(_hash_key(status.app_id, status.sha256), status.file_id.encode())
+
+    async def forget_hash(self, status: FileStatus) -> None:
+        """Drop the hash entry if it still points at this file."""
+        found = await self.find_by_hash(status.app_id, status.sha256)
+        if found is not None and found.file_id == status.file_id:
+            await self._kv.purge(_hash_key(status.app_id, status.sha256))
+
+    async def find_by_hash(self, app_id: str, sha256: str) -> FileStatus | None:
+        """The app's file whose current content has this SHA-256, if any."""
+        try:
+            entry = await self._kv.get(_hash_key(app_id, sha256))
+        except KeyNotFoundError:
+            return None
+        found = await self.get(app_id, entry.value.decode()) if entry.value else None
+        return found if found is not None and found.sha256 == sha256 else None

@@ -28,6 +28,7 @@ __all__ = [
     "FileState",
     "FileStatus",
     "IngestDelete",
+    "IngestDeleteApp",
     "IngestDeleted",
     "IngestJob",
     "KeyKind",
@@ -109,6 +110,7 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
     filename: str
     snippet: str
     score: float
+    page: int | None = None
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
@@ -211,6 +213,7 @@ class IngestJob(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     sha256: str
     object_name: str
+    version: int = 1
 
 
 class FileStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -225,6 +228,12 @@ class FileStatus(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     chunks: int = 0
     error: str | None = None
+    version: int = 1
+    progress: int = 0
+    tokens: int = 0
+    pages: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 class IngestDelete(msgspec.Struct, frozen=True, kw_only=True):
@@ -235,6 +244,12 @@ class IngestDelete(msgspec.Struct, frozen=True, kw_only=True):
 class IngestDeleted(msgspec.Struct, frozen=True, kw_only=True):
     file_id: str
     vectors_deleted: int
+
+
+class IngestDeleteApp(msgspec.Struct, frozen=True, kw_only=True):
+    """Erase every vector of an app (answered with an :class:`IngestDeleted` whose file_id is ``*``)."""
+
+    app_id: str
 
 
 # --- metering queries ------------------------------------------------------------

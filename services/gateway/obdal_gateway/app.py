@@ -11,7 +11,14 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from obdal_gateway.error_responses import EXCEPTION_HANDLERS
 from obdal_gateway.routes.admin import admin_router
 from obdal_gateway.routes.chat import chat
-from obdal_gateway.routes.files import delete_file, get_file, list_files, upload_file
+from obdal_gateway.routes.files import (
+    delete_all_files,
+    delete_file,
+    get_file,
+    list_files,
+    replace_file,
+    upload_file,
+)
 from obdal_gateway.routes.status import live, status
 from obdal_gateway.routes.usage import usage
 from obdal_gateway.state import Gateway
@@ -41,6 +48,8 @@ def create_app(gateway: Gateway) -> Litestar:
             status,
             live,
             admin_router,
+            replace_file,
+            delete_all_files,
         ],
         dependencies={"gw": Provide(_gateway, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,

@@ -13,6 +13,7 @@ from obdal_common.retrieval import open_index
 from obdal_common.runner import run_service
 from obdal_common.schemas import DependencyStatus, ServiceStatus
 from obdal_ingest.handlers import IngestHandlers
+from obdal_ingest.parser_pool import ParserPool
 from obdal_ingest.pipeline import IngestPipeline
 from obdal_ingest.settings import IngestSettings
 
@@ -30,7 +31,12 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         index = await open_index(settings)
         statuses = FileStatusStore(await key_value(js, subjects.KV_FILES))
         objects = await js.object_store(subjects.OBJECT_STORE_FILES)
-        pipeline = IngestPipeline(settings, index=index, objects=objects, statuses=statuses)
+        parsers = ParserPool(
+            workers=settings.parse_workers,
+            timeout_s=settings.parse_timeout_s,
+            memory_mb=settings.parse_memory_mb,
+        )
+        pipeline = IngestPipeline(settings, index=index, objects=objects, statuses=statuses, parsers=parsers)
         handlers = IngestHandlers(nc, js, pipeline, index, settings)
 
         async def status(_: object) -> ServiceStatus:
@@ -46,7 +52,10 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         )
         await handlers.start()
         log.info("ingest worker ready")
-        await handlers.consume(stop)
+        try:
+            await handlers.consume(stop)
+        finally:
+            parsers.close()
         await status_sub.unsubscribe()
         await handlers.stop()
     finally:

@@ -1,0 +1,103 @@
+"""Parsing in a separate process: a hostile file can hang, exhaust memory or crash it, never the worker.
+
+A PDF or DOCX parser is a large body of code fed with whatever a client
+uploaded. Each file is parsed (and chunked) in a child process with a memory
+ceiling and a time limit; a child that runs over is killed and replaced, and
+the file ends ``failed`` with the reason, while the ingest worker carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import resource
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from obdal_ingest.chunking import TextChunk, chunk_text
+from obdal_ingest.parsing import ParseError, parse
+
+__all__ = ["Extracted", "ParserPool", "extract"]
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    title: str
+    pages: int | None
+    chunks: list[TextChunk]
+
+
+def extract(
+    data: bytes, *, content_type: str, max_pages: int, target_tokens: int, overlap_tokens: int
+) -> Extracted:
+    """Parse and chunk one file (what runs in the child process)."""
+    document = parse(data, content_type=content_type, max_pages=max_pages)
+    chunks = chunk_text(document.text, target_tokens=target_tokens, overlap_tokens=overlap_tokens)
+    return Extracted(title=document.title, pages=document.pages, chunks=chunks)
+
+
+def _limit_memory(limit_bytes: int) -> None:
+    # Decompression bombs and runaway parsers hit this ceiling (MemoryError) instead of the machine's.
+    resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+
+class ParserPool:
+    """Child processes that run :func:`extract` with a timeout and a memory limit."""
+
+    def __init__(self, *, workers: int, timeout_s: float, memory_mb: int) -> None:
+        self._workers = workers
+        self._timeout_s = timeout_s
+        self._memory_bytes = memory_mb * 1024 * 1024
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn: a fork of this multi-threaded, event-loop process could inherit held locks.
+        return ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_limit_memory,
+            initargs=(self._memory_bytes,),
+        )
+
+    def _kill(self) -> None:
+        # A running task cannot be cancelled: kill the pool's own children, and only those.
+        for process in list((self._pool._processes or {}).values()):
+            process.kill()
+
+    def _restart(self) -> None:
+        self._kill()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+
+    async def extract(
+        self, data: bytes, *, content_type: str, max_pages: int, target_tokens: int, overlap_tokens: int
+    ) -> Extracted:
+        """:func:`extract` in a child; :class:`ParseError` if it fails, runs out of time or memory."""
+        future = self._pool.submit(
+            extract,
+            data,
+            content_type=content_type,
+            max_pages=max_pages,
+            target_tokens=target_tokens,
+            overlap_tokens=overlap_tokens,
+        )
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self._timeout_s)
+        except TimeoutError:
+            self._restart()
+            raise ParseError(
+                f"parsing took longer than {self._timeout_s:g} s (OBDAL_PARSE_TIMEOUT_S)"
+            ) from None
+        except MemoryError:
+            raise ParseError("parsing needed more memory than allowed (OBDAL_PARSE_MEMORY_MB)") from None
+        except BrokenProcessPool:
+            self._pool = self._new_pool()
+            raise ParseError("the parser crashed on this file") from None
+        except RecursionError:
+            raise ParseError("the file is nested too deeply to parse") from None
+
+    def close(self) -> None:
+        """Stop the child processes."""
+        self._kill()
+        self._pool.shutdown(wait=True, cancel_futures=True)
