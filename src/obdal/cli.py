@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from obdal.files_cli import add_file_commands
+
 __all__ = ["main"]
 
 
@@ -114,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=_keys_revoke)
+
+    add_file_commands(commands)
     return parser
 
 
