@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from obdal_common.schemas import FileState, FileStatus, decode, encode
@@ -63,10 +63,15 @@ class FileStatusStore:
 
     async def list(self, app_id: str) -> list[FileStatus]:
         """Every file of an app, newest first."""
-        try:
-            keys = await self._kv.keys(filters=[f"{app_id}.*"])
-        except NoKeysError:
-            return []
+        # A subject-filtered watch: KeyValue.keys(filters=...) matches substrings client-side,
+        # so a wildcard never matched, and it would read every app's keys.
+        watcher = await self._kv.watch(f"{app_id}.*", ignore_deletes=True, meta_only=True)
+        keys: list[str] = []
+        async for entry in watcher:
+            if entry is None:  # end of the current values
+                break
+            keys.append(entry.key)
+        await watcher.stop()  # type: ignore[no-untyped-call]
         found = [s for s in [await self.get(app_id, k.split(".", 1)[1]) for k in keys] if s]
         return sorted(found, key=lambda s: s.created_at, reverse=True)
 
