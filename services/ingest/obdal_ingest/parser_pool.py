@@ -16,7 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from obdal_ingest.chunking import TextChunk, chunk_text
-from obdal_ingest.parsing import ParseError, parse
+from obdal_ingest.parsing import ParseError, load_parsers, parse
 
 __all__ = ["Extracted", "ParserPool", "extract"]
 
@@ -37,9 +37,10 @@ def extract(
     return Extracted(title=document.title, pages=document.pages, chunks=chunks)
 
 
-def _limit_memory(limit_bytes: int) -> None:
+def _prepare_child(limit_bytes: int) -> None:
     # Decompression bombs and runaway parsers hit this ceiling (MemoryError) instead of the machine's.
     resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    load_parsers()  # imports pypdf, python-docx and selectolax before the first file, not during it
 
 
 class ParserPool:
@@ -56,7 +57,7 @@ class ParserPool:
         return ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_limit_memory,
+            initializer=_prepare_child,
             initargs=(self._memory_bytes,),
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 from obdal_common.errors import UnsupportedMediaType
 
@@ -23,6 +24,7 @@ __all__ = [
     "ParseError",
     "ParsedDocument",
     "decode_text",
+    "load_parsers",
     "parse",
 ]
 
@@ -62,8 +64,9 @@ def _plain(data: bytes, _: int) -> ParsedDocument:
     return ParsedDocument(text=decode_text(data))
 
 
-def _parsers() -> dict[str, Callable[[bytes, int], ParsedDocument]]:
-    # Imported here: each parser pulls in its library, and only the parse worker needs them.
+@cache
+def load_parsers() -> dict[str, Callable[[bytes, int], ParsedDocument]]:
+    """The parser of each content type (importing their libraries: done once, in the parse process)."""
     from obdal_ingest.parse_csv import parse_csv
     from obdal_ingest.parse_docx import parse_docx
     from obdal_ingest.parse_html import parse_html
@@ -83,7 +86,7 @@ def parse(data: bytes, *, content_type: str, max_pages: int) -> ParsedDocument:
     """The document's structured text. Raises :class:`ParseError` for unreadable content."""
     if content_type not in PARSEABLE_TYPES:
         raise UnsupportedMediaType(f"cannot parse {content_type}")
-    document = _parsers()[content_type](data, max_pages)
+    document = load_parsers()[content_type](data, max_pages)
     if not document.text.replace(PAGE_BREAK, "").strip():
         raise ParseError("the file contains no text")
     return document
