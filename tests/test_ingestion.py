@@ -134,6 +134,8 @@ def test_bad_files_fail_with_a_reason_and_others_still_ingest(api: Api) -> None:
         assert status["status"] == "failed", status
         assert reason in status["error"], status
     assert "nine" in ask(api, key, "When does the Brindle shop open?")["content"]
+    # A failed file is no duplicate: the same bytes are taken again (its failure may have been passing).
+    assert api.upload(key, "broken.pdf", cases["broken.pdf"][0]).status_code == 202
     # Not a Word document at all, although a ZIP: refused at upload.
     assert api.upload(key, "sheet.docx", b"PK\x03\x04junk").status_code == 415
 

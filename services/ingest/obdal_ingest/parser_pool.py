@@ -9,8 +9,11 @@ the file ends ``failed`` with the reason, while the ingest worker carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import multiprocessing
 import resource
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -38,6 +41,9 @@ def extract(
 
 
 def _prepare_child(limit_bytes: int) -> None:
+    # Linux: the parser dies with the worker, even a SIGKILLed one (PR_SET_PDEATHSIG = 1).
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
     # Decompression bombs and runaway parsers hit this ceiling (MemoryError) instead of the machine's.
     resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
     load_parsers()  # imports pypdf, python-docx and selectolax before the first file, not during it
@@ -50,7 +56,7 @@ class ParserPool:
         self._workers = workers
         self._timeout_s = timeout_s
         self._memory_bytes = memory_mb * 1024 * 1024
-        self._pool = self._new_pool()
+        self._pool: ProcessPoolExecutor | None = None  # started with the first file, not at start-up
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn: a fork of this multi-threaded, event-loop process could inherit held locks.
@@ -61,20 +67,21 @@ class ParserPool:
             initargs=(self._memory_bytes,),
         )
 
-    def _kill(self) -> None:
+    def _stop(self, *, wait: bool) -> None:
+        if self._pool is None:
+            return
         # A running task cannot be cancelled: kill the pool's own children, and only those.
         for process in list((self._pool._processes or {}).values()):
             process.kill()
-
-    def _restart(self) -> None:
-        self._kill()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._new_pool()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._pool = None
 
     async def extract(
         self, data: bytes, *, content_type: str, max_pages: int, target_tokens: int, overlap_tokens: int
     ) -> Extracted:
         """:func:`extract` in a child; :class:`ParseError` if it fails, runs out of time or memory."""
+        if self._pool is None:
+            self._pool = self._new_pool()
         future = self._pool.submit(
             extract,
             data,
@@ -86,19 +93,18 @@ class ParserPool:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self._timeout_s)
         except TimeoutError:
-            self._restart()
+            self._stop(wait=False)
             raise ParseError(
                 f"parsing took longer than {self._timeout_s:g} s (OBDAL_PARSE_TIMEOUT_S)"
             ) from None
         except MemoryError:
             raise ParseError("parsing needed more memory than allowed (OBDAL_PARSE_MEMORY_MB)") from None
         except BrokenProcessPool:
-            self._pool = self._new_pool()
+            self._stop(wait=False)
             raise ParseError("the parser crashed on this file") from None
         except RecursionError:
             raise ParseError("the file is nested too deeply to parse") from None
 
     def close(self) -> None:
         """Stop the child processes."""
-        self._kill()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._stop(wait=True)

@@ -84,7 +84,7 @@ async def _store_and_queue(gw: Gateway, status: FileStatus, content: bytes) -> N
     status_code=202,
     summary="Upload a document (multipart, field 'file')",
     description="202 when queued; 200 with `duplicate: true` and the existing file when the app "
-    "already has a file with identical content.",
+    "already has a file with identical content (unless that one failed).",
 )
 async def upload_file(
     request: Request[Any, Any, Any], gw: Gateway, data: Multipart
@@ -94,7 +94,8 @@ async def upload_file(
     filename, content, content_type = await _read_upload(gw, data)
     sha256 = hashlib.sha256(content).hexdigest()
     existing = await gw.files.find_by_hash(principal.app_id, sha256)
-    if existing is not None:
+    # A failed file may have failed for a passing reason (index down): identical bytes get another try.
+    if existing is not None and existing.status != "failed":
         body = {"file_id": existing.file_id, "status": existing.status, "filename": existing.filename}
         return Response({**body, "duplicate": True}, status_code=200)
     now = datetime.now(UTC)
