@@ -5,7 +5,7 @@ Runs the ingest worker's own path in-process: the sandboxed parser process
 Edge shard with the configured embedder (default: the offline hashing one).
 NATS and the object store are left out: they add ~1 ms per document.
 
-    .venv/bin/python bench/ingest.py [--docs 20] [--workers 1]
+    .venv/bin/python bench/ingest.py [--docs 20]
 
 Prints a table, then one JSON line.
 """
@@ -85,76 +85,74 @@ FORMATS: dict[str, tuple[str, Callable[[random.Random], bytes]]] = {
 
 
 class Bench:
-    """The ingest path of one worker with ``workers`` parser processes; time split by stage."""
+    """The ingest path of one worker, one file at a time as it consumes jobs; time split by stage."""
 
-    def __init__(self, settings: IngestSettings, index: HybridIndex, pool: ParserPool, workers: int) -> None:
+    def __init__(self, settings: IngestSettings, index: HybridIndex, pool: ParserPool) -> None:
         self.settings = settings
         self.index = index
         self.pool = pool
-        self.semaphore = asyncio.Semaphore(workers)
         self.parse_s = 0.0
         self.index_s = 0.0
 
     async def ingest(self, file_id: str, data: bytes, content_type: str) -> int:
-        async with self.semaphore:
-            start = time.perf_counter()
-            extracted = await self.pool.extract(
-                data,
-                content_type=content_type,
-                max_pages=self.settings.max_pages,
-                target_tokens=self.settings.chunk_tokens,
-                overlap_tokens=self.settings.chunk_overlap_tokens,
+        start = time.perf_counter()
+        extracted = await self.pool.extract(
+            data,
+            content_type=content_type,
+            max_pages=self.settings.max_pages,
+            target_tokens=self.settings.chunk_tokens,
+            overlap_tokens=self.settings.chunk_overlap_tokens,
+        )
+        parsed = time.perf_counter()
+        chunks = [
+            Chunk(
+                app_id="app_bench",
+                file_id=file_id,
+                filename=file_id,
+                position=p,
+                text=c.text,
+                heading=c.heading,
+                page=c.page,
+                title=extracted.title,
             )
-            parsed = time.perf_counter()
-            chunks = [
-                Chunk(
-                    app_id="app_bench",
-                    file_id=file_id,
-                    filename=file_id,
-                    position=p,
-                    text=c.text,
-                    heading=c.heading,
-                    page=c.page,
-                    title=extracted.title,
-                )
-                for p, c in enumerate(extracted.chunks)
-            ]
-            # Batches of OBDAL_EMBED_BATCH_SIZE, as the pipeline does.
-            batch = self.settings.embed_batch_size
-            for first in range(0, len(chunks), batch):
-                await self.index.add(chunks[first : first + batch])
-            self.parse_s += parsed - start
-            self.index_s += time.perf_counter() - parsed
-            return len(chunks)
+            for p, c in enumerate(extracted.chunks)
+        ]
+        # Batches of OBDAL_EMBED_BATCH_SIZE, as the pipeline does.
+        batch = self.settings.embed_batch_size
+        for first in range(0, len(chunks), batch):
+            await self.index.add(chunks[first : first + batch])
+        self.parse_s += parsed - start
+        self.index_s += time.perf_counter() - parsed
+        return len(chunks)
 
     async def measure(self, name: str, content_type: str, files: list[bytes]) -> dict[str, float]:
         self.parse_s = self.index_s = 0.0
         start = time.perf_counter()
-        counts = await asyncio.gather(
-            *(self.ingest(f"file_{name}{n}", data, content_type) for n, data in enumerate(files))
-        )
+        chunks = 0
+        for n, data in enumerate(files):
+            chunks += await self.ingest(f"file_{name}{n}", data, content_type)
         elapsed = time.perf_counter() - start
         megabytes = sum(len(f) for f in files) / 1e6
         return {
             "documents": len(files),
-            "chunks": sum(counts),
+            "chunks": chunks,
             "megabytes": round(megabytes, 3),
             "seconds": round(elapsed, 3),
             "documents_per_s": round(len(files) / elapsed, 2),
-            "chunks_per_s": round(sum(counts) / elapsed, 1),
+            "chunks_per_s": round(chunks / elapsed, 1),
             "mb_per_s": round(megabytes / elapsed, 3),
             "parse_share": round(self.parse_s / (self.parse_s + self.index_s), 2),
         }
 
 
-async def run(docs: int, workers: int) -> dict[str, dict[str, float]]:
+async def run(docs: int) -> dict[str, dict[str, float]]:
     settings = IngestSettings(data_dir=Path(tempfile.mkdtemp(prefix="obdal-bench-")))
-    pool = ParserPool(workers=workers, timeout_s=120, memory_mb=2048)
-    bench = Bench(settings, await open_index(settings), pool, workers)
+    pool = ParserPool(timeout_s=settings.parse_timeout_s, memory_mb=settings.parse_memory_mb)
+    bench = Bench(settings, await open_index(settings), pool)
     rng = random.Random(7)
     try:
-        # Warm the parser processes (spawn + imports) outside the measurement.
-        await bench.measure("warmup", MARKDOWN, [make_md(rng) for _ in range(workers)])
+        # Warm the parser process (spawn + imports) outside the measurement.
+        await bench.measure("warmup", MARKDOWN, [make_md(rng)])
         return {
             name: await bench.measure(name, content_type, [make(rng) for _ in range(docs)])
             for name, (content_type, make) in FORMATS.items()
@@ -167,9 +165,8 @@ async def run(docs: int, workers: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=20, help="documents per format")
-    parser.add_argument("--workers", type=int, default=1, help="parser processes (OBDAL_PARSE_WORKERS)")
     args = parser.parse_args()
-    results = asyncio.run(run(args.docs, args.workers))
+    results = asyncio.run(run(args.docs))
     print(
         f"{'format':<6} {'docs':>5} {'chunks':>7} {'MB':>7} "
         f"{'docs/s':>8} {'chunks/s':>9} {'MB/s':>7} {'parse':>6}"
@@ -180,7 +177,7 @@ def main() -> None:
             f"{r['documents_per_s']:>8.2f} {r['chunks_per_s']:>9.1f} {r['mb_per_s']:>7.3f} "
             f"{r['parse_share']:>6.0%}"
         )
-    print(json.dumps({"benchmark": "ingest", "workers": args.workers, "formats": results}))
+    print(json.dumps({"benchmark": "ingest", "formats": results}))
 
 
 if __name__ == "__main__":

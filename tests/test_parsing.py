@@ -92,7 +92,7 @@ def test_long_table_is_split_between_rows_not_inside_them() -> None:
 
 
 async def test_parser_pool_bounds_time_and_recovers() -> None:
-    pool = ParserPool(workers=1, timeout_s=0.05, memory_mb=1024)
+    pool = ParserPool(timeout_s=0.05, memory_mb=1024)
     try:
         big = documents.pdf([documents.FILLER * 40] * 30)
         with pytest.raises(ParseError, match="longer than"):

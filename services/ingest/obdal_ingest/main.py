@@ -32,7 +32,6 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         statuses = FileStatusStore(await key_value(js, subjects.KV_FILES))
         objects = await js.object_store(subjects.OBJECT_STORE_FILES)
         parsers = ParserPool(
-            workers=settings.parse_workers,
             timeout_s=settings.parse_timeout_s,
             memory_mb=settings.parse_memory_mb,
         )

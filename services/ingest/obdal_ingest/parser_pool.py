@@ -50,10 +50,12 @@ def _prepare_child(limit_bytes: int) -> None:
 
 
 class ParserPool:
-    """Child processes that run :func:`extract` with a timeout and a memory limit."""
+    """A child process that runs :func:`extract` with a timeout and a memory limit.
 
-    def __init__(self, *, workers: int, timeout_s: float, memory_mb: int) -> None:
-        self._workers = workers
+    One child: the ingest worker handles one job at a time (scale with worker replicas).
+    """
+
+    def __init__(self, *, timeout_s: float, memory_mb: int) -> None:
         self._timeout_s = timeout_s
         self._memory_bytes = memory_mb * 1024 * 1024
         self._pool: ProcessPoolExecutor | None = None  # started with the first file, not at start-up
@@ -61,7 +63,7 @@ class ParserPool:
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn: a fork of this multi-threaded, event-loop process could inherit held locks.
         return ProcessPoolExecutor(
-            max_workers=self._workers,
+            max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_prepare_child,
             initargs=(self._memory_bytes,),

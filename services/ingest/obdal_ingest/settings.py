@@ -17,7 +17,6 @@ class IngestSettings(ObdalSettings):
     max_pages: int = Field(1000, ge=1, description="Longest accepted PDF, in pages (longer ones fail)")
     parse_timeout_s: float = Field(120.0, gt=0, description="Parsing time after which a file fails")
     parse_memory_mb: int = Field(2048, ge=256, description="Memory ceiling of the parser process")
-    parse_workers: int = Field(1, ge=1, le=64, description="Parser processes")
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestSettings:
