@@ -21,6 +21,7 @@ BIN = Path(sys.executable).parent
 # Small limits so the failure paths are cheap to reach.
 MAX_UPLOAD_BYTES = 256 * 1024
 MAX_MESSAGE_CHARS = 2000
+MAX_PAGES = 12
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         OBDAL_ADMIN_TOKEN=token,
         OBDAL_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
         OBDAL_MAX_MESSAGE_CHARS=str(MAX_MESSAGE_CHARS),
+        OBDAL_MAX_PAGES=str(MAX_PAGES),
     )
     process = start_process([str(BIN / "obdal"), "up"], env, data_dir / "obdal.log")
     url = f"http://127.0.0.1:{port}"

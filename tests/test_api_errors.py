@@ -74,9 +74,16 @@ def test_message_too_long_is_413(api: Api, key: str) -> None:
 
 
 def test_unsupported_file_is_415(api: Api, key: str) -> None:
-    assert error_of(api.upload(key, "manual.pdf", b"%PDF-1.7 ..."), 415)["code"] == "unsupported_file_type"
+    assert (
+        error_of(api.upload(key, "photo.png", b"\x89PNG\r\n\x1a\n\x00"), 415)["code"]
+        == "unsupported_file_type"
+    )
     assert (
         error_of(api.upload(key, "photo.txt", b"\x89PNG\x00\x00\x00"), 415)["code"] == "unsupported_file_type"
+    )
+    assert (
+        error_of(api.upload(key, "setup.pdf", b"\x7fELF\x02\x01\x01\x00"), 415)["code"]
+        == "unsupported_file_type"
     )
 
 

@@ -93,3 +93,39 @@ def test_unknown_builtin_embedder_is_a_configuration_error() -> None:
 
     with pytest.raises(ConfigurationError):
         make_embedder("obdal/nonsense")
+
+
+async def test_new_version_replaces_old_one_and_app_erasure(index: HybridIndex) -> None:
+    old = chunks("app_a", "file_1", DOCS)
+    await index.add(old)
+    new = [
+        Chunk(
+            app_id="app_a", file_id="file_1", filename="f.md", position=0, text="Refunds: 60 days.", version=2
+        )
+    ]
+    await index.add(new)
+    # Both versions coexist until the old one is dropped: there is never a moment with neither.
+    assert await index.backend.count("app_a", "file_1") == len(DOCS) + 1
+    assert await index.delete_file("app_a", "file_1", except_version=2) == len(DOCS)
+    hits = await index.search("app_a", "refund days", limit=10)
+    assert [h.text for h in hits] == ["Refunds: 60 days."]
+
+    await index.add(chunks("app_b", "file_9", ["Other tenant."]))
+    assert await index.delete_app("app_a") == 1
+    assert await index.backend.count("app_a") == 0
+    assert await index.backend.count("app_b") == 1
+
+
+async def test_title_and_page_reach_the_index(index: HybridIndex) -> None:
+    chunk = Chunk(
+        app_id="app_a",
+        file_id="file_1",
+        filename="g.pdf",
+        position=0,
+        text="Press reset twice.",
+        page=3,
+        title="Zentrix router guide",
+    )
+    await index.add([chunk])
+    (hit,) = await index.search("app_a", "zentrix", limit=5)
+    assert hit.page == 3

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import pytest
 
 from obdal_chat.extractive import NOT_FOUND, extract_answer
@@ -153,11 +156,23 @@ def test_safe_filename(name: str | None, safe: str) -> None:
 def test_content_type_is_sniffed_not_trusted() -> None:
     assert detect_content_type("a.md", b"# Title") == "text/markdown"
     assert detect_content_type("a.txt", "naïve café".encode()) == "text/plain"
+    # The bytes decide, whatever the extension says.
+    assert detect_content_type("a.md", b"%PDF-1.7\n") == "application/pdf"
+    assert detect_content_type("page.txt", b"<!DOCTYPE html><html><body>x</body></html>") == "text/html"
+    assert detect_content_type("faq.csv", b"q,a\nx,y\n") == "text/csv"
+    docx = io.BytesIO()
+    with zipfile.ZipFile(docx, "w") as archive:
+        archive.writestr("word/document.xml", "<w:document/>")
+    assert detect_content_type("x.bin", docx.getvalue()).endswith("wordprocessingml.document")
+    sheet = io.BytesIO()
+    with zipfile.ZipFile(sheet, "w") as archive:
+        archive.writestr("xl/workbook.xml", "<workbook/>")
     for name, content in (
-        ("a.md", b"%PDF-1.7"),
         ("a.txt", b"PK\x03\x04"),
+        ("a.xlsx", sheet.getvalue()),
         ("a.txt", b"\x00\x01"),
         ("a.exe", b"hi"),
+        ("photo.txt", b"\x89PNG\r\n\x1a\n\x00\x00"),
     ):
         with pytest.raises(UnsupportedMediaType):
             detect_content_type(name, content)

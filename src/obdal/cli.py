@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from obdal.files_cli import add_file_commands
+
 __all__ = ["main"]
 
 
@@ -208,6 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--action")
     audit.add_argument("--limit", type=int, default=50)
     audit.set_defaults(func=_audit)
+
+    add_file_commands(commands)
     return parser
 
 

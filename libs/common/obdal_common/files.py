@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from obdal_common.schemas import FileState, FileStatus, decode, encode
@@ -21,6 +21,11 @@ def object_name(app_id: str, file_id: str) -> str:
 
 def _key(app_id: str, file_id: str) -> str:
     return f"{app_id}.{file_id}"
+
+
+def _hash_key(app_id: str, sha256: str) -> str:
+    # Two tokens after the app id: never matched by list()'s ``<app_id>.*`` filter.
+    return f"{app_id}.sha256.{sha256}"
 
 
 class FileStatusStore:
@@ -42,10 +47,15 @@ class FileStatusStore:
             return None
         return decode(entry.value, FileStatus)
 
-    async def update(self, app_id: str, file_id: str, state: FileState, **changes: Any) -> FileStatus | None:
-        """Move a file to ``state`` (with other field changes); ``None`` if it was deleted meanwhile."""
+    async def update(
+        self, app_id: str, file_id: str, state: FileState, *, version: int | None = None, **changes: Any
+    ) -> FileStatus | None:
+        """Move a file to ``state`` (with other field changes).
+
+        ``None`` if it was deleted meanwhile, or replaced by a version other than ``version``.
+        """
         current = await self.get(app_id, file_id)
-        if current is None:
+        if current is None or (version is not None and current.version != version):
             return None
         updated = msgspec.structs.replace(current, status=state, updated_at=datetime.now(UTC), **changes)
         await self.put(updated)
@@ -53,12 +63,39 @@ class FileStatusStore:
 
     async def list(self, app_id: str) -> list[FileStatus]:
         """Every file of an app, newest first."""
-        try:
-            keys = await self._kv.keys(filters=[f"{app_id}.*"])
-        except NoKeysError:
-            return []
+        # A subject-filtered watch: KeyValue.keys(filters=...) matches substrings client-side,
+        # so a wildcard never matched, and it would read every app's keys.
+        watcher = await self._kv.watch(f"{app_id}.*", ignore_deletes=True, meta_only=True)
+        keys: list[str] = []
+        async for entry in watcher:
+            if entry is None:  # end of the current values
+                break
+            keys.append(entry.key)
+        await watcher.stop()  # type: ignore[no-untyped-call]
         found = [s for s in [await self.get(app_id, k.split(".", 1)[1]) for k in keys] if s]
         return sorted(found, key=lambda s: s.created_at, reverse=True)
 
     async def delete(self, app_id: str, file_id: str) -> None:
+        current = await self.get(app_id, file_id)
+        if current is not None:
+            await self.forget_hash(current)
         await self._kv.purge(_key(app_id, file_id))
+
+    async def remember_hash(self, status: FileStatus) -> None:
+        """Index the file by content hash, so an identical re-upload is recognised."""
+        await self._kv.put(_hash_key(status.app_id, status.sha256), status.file_id.encode())
+
+    async def forget_hash(self, status: FileStatus) -> None:
+        """Drop the hash entry if it still points at this file."""
+        found = await self.find_by_hash(status.app_id, status.sha256)
+        if found is not None and found.file_id == status.file_id:
+            await self._kv.purge(_hash_key(status.app_id, status.sha256))
+
+    async def find_by_hash(self, app_id: str, sha256: str) -> FileStatus | None:
+        """The app's file whose current content has this SHA-256, if any."""
+        try:
+            entry = await self._kv.get(_hash_key(app_id, sha256))
+        except KeyNotFoundError:
+            return None
+        found = await self.get(app_id, entry.value.decode()) if entry.value else None
+        return found if found is not None and found.sha256 == sha256 else None

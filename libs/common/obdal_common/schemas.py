@@ -33,6 +33,7 @@ __all__ = [
     "FileStatus",
     "HistoryMessage",
     "IngestDelete",
+    "IngestDeleteApp",
     "IngestDeleted",
     "IngestJob",
     "KeyKind",
@@ -139,6 +140,7 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
     filename: str
     snippet: str
     score: float
+    page: int | None = None
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
@@ -241,6 +243,7 @@ class IngestJob(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     sha256: str
     object_name: str
+    version: int = 1
 
 
 class FileStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -255,6 +258,12 @@ class FileStatus(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     chunks: int = 0
     error: str | None = None
+    version: int = 1
+    progress: int = 0
+    tokens: int = 0
+    pages: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 class IngestDelete(msgspec.Struct, frozen=True, kw_only=True):
@@ -265,6 +274,12 @@ class IngestDelete(msgspec.Struct, frozen=True, kw_only=True):
 class IngestDeleted(msgspec.Struct, frozen=True, kw_only=True):
     file_id: str
     vectors_deleted: int
+
+
+class IngestDeleteApp(msgspec.Struct, frozen=True, kw_only=True):
+    """Erase every vector of an app (answered with an :class:`IngestDeleted` whose file_id is ``*``)."""
+
+    app_id: str
 
 
 # --- metering queries ------------------------------------------------------------

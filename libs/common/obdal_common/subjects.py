@@ -14,6 +14,7 @@ __all__ = [
     "EVENTS_SUBJECTS",
     "INGEST_CONSUMER",
     "INGEST_DELETE",
+    "INGEST_DELETE_APP",
     "INGEST_JOB",
     "INGEST_STREAM",
     "KV_APPS",
@@ -47,6 +48,7 @@ INGEST_JOB: Final = "obdal.ingest.job"
 INGEST_CONSUMER: Final = "ingest"
 # Deleting a file's vectors is a request/reply: the caller waits until it is done.
 INGEST_DELETE: Final = "obdal.ingest.delete"
+INGEST_DELETE_APP: Final = "obdal.ingest.delete_app"
 
 # Events into metering: one stream, three subjects, deduplicated by Nats-Msg-Id.
 EVENTS_STREAM: Final = "OBDAL_EVENTS"

@@ -51,7 +51,9 @@ _SNIPPET_CHARS = 240
 
 def _source(hit: Hit) -> Source:
     snippet = hit.text if len(hit.text) <= _SNIPPET_CHARS else hit.text[:_SNIPPET_CHARS].rstrip() + "…"
-    return Source(file_id=hit.file_id, filename=hit.filename, snippet=snippet, score=round(hit.score, 4))
+    return Source(
+        file_id=hit.file_id, filename=hit.filename, snippet=snippet, score=round(hit.score, 4), page=hit.page
+    )
 
 
 class AnswerPipeline:

@@ -15,7 +15,14 @@ from obdal_gateway.instrumentation import name_span, prometheus_metrics, tracing
 from obdal_gateway.routes.admin import admin_router
 from obdal_gateway.routes.chat import chat
 from obdal_gateway.routes.completions import chat_completions
-from obdal_gateway.routes.files import delete_file, get_file, list_files, upload_file
+from obdal_gateway.routes.files import (
+    delete_all_files,
+    delete_file,
+    get_file,
+    list_files,
+    replace_file,
+    upload_file,
+)
 from obdal_gateway.routes.retention import retention_router
 from obdal_gateway.routes.sessions import (
     delete_session,
@@ -64,6 +71,8 @@ def create_app(gateway: Gateway) -> Litestar:
             delete_session,
             delete_user,
             retention_router,
+            replace_file,
+            delete_all_files,
         ],
         dependencies={"gw": Provide(_gateway, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,

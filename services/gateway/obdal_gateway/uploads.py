@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import re
 import unicodedata
+import zipfile
 from pathlib import PurePosixPath, PureWindowsPath
 
 from obdal_common.errors import UnsupportedMediaType
@@ -11,7 +13,21 @@ from obdal_common.errors import UnsupportedMediaType
 __all__ = ["detect_content_type", "safe_filename"]
 
 _UNSAFE = re.compile(r"[^\w.\- ()]+", re.UNICODE)
-_TEXT_TYPES = {".md": "text/markdown", ".markdown": "text/markdown", ".txt": "text/plain", "": "text/plain"}
+_TEXT_TYPES = {
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".txt": "text/plain",
+    "": "text/plain",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".csv": "text/csv",
+}
+_PDF = "application/pdf"
+_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+_HTML_START = re.compile(
+    rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE | re.DOTALL
+)
+_SUPPORTED = "PDF, Word (.docx), HTML, CSV, Markdown or UTF-8 text"
 _MAX_NAME = 200
 
 
@@ -35,16 +51,37 @@ def _is_text(content: bytes) -> bool:
     return True
 
 
+def _zip_type(content: bytes) -> str:
+    """DOCX if the archive is a Word document; only the central directory is read, nothing inflated."""
+    try:
+        names = set(zipfile.ZipFile(io.BytesIO(content)).namelist())
+    except (zipfile.BadZipFile, ValueError):
+        raise UnsupportedMediaType(
+            "the file looks like a ZIP archive but cannot be opened", code="corrupt_file"
+        ) from None
+    if "word/document.xml" in names:
+        return _DOCX
+    raise UnsupportedMediaType(
+        f"ZIP archives and Office formats other than .docx are not supported; upload {_SUPPORTED}",
+        code="unsupported_file_type",
+    )
+
+
 def detect_content_type(filename: str, content: bytes) -> str:
     """The parser to use, from the bytes first and the extension second; 415 otherwise."""
     suffix = PurePosixPath(filename.lower()).suffix
-    if content.startswith(b"%PDF") or content.startswith(b"PK\x03\x04"):
+    if content.startswith(b"%PDF-"):
+        return _PDF
+    if content.startswith(b"PK\x03\x04"):
+        return _zip_type(content)
+    if not _is_text(content):
         raise UnsupportedMediaType(
-            "PDF and Office documents are not supported yet; upload .txt or .md", code="unsupported_file_type"
+            f"unsupported file type (binary content): upload {_SUPPORTED}", code="unsupported_file_type"
         )
-    if suffix not in _TEXT_TYPES or not _is_text(content):
+    if _HTML_START.match(content[:4096]):
+        return "text/html"  # whatever the extension says
+    if suffix not in _TEXT_TYPES:
         raise UnsupportedMediaType(
-            f"unsupported file type{f' {suffix}' if suffix else ''}: upload UTF-8 .txt or .md files",
-            code="unsupported_file_type",
+            f"unsupported file type {suffix}: upload {_SUPPORTED}", code="unsupported_file_type"
         )
     return _TEXT_TYPES[suffix]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -18,7 +19,7 @@ from obdal_common import subjects
 from obdal_common.errors import ObdalError
 from obdal_common.messaging import serve_requests
 from obdal_common.retrieval import HybridIndex
-from obdal_common.schemas import IngestDelete, IngestDeleted, IngestJob, decode
+from obdal_common.schemas import IngestDelete, IngestDeleteApp, IngestDeleted, IngestJob, decode
 from obdal_common.telemetry import extract_context
 from obdal_ingest.parsing import ParseError
 from obdal_ingest.pipeline import IngestPipeline
@@ -54,10 +55,23 @@ class IngestHandlers:
                 self._nc, subjects.INGEST_DELETE, IngestDelete, self._delete, span_name="ingest.delete"
             )
         )
+        self._subscriptions.append(
+            await serve_requests(
+                self._nc,
+                subjects.INGEST_DELETE_APP,
+                IngestDeleteApp,
+                self._delete_app,
+                span_name="ingest.delete_app",
+            )
+        )
 
     async def _delete(self, req: IngestDelete) -> IngestDeleted:
         removed = await self._index.delete_file(req.app_id, req.file_id)
         return IngestDeleted(file_id=req.file_id, vectors_deleted=removed)
+
+    async def _delete_app(self, req: IngestDeleteApp) -> IngestDeleted:
+        removed = await self._index.delete_app(req.app_id)
+        return IngestDeleted(file_id="*", vectors_deleted=removed)
 
     async def consume(self, stop: asyncio.Event) -> None:
         """Pull jobs one at a time until ``stop``; each is acked only once its outcome is recorded."""
@@ -93,21 +107,24 @@ class IngestHandlers:
             await msg.term()
             return
         attempt = msg.metadata.num_delivered
-        statuses = self._pipeline.statuses
+        pipeline = self._pipeline
         with tracer.start_as_current_span("ingest.job", context=extract_context(msg.headers)):
             progress = asyncio.create_task(self._keep_alive(msg))
             try:
                 chunks = await self._pipeline.run(job)
             except (ParseError, ObdalError) as exc:
                 # The content itself is bad: retrying cannot help.
-                await statuses.update(job.app_id, job.file_id, "failed", error=str(exc))
+                await pipeline.report(job, "failed", error=str(exc), finished_at=datetime.now(UTC))
                 await msg.ack_sync()
                 return
             except Exception as exc:
                 log.exception("ingest of %s failed (attempt %d)", job.file_id, attempt)
                 if attempt >= self._settings.ingest_max_deliver:
-                    await statuses.update(
-                        job.app_id, job.file_id, "failed", error=f"gave up after {attempt} attempts: {exc}"
+                    await pipeline.report(
+                        job,
+                        "failed",
+                        error=f"gave up after {attempt} attempts: {exc}",
+                        finished_at=datetime.now(UTC),
                     )
                     await msg.term()
                 else:

@@ -14,6 +14,7 @@ from obdal_common.retrieval import open_index
 from obdal_common.runner import run_service
 from obdal_common.schemas import DependencyStatus, ServiceStatus
 from obdal_ingest.handlers import IngestHandlers
+from obdal_ingest.parser_pool import ParserPool
 from obdal_ingest.pipeline import IngestPipeline
 from obdal_ingest.settings import IngestSettings
 
@@ -31,7 +32,11 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         index = await open_index(settings)
         statuses = FileStatusStore(await key_value(js, subjects.KV_FILES))
         objects = await js.object_store(subjects.OBJECT_STORE_FILES)
-        pipeline = IngestPipeline(settings, index=index, objects=objects, statuses=statuses)
+        parsers = ParserPool(
+            timeout_s=settings.parse_timeout_s,
+            memory_mb=settings.parse_memory_mb,
+        )
+        pipeline = IngestPipeline(settings, index=index, objects=objects, statuses=statuses, parsers=parsers)
         handlers = IngestHandlers(nc, js, pipeline, index, settings)
 
         async def status(_: object) -> ServiceStatus:
@@ -51,8 +56,11 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
             subject=subjects.INGEST_JOB,
             every_s=settings.metrics_sample_s,
         )
-        async with gauges:
-            await handlers.consume(stop)
+        try:
+            async with gauges:
+                await handlers.consume(stop)
+        finally:
+            parsers.close()
         await status_sub.unsubscribe()
         await handlers.stop()
     finally:

@@ -1,26 +1,92 @@
-"""Turning uploaded bytes into text. Plain text and Markdown so far."""
+"""Turning uploaded bytes into structured text: Markdown-like blocks, pages split by form feeds.
+
+Every format parser returns a :class:`ParsedDocument` whose text uses one
+convention the chunker understands: ``#`` headings, blank lines between blocks
+(paragraphs, list items, table rows, records) and ``\\f`` between pages.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
 from obdal_common.errors import UnsupportedMediaType
 
-__all__ = ["PARSEABLE_TYPES", "ParseError", "parse"]
+__all__ = [
+    "CSV",
+    "DOCX",
+    "HTML",
+    "MARKDOWN",
+    "PARSEABLE_TYPES",
+    "PDF",
+    "TEXT",
+    "ParseError",
+    "ParsedDocument",
+    "decode_text",
+    "load_parsers",
+    "parse",
+]
 
-PARSEABLE_TYPES = frozenset({"text/plain", "text/markdown"})
+TEXT = "text/plain"
+MARKDOWN = "text/markdown"
+HTML = "text/html"
+CSV = "text/csv"
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+PARSEABLE_TYPES = frozenset({TEXT, MARKDOWN, HTML, CSV, PDF, DOCX})
+PAGE_BREAK = "\f"
 
 
 class ParseError(Exception):
     """The file cannot be read; the reason is shown to the user as the file's error."""
 
 
-def parse(data: bytes, *, content_type: str) -> str:
-    """The document's text. Raises :class:`ParseError` for unreadable content."""
-    if content_type not in PARSEABLE_TYPES:
-        raise UnsupportedMediaType(f"cannot parse {content_type}")
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    text: str
+    title: str = ""
+    pages: int | None = None  # only for paged formats (PDF)
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 text with normalised newlines; :class:`ParseError` for binary or other encodings."""
     if b"\x00" in data[:8192]:
         raise ParseError("the file looks binary, not text")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ParseError(f"the file is not valid UTF-8 text (byte {exc.start})") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace(PAGE_BREAK, "\n")
+
+
+def _plain(data: bytes, _: int) -> ParsedDocument:
+    return ParsedDocument(text=decode_text(data))
+
+
+@cache
+def load_parsers() -> dict[str, Callable[[bytes, int], ParsedDocument]]:
+    """The parser of each content type (importing their libraries: done once, in the parse process)."""
+    from obdal_ingest.parse_csv import parse_csv
+    from obdal_ingest.parse_docx import parse_docx
+    from obdal_ingest.parse_html import parse_html
+    from obdal_ingest.parse_pdf import parse_pdf
+
+    return {
+        TEXT: _plain,
+        MARKDOWN: _plain,
+        HTML: parse_html,
+        CSV: parse_csv,
+        PDF: parse_pdf,
+        DOCX: parse_docx,
+    }
+
+
+def parse(data: bytes, *, content_type: str, max_pages: int) -> ParsedDocument:
+    """The document's structured text. Raises :class:`ParseError` for unreadable content."""
+    if content_type not in PARSEABLE_TYPES:
+        raise UnsupportedMediaType(f"cannot parse {content_type}")
+    document = load_parsers()[content_type](data, max_pages)
+    if not document.text.replace(PAGE_BREAK, "").strip():
+        raise ParseError("the file contains no text")
+    return document

@@ -1,17 +1,19 @@
-"""One ingest job: read the bytes, parse, chunk, embed and index, report status."""
+"""One ingest job: read the bytes, parse, chunk, embed and index, report status and progress."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
 
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
 from obdal_common.files import FileStatusStore
 from obdal_common.retrieval import Chunk, HybridIndex
-from obdal_common.schemas import IngestJob
-from obdal_ingest.chunking import chunk_text
-from obdal_ingest.parsing import parse
+from obdal_common.schemas import FileState, IngestJob
+from obdal_ingest.chunking import estimate_tokens
+from obdal_ingest.parser_pool import ParserPool
 from obdal_ingest.settings import IngestSettings
 
 __all__ = ["IngestPipeline"]
@@ -19,32 +21,55 @@ __all__ = ["IngestPipeline"]
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
+# Share of the progress bar given to parsing; embedding and indexing fill the rest.
+_PARSED_PERCENT = 10
+
 
 class IngestPipeline:
     def __init__(
-        self, settings: IngestSettings, *, index: HybridIndex, objects: ObjectStore, statuses: FileStatusStore
+        self,
+        settings: IngestSettings,
+        *,
+        index: HybridIndex,
+        objects: ObjectStore,
+        statuses: FileStatusStore,
+        parsers: ParserPool,
     ) -> None:
         self._settings = settings
         self._index = index
         self._objects = objects
+        self._parsers = parsers
         self.statuses = statuses
 
+    async def report(self, job: IngestJob, state: FileState, **changes: object) -> bool:
+        """Record the job's state; ``False`` if the file was deleted or replaced meanwhile."""
+        updated = await self.statuses.update(job.app_id, job.file_id, state, version=job.version, **changes)
+        return updated is not None
+
     async def run(self, job: IngestJob) -> int:
-        """Index the job's file; returns the chunk count. Raises ParseError for unreadable files."""
+        """Index the job's file; returns the chunk count. Raises ParseError for unreadable files.
+
+        The new version is fully indexed before the previous version's passages
+        are removed, so a replaced file is always answerable.
+        """
         span = trace.get_current_span()
         span.set_attribute("obdal.app_id", job.app_id)
         span.set_attribute("obdal.file_id", job.file_id)
-        if await self.statuses.update(job.app_id, job.file_id, "processing") is None:
-            log.info("file %s was deleted before ingestion; skipping", job.file_id)
+        if not await self.report(job, "processing", progress=0, started_at=datetime.now(UTC), error=None):
+            log.info(
+                "file %s v%d was deleted or replaced before ingestion; skipping", job.file_id, job.version
+            )
             return 0
         result = await self._objects.get(job.object_name)
         with tracer.start_as_current_span("ingest.parse"):
-            text = parse(result.data or b"", content_type=job.content_type)
-        pieces = chunk_text(
-            text,
-            target_tokens=self._settings.chunk_tokens,
-            overlap_tokens=self._settings.chunk_overlap_tokens,
-        )
+            extracted = await self._parsers.extract(
+                result.data or b"",
+                content_type=job.content_type,
+                max_pages=self._settings.max_pages,
+                target_tokens=self._settings.chunk_tokens,
+                overlap_tokens=self._settings.chunk_overlap_tokens,
+            )
+        title = extracted.title or PurePosixPath(job.filename).stem
         chunks = [
             Chunk(
                 app_id=job.app_id,
@@ -53,14 +78,31 @@ class IngestPipeline:
                 position=n,
                 text=piece.text,
                 heading=piece.heading,
+                page=piece.page if extracted.pages is not None else None,
+                title=title,
+                version=job.version,
             )
-            for n, piece in enumerate(pieces)
+            for n, piece in enumerate(extracted.chunks)
         ]
+        tokens = sum(estimate_tokens(c.text) for c in chunks)
+        if not await self.report(job, "processing", progress=_PARSED_PERCENT, pages=extracted.pages):
+            return 0
         with tracer.start_as_current_span("ingest.index") as ispan:
-            # Re-delivery overwrites: chunk point ids are deterministic per file and position.
-            await self._index.add(chunks)
+            # Re-delivery overwrites: chunk point ids are deterministic per file, version and position.
+            batch = self._settings.embed_batch_size
+            for start in range(0, len(chunks), batch):
+                await self._index.add(chunks[start : start + batch])
+                done = min(len(chunks), start + batch)
+                progress = _PARSED_PERCENT + (100 - _PARSED_PERCENT) * done // len(chunks)
+                await self.report(job, "processing", progress=min(99, progress))
             ispan.set_attribute("obdal.chunks", len(chunks))
-        if await self.statuses.update(job.app_id, job.file_id, "ready", chunks=len(chunks)) is None:
+        replaced = await self._index.delete_file(job.app_id, job.file_id, except_version=job.version)
+        if replaced:
+            log.info("file %s: %d passages of earlier versions removed", job.file_id, replaced)
+        ready = await self.report(
+            job, "ready", chunks=len(chunks), tokens=tokens, progress=100, finished_at=datetime.now(UTC)
+        )
+        if not ready and await self.statuses.get(job.app_id, job.file_id) is None:
             # Deleted while we indexed it: remove what we just wrote.
             await self._index.delete_file(job.app_id, job.file_id)
         return len(chunks)

@@ -30,8 +30,12 @@ class IndexBackend(Protocol):
         """Points of an app (or of one of its files)."""
         ...
 
-    async def delete_file(self, app_id: str, file_id: str) -> int:
-        """Remove every point of a file; returns how many there were."""
+    async def delete_file(self, app_id: str, file_id: str, *, except_version: int | None = None) -> int:
+        """Remove every point of a file (but those of ``except_version``); returns how many there were."""
+        ...
+
+    async def delete_app(self, app_id: str) -> int:
+        """Remove every point of an app; returns how many there were."""
         ...
 
     async def health(self) -> str:
@@ -51,6 +55,9 @@ def payload_of(chunk: Chunk) -> dict[str, Any]:
         "position": chunk.position,
         "text": chunk.text,
         "heading": chunk.heading,
+        "page": chunk.page,
+        "title": chunk.title,
+        "version": chunk.version,
     }
 
 
@@ -63,4 +70,5 @@ def hit_from_payload(payload: dict[str, Any], score: float) -> Hit:
         text=payload["text"],
         heading=payload.get("heading", ""),
         score=float(score),
+        page=payload.get("page"),
     )

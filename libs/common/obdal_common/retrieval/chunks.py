@@ -13,9 +13,13 @@ SparseVector = tuple[list[int], list[float]]
 _NAMESPACE = uuid.UUID("6f1c1b1e-8f0e-4d5e-9a51-0bda1c0c7a11")
 
 
-def point_id(app_id: str, file_id: str, position: int) -> str:
-    """Deterministic point id: re-indexing the same chunk overwrites, never duplicates."""
-    return str(uuid.uuid5(_NAMESPACE, f"{app_id}/{file_id}/{position}"))
+def point_id(app_id: str, file_id: str, position: int, *, version: int = 1) -> str:
+    """Deterministic point id: re-indexing the same chunk overwrites, never duplicates.
+
+    A new version of a file gets new ids, so it can be indexed next to the old one
+    before the old one is removed.
+    """
+    return str(uuid.uuid5(_NAMESPACE, f"{app_id}/{file_id}/{version}/{position}"))
 
 
 class Chunk(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,11 +31,14 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True):
     position: int
     text: str
     heading: str = ""
+    page: int | None = None
+    title: str = ""
+    version: int = 1
 
     @property
     def indexed_text(self) -> str:
-        """The text both encoders see: headings make short passages findable."""
-        return f"{self.heading}\n{self.text}" if self.heading else self.text
+        """The text both encoders see: title and headings make short passages findable."""
+        return "\n".join(part for part in (self.title, self.heading, self.text) if part)
 
 
 class IndexPoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,3 +57,4 @@ class Hit(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     heading: str
     score: float
+    page: int | None = None

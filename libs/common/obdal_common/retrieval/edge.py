@@ -17,11 +17,14 @@ __all__ = ["EdgeBackend"]
 _RRF_K = 60
 
 
-def _app_filter(app_id: str, file_id: str | None = None) -> qe.Filter:
+def _app_filter(app_id: str, file_id: str | None = None, except_version: int | None = None) -> qe.Filter:
     must: list[qe.FieldCondition] = [qe.FieldCondition("app_id", match=qe.MatchValue(app_id))]
     if file_id is not None:
         must.append(qe.FieldCondition("file_id", match=qe.MatchValue(file_id)))
-    return qe.Filter(must=list(must))
+    if except_version is None:
+        return qe.Filter(must=list(must))
+    keep = [qe.FieldCondition("version", match=qe.MatchValue(except_version))]
+    return qe.Filter(must=list(must), must_not=list(keep))
 
 
 class EdgeBackend:
@@ -48,7 +51,7 @@ class EdgeBackend:
     def _upsert(self, points: Sequence[IndexPoint]) -> None:
         edge_points = [
             qe.Point(
-                point_id(p.chunk.app_id, p.chunk.file_id, p.chunk.position),
+                point_id(p.chunk.app_id, p.chunk.file_id, p.chunk.position, version=p.chunk.version),
                 {DENSE: p.dense, SPARSE: qe.SparseVector(p.sparse[0], p.sparse[1])},
                 payload_of(p.chunk),
             )
@@ -90,15 +93,17 @@ class EdgeBackend:
             self._shard.count, qe.CountRequest(filter=_app_filter(app_id, file_id), exact=True)
         )
 
-    def _delete(self, app_id: str, file_id: str) -> int:
-        flt = _app_filter(app_id, file_id)
+    def _delete(self, flt: qe.Filter) -> int:
         with self._write_lock:
             found = self._shard.count(qe.CountRequest(filter=flt, exact=True))
             self._shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
         return found
 
-    async def delete_file(self, app_id: str, file_id: str) -> int:
-        return await asyncio.to_thread(self._delete, app_id, file_id)
+    async def delete_file(self, app_id: str, file_id: str, *, except_version: int | None = None) -> int:
+        return await asyncio.to_thread(self._delete, _app_filter(app_id, file_id, except_version))
+
+    async def delete_app(self, app_id: str) -> int:
+        return await asyncio.to_thread(self._delete, _app_filter(app_id))
 
     async def health(self) -> str:
         total = await asyncio.to_thread(self._shard.count, qe.CountRequest(exact=False))

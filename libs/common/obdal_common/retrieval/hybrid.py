@@ -53,6 +53,10 @@ class HybridIndex:
         except Exception as exc:  # any backend failure means "not ready", with its reason
             return DependencyStatus(ok=False, detail=f"{type(exc).__name__}: {exc}")
 
-    async def delete_file(self, app_id: str, file_id: str) -> int:
-        """Remove every passage of one file of one app."""
-        return await self.backend.delete_file(app_id, file_id)
+    async def delete_file(self, app_id: str, file_id: str, *, except_version: int | None = None) -> int:
+        """Remove every passage of one file of one app (but those of ``except_version``)."""
+        return await self.backend.delete_file(app_id, file_id, except_version=except_version)
+
+    async def delete_app(self, app_id: str) -> int:
+        """Remove every passage of an app."""
+        return await self.backend.delete_app(app_id)

@@ -18,13 +18,18 @@ from obdal_common.retrieval.chunks import Hit, IndexPoint, SparseVector, point_i
 __all__ = ["QdrantServerBackend"]
 
 
-def _app_filter(app_id: str, file_id: str | None = None) -> models.Filter:
+def _app_filter(app_id: str, file_id: str | None = None, except_version: int | None = None) -> models.Filter:
     must: list[models.Condition] = [
         models.FieldCondition(key="app_id", match=models.MatchValue(value=app_id))
     ]
     if file_id is not None:
         must.append(models.FieldCondition(key="file_id", match=models.MatchValue(value=file_id)))
-    return models.Filter(must=must)
+    if except_version is None:
+        return models.Filter(must=must)
+    keep: list[models.Condition] = [
+        models.FieldCondition(key="version", match=models.MatchValue(value=except_version))
+    ]
+    return models.Filter(must=must, must_not=keep)
 
 
 class QdrantServerBackend:
@@ -71,7 +76,7 @@ class QdrantServerBackend:
             self._collection,
             points=[
                 models.PointStruct(
-                    id=point_id(p.chunk.app_id, p.chunk.file_id, p.chunk.position),
+                    id=point_id(p.chunk.app_id, p.chunk.file_id, p.chunk.position, version=p.chunk.version),
                     vector={
                         DENSE: p.dense,
                         SPARSE: models.SparseVector(indices=p.sparse[0], values=p.sparse[1]),
@@ -111,14 +116,18 @@ class QdrantServerBackend:
         )
         return result.count
 
-    async def delete_file(self, app_id: str, file_id: str) -> int:
-        found = await self.count(app_id, file_id)
+    async def _delete(self, flt: models.Filter) -> int:
+        found = (await self._client.count(self._collection, count_filter=flt, exact=True)).count
         await self._client.delete(
-            self._collection,
-            points_selector=models.FilterSelector(filter=_app_filter(app_id, file_id)),
-            wait=True,
+            self._collection, points_selector=models.FilterSelector(filter=flt), wait=True
         )
         return found
+
+    async def delete_file(self, app_id: str, file_id: str, *, except_version: int | None = None) -> int:
+        return await self._delete(_app_filter(app_id, file_id, except_version))
+
+    async def delete_app(self, app_id: str) -> int:
+        return await self._delete(_app_filter(app_id))
 
     async def health(self) -> str:
         try:

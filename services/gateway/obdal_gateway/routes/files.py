@@ -1,4 +1,4 @@
-"""``/v1/files``: upload documents, follow their ingestion, delete them."""
+"""``/v1/files``: upload documents, follow their ingestion, replace and delete them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, delete, get, post
+from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
@@ -19,13 +19,15 @@ from obdal_common.errors import BadRequest, NotFound, PayloadTooLarge
 from obdal_common.files import object_name
 from obdal_common.ids import is_id, new_id
 from obdal_common.messaging import request as nats_request
-from obdal_common.schemas import FileStatus, IngestDelete, IngestDeleted, IngestJob, encode
+from obdal_common.schemas import FileStatus, IngestDelete, IngestDeleteApp, IngestDeleted, IngestJob, encode
 from obdal_common.telemetry import inject_headers
-from obdal_gateway.auth import authenticate
+from obdal_gateway.auth import Principal, authenticate
 from obdal_gateway.state import Gateway
 from obdal_gateway.uploads import detect_content_type, safe_filename
 
-__all__ = ["delete_file", "get_file", "list_files", "upload_file"]
+__all__ = ["delete_all_files", "delete_file", "get_file", "list_files", "replace_file", "upload_file"]
+
+Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
 
 
 def _public(status: FileStatus) -> dict[str, Any]:
@@ -41,14 +43,8 @@ async def _owned(gw: Gateway, app_id: str, file_id: str) -> FileStatus:
     return status
 
 
-@post("/v1/files", status_code=202, summary="Upload a document (multipart, field 'file')")
-async def upload_file(
-    request: Request[Any, Any, Any],
-    gw: Gateway,
-    data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
-) -> Response[dict[str, Any]]:
-    """Store the bytes and queue ingestion: ``202 {"file_id","status":"queued"}``."""
-    principal = await authenticate(request, gw, scope="files:write")
+async def _read_upload(gw: Gateway, data: dict[str, Any]) -> tuple[str, bytes, str]:
+    """(safe filename, bytes, content type) of the multipart field ``file``, or a 400/413/415."""
     upload = data.get("file")
     if not isinstance(upload, UploadFile):
         raise BadRequest("send the document as multipart form field 'file'", code="missing_file")
@@ -60,41 +56,109 @@ async def upload_file(
     if not content:
         raise BadRequest("the file is empty", code="empty_file")
     filename = safe_filename(upload.filename)
-    content_type = detect_content_type(filename, content)
-    file_id = new_id("file")
+    return filename, content, detect_content_type(filename, content)
+
+
+async def _store_and_queue(gw: Gateway, status: FileStatus, content: bytes) -> None:
+    """Bytes into the object store, the status into KV, then the job onto the work queue."""
+    name = object_name(status.app_id, status.file_id)
+    await gw.objects.put(name, content)
+    await gw.files.put(status)
+    await gw.files.remember_hash(status)
+    job = IngestJob(
+        app_id=status.app_id,
+        file_id=status.file_id,
+        filename=status.filename,
+        content_type=status.content_type,
+        size=status.size,
+        sha256=status.sha256,
+        object_name=name,
+        version=status.version,
+    )
+    msg_id = f"{status.file_id}.v{status.version}"  # JetStream drops a re-published duplicate
+    await gw.js.publish(subjects.INGEST_JOB, encode(job), headers=inject_headers({"Nats-Msg-Id": msg_id}))
+
+
+@post(
+    "/v1/files",
+    status_code=202,
+    summary="Upload a document (multipart, field 'file')",
+    description="202 when queued; 200 with `duplicate: true` and the existing file when the app "
+    "already has a file with identical content (unless that one failed).",
+)
+async def upload_file(
+    request: Request[Any, Any, Any], gw: Gateway, data: Multipart
+) -> Response[dict[str, Any]]:
+    """Store the bytes and queue ingestion: ``202 {"file_id","status":"queued"}``."""
+    principal = await authenticate(request, gw, scope="files:write")
+    filename, content, content_type = await _read_upload(gw, data)
+    sha256 = hashlib.sha256(content).hexdigest()
+    existing = await gw.files.find_by_hash(principal.app_id, sha256)
+    # A failed file may have failed for a passing reason (index down): identical bytes get another try.
+    if existing is not None and existing.status != "failed":
+        body = {"file_id": existing.file_id, "status": existing.status, "filename": existing.filename}
+        return Response({**body, "duplicate": True}, status_code=200)
     now = datetime.now(UTC)
     status = FileStatus(
-        file_id=file_id,
+        file_id=new_id("file"),
         app_id=principal.app_id,
         filename=filename,
         status="queued",
         size=len(content),
         content_type=content_type,
-        sha256=hashlib.sha256(content).hexdigest(),
+        sha256=sha256,
         created_at=now,
         updated_at=now,
     )
-    name = object_name(principal.app_id, file_id)
-    await gw.objects.put(name, content)
-    await gw.files.put(status)
-    job = IngestJob(
-        app_id=principal.app_id,
-        file_id=file_id,
-        filename=filename,
-        content_type=content_type,
-        size=len(content),
-        sha256=status.sha256,
-        object_name=name,
-    )
-    await gw.js.publish(subjects.INGEST_JOB, encode(job), headers=inject_headers({"Nats-Msg-Id": file_id}))
+    await _store_and_queue(gw, status, content)
     await gw.audit.record(
         "file.uploaded",
         app_id=principal.app_id,
         actor=principal.key_id,
-        target=file_id,
-        detail={"filename": filename},
+        target=status.file_id,
+        detail={"filename": filename, "sha256": sha256},
     )
-    return Response({"file_id": file_id, "status": "queued", "filename": filename}, status_code=202)
+    return Response({"file_id": status.file_id, "status": "queued", "filename": filename}, status_code=202)
+
+
+@put(
+    "/v1/files/{file_id:str}",
+    status_code=202,
+    summary="Replace a file's content (multipart, field 'file')",
+    description="The new version is indexed before the old one's passages are removed: the file "
+    "stays answerable throughout. If the new version fails, the old one stays searchable.",
+)
+async def replace_file(
+    request: Request[Any, Any, Any], gw: Gateway, file_id: str, data: Multipart
+) -> Response[dict[str, Any]]:
+    principal = await authenticate(request, gw, scope="files:write")
+    current = await _owned(gw, principal.app_id, file_id)
+    filename, content, content_type = await _read_upload(gw, data)
+    await gw.files.forget_hash(current)
+    status = msgspec.structs.replace(
+        current,
+        filename=filename,
+        status="queued",
+        size=len(content),
+        content_type=content_type,
+        sha256=hashlib.sha256(content).hexdigest(),
+        updated_at=datetime.now(UTC),
+        version=current.version + 1,
+        progress=0,
+        error=None,
+        started_at=None,
+        finished_at=None,
+    )
+    await _store_and_queue(gw, status, content)
+    await gw.audit.record(
+        "file.replaced",
+        app_id=principal.app_id,
+        actor=principal.key_id,
+        target=file_id,
+        detail={"filename": filename, "version": str(status.version), "sha256": status.sha256},
+    )
+    body = {"file_id": file_id, "status": "queued", "filename": filename, "version": status.version}
+    return Response(body, status_code=202)
 
 
 @get("/v1/files", summary="List the app's files")
@@ -107,6 +171,12 @@ async def list_files(request: Request[Any, Any, Any], gw: Gateway) -> dict[str, 
 async def get_file(request: Request[Any, Any, Any], gw: Gateway, file_id: str) -> dict[str, Any]:
     principal = await authenticate(request, gw, scope="files:read")
     return _public(await _owned(gw, principal.app_id, file_id))
+
+
+async def _erase_bytes_and_status(gw: Gateway, app_id: str, file_id: str) -> None:
+    with contextlib.suppress(ObjectNotFoundError, NotFoundError):  # already gone is fine
+        await gw.objects.delete(object_name(app_id, file_id))
+    await gw.files.delete(app_id, file_id)
 
 
 @delete("/v1/files/{file_id:str}", status_code=200, summary="Delete a file: bytes, vectors and status")
@@ -122,8 +192,51 @@ async def delete_file(request: Request[Any, Any, Any], gw: Gateway, file_id: str
         timeout=gw.settings.request_timeout_s,
         what="ingest",
     )
-    with contextlib.suppress(ObjectNotFoundError, NotFoundError):  # already gone is fine
-        await gw.objects.delete(object_name(principal.app_id, file_id))
-    await gw.files.delete(principal.app_id, file_id)
+    await _erase_bytes_and_status(gw, principal.app_id, file_id)
     await gw.audit.record("file.deleted", app_id=principal.app_id, actor=principal.key_id, target=file_id)
     return {"file_id": file_id, "deleted": True, "vectors_deleted": deleted.vectors_deleted}
+
+
+async def _object_names_of(gw: Gateway, principal: Principal) -> list[str]:
+    prefix = object_name(principal.app_id, "")
+    try:
+        infos = await gw.objects.list()
+    except NotFoundError:  # the store is empty
+        return []
+    return [info.name for info in infos if info.name.startswith(prefix) and not info.deleted]
+
+
+@delete(
+    "/v1/files",
+    status_code=200,
+    summary="Delete every file of the app (requires confirm=true)",
+    description="Erases all of the app's documents: every vector, every stored file and status record.",
+)
+async def delete_all_files(request: Request[Any, Any, Any], gw: Gateway, confirm: str = "") -> dict[str, Any]:
+    principal = await authenticate(request, gw, scope="files:write")
+    if confirm != "true":
+        raise BadRequest(
+            "this erases every document of the app; repeat with ?confirm=true", code="confirmation_required"
+        )
+    deleted = await nats_request(
+        gw.nc,
+        subjects.INGEST_DELETE_APP,
+        IngestDeleteApp(app_id=principal.app_id),
+        IngestDeleted,
+        timeout=gw.settings.request_timeout_s,
+        what="ingest",
+    )
+    statuses = await gw.files.list(principal.app_id)
+    for status in statuses:
+        await _erase_bytes_and_status(gw, principal.app_id, status.file_id)
+    # Bytes whose status record is gone (an upload interrupted half-way) go too.
+    for name in await _object_names_of(gw, principal):
+        with contextlib.suppress(ObjectNotFoundError, NotFoundError):
+            await gw.objects.delete(name)
+    await gw.audit.record(
+        "files.erased",
+        app_id=principal.app_id,
+        actor=principal.key_id,
+        detail={"files": str(len(statuses)), "vectors": str(deleted.vectors_deleted)},
+    )
+    return {"deleted": True, "files_deleted": len(statuses), "vectors_deleted": deleted.vectors_deleted}

@@ -1,0 +1,63 @@
+"""Word (.docx): headings, paragraphs, list items and tables, in document order (python-docx)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import docx
+from docx.opc.exceptions import OpcError
+from docx.table import Table
+from docx.text.paragraph import Paragraph
+
+from obdal_ingest.parsing import ParsedDocument, ParseError
+from obdal_ingest.table_rows import record_text
+
+__all__ = ["parse_docx"]
+
+
+def _paragraph(paragraph: Paragraph) -> tuple[str, bool]:
+    """(Markdown line, is a list item) of one paragraph."""
+    text = paragraph.text.strip()
+    style = paragraph.style.name if paragraph.style is not None else ""
+    if style.startswith("Heading") and style[7:].strip().isdigit():
+        return f"{'#' * min(6, int(style[7:]))} {text}", False
+    if style == "Title":
+        return f"# {text}", False
+    is_item = style.startswith("List") or (
+        paragraph._p.pPr is not None and paragraph._p.pPr.numPr is not None
+    )
+    return (f"- {text}", True) if is_item else (text, False)
+
+
+def _table(table: Table) -> list[str]:
+    rows = [[cell.text.strip() for cell in row.cells] for row in table.rows]
+    if not rows:
+        return []
+    headers, *records = rows
+    return [record_text(headers, record) for record in records] or [" | ".join(headers)]
+
+
+def parse_docx(data: bytes, _: int) -> ParsedDocument:
+    """Blank lines between blocks; consecutive list items stay one block."""
+    try:
+        document = docx.Document(io.BytesIO(data))
+        title = (document.core_properties.title or "").strip()
+        blocks: list[str] = []
+        in_list = False
+        for item in document.iter_inner_content():
+            if isinstance(item, Table):
+                blocks.extend(_table(item))
+                in_list = False
+                continue
+            line, is_item = _paragraph(item)
+            if not line.strip("#- "):
+                continue
+            if is_item and in_list:
+                blocks[-1] += "\n" + line
+            else:
+                blocks.append(line)
+            in_list = is_item
+    except (OpcError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ParseError(f"the Word document is damaged or unreadable: {type(exc).__name__}: {exc}") from None
+    return ParsedDocument(text="\n\n".join(blocks), title=title)

@@ -1,0 +1,112 @@
+"""Parsing in a separate process: a hostile file can hang, exhaust memory or crash it, never the worker.
+
+A PDF or DOCX parser is a large body of code fed with whatever a client
+uploaded. Each file is parsed (and chunked) in a child process with a memory
+ceiling and a time limit; a child that runs over is killed and replaced, and
+the file ends ``failed`` with the reason, while the ingest worker carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import multiprocessing
+import resource
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from obdal_ingest.chunking import TextChunk, chunk_text
+from obdal_ingest.parsing import ParseError, load_parsers, parse
+
+__all__ = ["Extracted", "ParserPool", "extract"]
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    title: str
+    pages: int | None
+    chunks: list[TextChunk]
+
+
+def extract(
+    data: bytes, *, content_type: str, max_pages: int, target_tokens: int, overlap_tokens: int
+) -> Extracted:
+    """Parse and chunk one file (what runs in the child process)."""
+    document = parse(data, content_type=content_type, max_pages=max_pages)
+    chunks = chunk_text(document.text, target_tokens=target_tokens, overlap_tokens=overlap_tokens)
+    return Extracted(title=document.title, pages=document.pages, chunks=chunks)
+
+
+def _prepare_child(limit_bytes: int) -> None:
+    # Linux: the parser dies with the worker, even a SIGKILLed one (PR_SET_PDEATHSIG = 1).
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    # Decompression bombs and runaway parsers hit this ceiling (MemoryError) instead of the machine's.
+    resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    load_parsers()  # imports pypdf, python-docx and selectolax before the first file, not during it
+
+
+class ParserPool:
+    """A child process that runs :func:`extract` with a timeout and a memory limit.
+
+    One child: the ingest worker handles one job at a time (scale with worker replicas).
+    """
+
+    def __init__(self, *, timeout_s: float, memory_mb: int) -> None:
+        self._timeout_s = timeout_s
+        self._memory_bytes = memory_mb * 1024 * 1024
+        self._pool: ProcessPoolExecutor | None = None  # started with the first file, not at start-up
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn: a fork of this multi-threaded, event-loop process could inherit held locks.
+        return ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_prepare_child,
+            initargs=(self._memory_bytes,),
+        )
+
+    def _stop(self, *, wait: bool) -> None:
+        if self._pool is None:
+            return
+        # A running task cannot be cancelled: kill the pool's own children, and only those.
+        for process in list((self._pool._processes or {}).values()):
+            process.kill()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._pool = None
+
+    async def extract(
+        self, data: bytes, *, content_type: str, max_pages: int, target_tokens: int, overlap_tokens: int
+    ) -> Extracted:
+        """:func:`extract` in a child; :class:`ParseError` if it fails, runs out of time or memory."""
+        if self._pool is None:
+            self._pool = self._new_pool()
+        future = self._pool.submit(
+            extract,
+            data,
+            content_type=content_type,
+            max_pages=max_pages,
+            target_tokens=target_tokens,
+            overlap_tokens=overlap_tokens,
+        )
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self._timeout_s)
+        except TimeoutError:
+            self._stop(wait=False)
+            raise ParseError(
+                f"parsing took longer than {self._timeout_s:g} s (OBDAL_PARSE_TIMEOUT_S)"
+            ) from None
+        except MemoryError:
+            raise ParseError("parsing needed more memory than allowed (OBDAL_PARSE_MEMORY_MB)") from None
+        except BrokenProcessPool:
+            self._stop(wait=False)
+            raise ParseError("the parser crashed on this file") from None
+        except RecursionError:
+            raise ParseError("the file is nested too deeply to parse") from None
+
+    def close(self) -> None:
+        """Stop the child processes."""
+        self._stop(wait=True)
