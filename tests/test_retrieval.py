@@ -9,6 +9,7 @@ import pytest
 
 from obdal_common.retrieval import Chunk, HybridIndex, close_indexes, open_index
 from obdal_common.retrieval.embedders import HashingEmbedder, make_embedder
+from obdal_common.retrieval.hybrid import SearchMode
 from obdal_common.settings import ObdalSettings
 
 DOCS = [
@@ -34,13 +35,23 @@ def chunks(app_id: str, file_id: str, texts: list[str]) -> list[Chunk]:
     ]
 
 
-async def test_hybrid_search_finds_the_passage(index: HybridIndex) -> None:
+@pytest.mark.parametrize("mode", ["hybrid", "sparse", "dense"])
+async def test_each_search_mode_finds_the_passage(index: HybridIndex, mode: SearchMode) -> None:
     await index.add(chunks("app_a", "file_1", DOCS))
-    hits = await index.search("app_a", "how many days do I have for a refund?", limit=3)
+    hits = await index.search("app_a", "how many days do I have for a refund?", limit=3, mode=mode)
     assert hits[0].text == DOCS[0]
     assert hits[0].file_id == "file_1"
-    hits = await index.search("app_a", "how long does shipping to Portugal take", limit=3)
+    hits = await index.search("app_a", "how long does shipping to Portugal take", limit=3, mode=mode)
     assert hits[0].text == DOCS[1]
+
+
+async def test_auto_mode_follows_the_embedder(tmp_path: Path) -> None:
+    index = await open_index(ObdalSettings(data_dir=tmp_path / "auto"))
+    assert index.mode == "sparse"  # the offline hashing embedder: BM25 alone measured better
+    await close_indexes()
+    index = await open_index(ObdalSettings(data_dir=tmp_path / "hybrid", retrieval_mode="hybrid"))
+    assert index.mode == "hybrid"
+    await close_indexes()
 
 
 async def test_search_never_crosses_apps(index: HybridIndex) -> None:

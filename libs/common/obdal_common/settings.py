@@ -40,6 +40,10 @@ class ObdalSettings(BaseSettings):
         description="Offline 'obdal/hashing-384', or any litellm embedding model id",
     )
     embed_batch_size: int = Field(64, ge=1, le=2048)
+    retrieval_mode: Literal["auto", "hybrid", "sparse", "dense"] = Field(
+        "auto",
+        description="auto: BM25 alone with the offline hashing embedder (it measured better), else hybrid",
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -20,10 +20,16 @@ class IndexBackend(Protocol):
         """Insert or overwrite points (ids are deterministic per chunk)."""
         ...
 
-    async def hybrid_search(
-        self, app_id: str, dense: list[float], sparse: SparseVector, *, limit: int, prefetch: int
+    async def search(
+        self,
+        app_id: str,
+        *,
+        dense: list[float] | None,
+        sparse: SparseVector | None,
+        limit: int,
+        prefetch: int,
     ) -> list[Hit]:
-        """Dense and sparse candidates of one app, fused by reciprocal rank fusion."""
+        """One app's nearest points: by one vector, or both fused by reciprocal rank fusion."""
         ...
 
     async def count(self, app_id: str, file_id: str | None = None) -> int:

@@ -64,27 +64,34 @@ class EdgeBackend:
         await asyncio.to_thread(self._upsert, points)
 
     def _search(
-        self, app_id: str, dense: list[float], sparse: SparseVector, limit: int, prefetch: int
+        self, app_id: str, dense: list[float] | None, sparse: SparseVector | None, limit: int, prefetch: int
     ) -> list[Hit]:
         flt = _app_filter(app_id)
-        request = qe.QueryRequest(
-            limit=limit,
-            prefetches=[
-                qe.Prefetch(limit=prefetch, query=qe.Query.Nearest(dense, using=DENSE), filter=flt),
-                qe.Prefetch(
-                    limit=prefetch,
-                    query=qe.Query.Nearest(qe.SparseVector(sparse[0], sparse[1]), using=SPARSE),
-                    filter=flt,
-                ),
-            ],
-            query=qe.Fusion.Rrf(k=_RRF_K),  # type: ignore[arg-type]  # stub omits the variants
-            filter=flt,
-            with_payload=True,
-        )
+        queries = []
+        if dense is not None:
+            queries.append(qe.Query.Nearest(dense, using=DENSE))
+        if sparse is not None:
+            queries.append(qe.Query.Nearest(qe.SparseVector(sparse[0], sparse[1]), using=SPARSE))
+        if len(queries) == 1:
+            request = qe.QueryRequest(limit=limit, query=queries[0], filter=flt, with_payload=True)
+        else:
+            request = qe.QueryRequest(
+                limit=limit,
+                prefetches=[qe.Prefetch(limit=prefetch, query=q, filter=flt) for q in queries],
+                query=qe.Fusion.Rrf(k=_RRF_K),  # type: ignore[arg-type]  # stub omits the variants
+                filter=flt,
+                with_payload=True,
+            )
         return [hit_from_payload(p.payload or {}, p.score) for p in self._shard.query(request)]
 
-    async def hybrid_search(
-        self, app_id: str, dense: list[float], sparse: SparseVector, *, limit: int, prefetch: int
+    async def search(
+        self,
+        app_id: str,
+        *,
+        dense: list[float] | None,
+        sparse: SparseVector | None,
+        limit: int,
+        prefetch: int,
     ) -> list[Hit]:
         return await asyncio.to_thread(self._search, app_id, dense, sparse, limit, prefetch)
 

@@ -6,8 +6,8 @@ import asyncio
 import re
 
 from obdal_common.retrieval.backend import IndexBackend
-from obdal_common.retrieval.embedders import make_embedder
-from obdal_common.retrieval.hybrid import HybridIndex
+from obdal_common.retrieval.embedders import HashingEmbedder, make_embedder
+from obdal_common.retrieval.hybrid import HybridIndex, SearchMode
 from obdal_common.settings import ObdalSettings
 
 __all__ = ["close_indexes", "open_index"]
@@ -49,7 +49,13 @@ async def open_index(settings: ObdalSettings) -> HybridIndex:
             from obdal_common.retrieval.edge import EdgeBackend
 
             backend = EdgeBackend(settings.index_dir / _slug(embedder.model_id), dim=dim)
-        index = HybridIndex(backend, embedder, batch_size=settings.embed_batch_size)
+        mode: SearchMode
+        if settings.retrieval_mode != "auto":
+            mode = settings.retrieval_mode
+        else:
+            # On SciFact the hashing embedder drags hybrid below BM25 alone (docs/retrieval.md).
+            mode = "sparse" if isinstance(embedder, HashingEmbedder) else "hybrid"
+        index = HybridIndex(backend, embedder, batch_size=settings.embed_batch_size, mode=mode)
         _open[cache_key] = index
         return index
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from obdal_common.retrieval.backend import IndexBackend
 from obdal_common.retrieval.chunks import Chunk, Hit, IndexPoint
@@ -10,20 +11,29 @@ from obdal_common.retrieval.embedders import Embedder
 from obdal_common.retrieval.sparse import Bm25Encoder
 from obdal_common.schemas import DependencyStatus
 
-__all__ = ["HybridIndex"]
+__all__ = ["HybridIndex", "SearchMode"]
+
+SearchMode = Literal["hybrid", "dense", "sparse"]
 
 
 class HybridIndex:
     """Dense + BM25 hybrid retrieval over an :class:`IndexBackend`, one app at a time."""
 
     def __init__(
-        self, backend: IndexBackend, embedder: Embedder, *, batch_size: int = 64, prefetch: int = 50
+        self,
+        backend: IndexBackend,
+        embedder: Embedder,
+        *,
+        batch_size: int = 64,
+        prefetch: int = 50,
+        mode: SearchMode = "hybrid",
     ) -> None:
         self.backend = backend
         self.embedder = embedder
         self._sparse = Bm25Encoder()
         self._batch_size = batch_size
         self._prefetch = prefetch
+        self.mode = mode
 
     async def add(self, chunks: Sequence[Chunk]) -> int:
         """Embed and index chunks in batches; returns how many were indexed."""
@@ -37,13 +47,20 @@ class HybridIndex:
             )
         return len(chunks)
 
-    async def search(self, app_id: str, query: str, *, limit: int = 5) -> list[Hit]:
-        """The app's passages best matching ``query`` (never another app's)."""
+    async def search(
+        self, app_id: str, query: str, *, limit: int = 5, mode: SearchMode | None = None
+    ) -> list[Hit]:
+        """The app's passages best matching ``query`` (never another app's).
+
+        ``mode`` overrides the index's configured mode (bench/retrieval.py measures each).
+        """
         if not query.strip():
             return []
-        (dense,) = await self.embedder.embed([query])
-        return await self.backend.hybrid_search(
-            app_id, dense, self._sparse.query(query), limit=limit, prefetch=self._prefetch
+        mode = mode or self.mode
+        dense = (await self.embedder.embed([query]))[0] if mode != "sparse" else None
+        sparse = self._sparse.query(query) if mode != "dense" else None
+        return await self.backend.search(
+            app_id, dense=dense, sparse=sparse, limit=limit, prefetch=max(self._prefetch, limit)
         )
 
     async def status(self) -> DependencyStatus:

@@ -7,6 +7,7 @@ mode, which is how the tests exercise this path without a server.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -88,26 +89,41 @@ class QdrantServerBackend:
             wait=True,
         )
 
-    async def hybrid_search(
-        self, app_id: str, dense: list[float], sparse: SparseVector, *, limit: int, prefetch: int
+    async def search(
+        self,
+        app_id: str,
+        *,
+        dense: list[float] | None,
+        sparse: SparseVector | None,
+        limit: int,
+        prefetch: int,
     ) -> list[Hit]:
         flt = _app_filter(app_id)
-        result = await self._client.query_points(
-            self._collection,
-            prefetch=[
-                models.Prefetch(query=dense, using=DENSE, limit=prefetch, filter=flt),
-                models.Prefetch(
-                    query=models.SparseVector(indices=sparse[0], values=sparse[1]),
-                    using=SPARSE,
-                    limit=prefetch,
-                    filter=flt,
-                ),
-            ],
-            query=models.FusionQuery(fusion=models.Fusion.RRF),
-            query_filter=flt,
-            limit=limit,
-            with_payload=True,
-        )
+        queries: list[tuple[Any, str]] = []
+        if dense is not None:
+            queries.append((dense, DENSE))
+        if sparse is not None:
+            queries.append((models.SparseVector(indices=sparse[0], values=sparse[1]), SPARSE))
+        if len(queries) == 1:
+            result = await self._client.query_points(
+                self._collection,
+                query=queries[0][0],
+                using=queries[0][1],
+                query_filter=flt,
+                limit=limit,
+                with_payload=True,
+            )
+        else:
+            result = await self._client.query_points(
+                self._collection,
+                prefetch=[
+                    models.Prefetch(query=q, using=name, limit=prefetch, filter=flt) for q, name in queries
+                ],
+                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                query_filter=flt,
+                limit=limit,
+                with_payload=True,
+            )
         return [hit_from_payload(p.payload or {}, p.score) for p in result.points]
 
     async def count(self, app_id: str, file_id: str | None = None) -> int:

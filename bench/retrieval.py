@@ -1,0 +1,155 @@
+"""Retrieval quality and speed on a BEIR dataset, through the product's own code.
+
+Indexes the corpus with the ingest chunker and the product's HybridIndex (the
+embedder of OBDAL_EMBED_MODEL, Qdrant Edge unless OBDAL_QDRANT_URL is set), then
+runs every test query in BM25-only, dense-only and hybrid mode, and prints
+nDCG@10 and recall@100 for each, index time, query latency, and last a JSON line.
+
+    .venv/bin/python bench/retrieval.py [--dataset PATH] [--limit-docs N]
+
+PATH is a folder in BEIR layout: corpus.jsonl, queries.jsonl, qrels/test.tsv
+(default: ../shared/datasets/scifact next to the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from obdal_common.retrieval import Chunk, close_indexes, open_index
+from obdal_common.retrieval.hybrid import HybridIndex, SearchMode
+from obdal_common.settings import ObdalSettings
+from obdal_ingest.chunking import chunk_text
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "scifact"
+APP = "app_bench"
+MODES: tuple[SearchMode, ...] = ("sparse", "dense", "hybrid")
+LABEL = {"sparse": "bm25", "dense": "dense", "hybrid": "hybrid"}
+DEPTH = 100
+
+
+def load(dataset: Path) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, dict[str, int]]]:
+    corpus = {}
+    with (dataset / "corpus.jsonl").open() as lines:
+        for line in lines:
+            doc = json.loads(line)
+            corpus[str(doc["_id"])] = {"title": doc.get("title", ""), "text": doc.get("text", "")}
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    with (dataset / "qrels" / "test.tsv").open() as lines:
+        for line in lines:
+            parts = line.strip().split("\t")
+            if len(parts) == 3 and parts[2].isdigit():
+                qrels[parts[0]][parts[1]] = int(parts[2])
+    queries = {}
+    with (dataset / "queries.jsonl").open() as lines:
+        for line in lines:
+            query = json.loads(line)
+            if str(query["_id"]) in qrels:
+                queries[str(query["_id"])] = query["text"]
+    return corpus, queries, qrels
+
+
+def ndcg_at_10(ranked: list[str], relevant: dict[str, int]) -> float:
+    dcg = sum(relevant.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(ranked[:10]))
+    ideal = sorted(relevant.values(), reverse=True)[:10]
+    idcg = sum(gain / math.log2(rank + 2) for rank, gain in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall_at_100(ranked: list[str], relevant: dict[str, int]) -> float:
+    found = {doc for doc in ranked[:DEPTH] if relevant.get(doc, 0) > 0}
+    return len(found) / len([d for d, g in relevant.items() if g > 0])
+
+
+async def build(index: HybridIndex, corpus: dict[str, dict[str, str]]) -> tuple[int, float]:
+    """Chunk every document as ingest does and index it; (chunks, seconds)."""
+    started = time.perf_counter()
+    chunks: list[Chunk] = []
+    for doc_id, doc in corpus.items():
+        for position, piece in enumerate(chunk_text(doc["text"])):
+            chunks.append(
+                Chunk(
+                    app_id=APP,
+                    file_id=doc_id,
+                    filename=f"{doc_id}.txt",
+                    position=position,
+                    text=piece.text,
+                    heading=piece.heading,
+                    title=doc["title"],
+                )
+            )
+    await index.add(chunks)
+    return len(chunks), time.perf_counter() - started
+
+
+async def run(
+    index: HybridIndex, queries: dict[str, str], qrels: dict[str, dict[str, int]], mode: SearchMode
+) -> dict[str, float]:
+    ndcgs, recalls, latencies = [], [], []
+    for query_id, text in queries.items():
+        started = time.perf_counter()
+        hits = await index.search(APP, text, limit=DEPTH * 2, mode=mode)
+        latencies.append((time.perf_counter() - started) * 1000)
+        ranked = list(dict.fromkeys(hit.file_id for hit in hits))  # best chunk per document
+        ndcgs.append(ndcg_at_10(ranked, qrels[query_id]))
+        recalls.append(recall_at_100(ranked, qrels[query_id]))
+    latencies.sort()
+    return {
+        "ndcg@10": round(statistics.fmean(ndcgs), 4),
+        "recall@100": round(statistics.fmean(recalls), 4),
+        "p50_ms": round(latencies[len(latencies) // 2], 2),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument(
+        "--limit-docs", type=int, default=0, help="index only the first N documents (smoke runs)"
+    )
+    args = parser.parse_args()
+    corpus, queries, qrels = load(args.dataset)
+    if args.limit_docs:
+        corpus = dict(list(corpus.items())[: args.limit_docs])
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = ObdalSettings(data_dir=Path(data_dir))
+        index = await open_index(settings)
+        chunks, index_s = await build(index, corpus)
+        print(
+            f"dataset {args.dataset.name}: {len(corpus)} documents -> {chunks} chunks, "
+            f"{len(queries)} test queries"
+        )
+        print(f"default mode {LABEL[index.mode]} (OBDAL_RETRIEVAL_MODE={settings.retrieval_mode})")
+        print(
+            f"embedder {index.embedder.model_id}; backend {settings.qdrant_url or 'qdrant-edge (embedded)'}"
+        )
+        print(
+            f"index time {index_s:.1f} s "
+            f"({len(corpus) / index_s:.0f} docs/s, {chunks / index_s:.0f} chunks/s)"
+        )
+        results = {}
+        print(f"{'mode':<8} {'nDCG@10':>8} {'R@100':>7} {'p50 ms':>8} {'p99 ms':>8}")
+        for mode in MODES:
+            result = await run(index, queries, qrels, mode)
+            results[LABEL[mode]] = result
+            print(
+                f"{LABEL[mode]:<8} {result['ndcg@10']:>8.4f} {result['recall@100']:>7.4f} "
+                f"{result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f}"
+            )
+        await close_indexes()
+    index_info = {"documents": len(corpus), "chunks": chunks, "seconds": round(index_s, 2)}
+    index_info["default_mode"] = LABEL[index.mode]
+    print(json.dumps({**{name: results[name] for name in ("hybrid", "bm25", "dense")}, "index": index_info}))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
