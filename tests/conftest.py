@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -137,3 +138,43 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     finally:
         code = process.stop()
         assert code == 0, f"obdal up exited with {code}:\n{process.log()[-4000:]}"
+
+
+@dataclass
+class LoneGateway:
+    """``obdal-gateway`` alone on a NATS and a Redis of its own: no workers answer it."""
+
+    url: str
+    api: Any
+    gateway: Process
+    nats: ManagedServer
+    redis: ManagedServer
+    base: Path
+
+
+@pytest.fixture
+def lone_gateway(tmp_path: Path) -> Iterator[LoneGateway]:
+    from tests.api import Api
+
+    nats = nats_server(tmp_path).start()
+    redis = redis_server(tmp_path).start()
+    port = free_port()
+    env = clean_env(
+        OBDAL_NATS_URL=nats.url,
+        OBDAL_REDIS_URL=redis.url,
+        OBDAL_GATEWAY_PORT=str(port),
+        OBDAL_ADMIN_TOKEN="lone-admin",
+        OBDAL_DATA_DIR=str(tmp_path / "data"),
+    )
+    gateway = start_process([str(BIN / "obdal-gateway")], env, tmp_path / "gateway.log")
+    url = f"http://127.0.0.1:{port}"
+    lone = LoneGateway(
+        url=url, api=Api(url, "lone-admin"), gateway=gateway, nats=nats, redis=redis, base=tmp_path
+    )
+    try:
+        wait_http(f"{url}/v1/status/live", gateway)
+        yield lone
+    finally:
+        assert gateway.stop() == 0, gateway.log()
+        lone.redis.stop()
+        nats.stop()

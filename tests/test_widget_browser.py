@@ -13,9 +13,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from obdal.servers import free_port, nats_server, redis_server
+from obdal.servers import free_port
 from tests.api import Api
-from tests.conftest import BIN, Stack, clean_env, start_process, wait_http
+from tests.conftest import BIN, LoneGateway, Stack, clean_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -270,40 +270,23 @@ def test_rate_limit_is_explained(
         api.admin.patch(f"/v1/admin/keys/{key_id}", json={"rate_limit_rpm": None})
 
 
-def test_service_down_is_explained(browser: Browser, tmp_path: Path) -> None:
+def test_service_down_is_explained(browser: Browser, lone_gateway: LoneGateway) -> None:
     """A gateway whose chat workers are all gone: the widget says so instead of spinning."""
-    nats = nats_server(tmp_path).start()
-    redis = redis_server(tmp_path).start()
-    port = free_port()
-    env = clean_env(
-        OBDAL_NATS_URL=nats.url,
-        OBDAL_REDIS_URL=redis.url,
-        OBDAL_GATEWAY_PORT=str(port),
-        OBDAL_ADMIN_TOKEN="down-admin",
-        OBDAL_DATA_DIR=str(tmp_path / "data"),
-    )
-    gateway = start_process([str(BIN / "obdal-gateway")], env, tmp_path / "gateway.log")
+    api = lone_gateway.api
     site_port = free_port()
+    key = api.create_key(
+        api.create_app("down"), kind="publishable", allowed_origins=[f"http://127.0.0.1:{site_port}"]
+    )["key"]
+    site = _Site(PAGE.format(gateway=lone_gateway.url, key=key), port=site_port)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/v1/status/live", gateway)
-        api = Api(url, "down-admin")
-        app_id = api.create_app("down")
-        key = api.create_key(app_id, kind="publishable", allowed_origins=[f"http://127.0.0.1:{site_port}"])[
-            "key"
-        ]
-        site = _Site(PAGE.format(gateway=url, key=key), port=site_port)
         page = browser.new_page()
         page.goto(site.origin)
         open_widget(page)
         ask(page, "Is anyone there?")
         expect(page.get_by_role("alert")).to_contain_text("temporarily unavailable", timeout=20_000)
         page.close()
-        site.close()
     finally:
-        gateway.stop()
-        redis.stop()
-        nats.stop()
+        site.close()
 
 
 def test_demo_command_and_page(browser: Browser, stack: Stack) -> None:

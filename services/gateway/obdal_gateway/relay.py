@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -26,12 +27,14 @@ from obdal_common.schemas import (
     ChatError,
     ChatReply,
     ChatRequest,
+    ChatSources,
+    Source,
     decode_chat_reply,
     encode,
 )
 from obdal_common.telemetry import inject_headers
 
-__all__ = ["ChatRelay", "ChatStream"]
+__all__ = ["ChatRelay", "ChatStream", "CollectedAnswer"]
 
 _NO_RESPONDERS = "503"
 
@@ -44,6 +47,13 @@ _ttft = _meter.create_histogram(
 _answer_duration = _meter.create_histogram(
     "obdal.chat.duration", unit="s", description="From handing a chat request to a worker to its last reply"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class CollectedAnswer:
+    content: str
+    sources: list[Source]
+    end: ChatEnd
 
 
 class ChatStream:
@@ -87,6 +97,24 @@ class ChatStream:
             yield reply
             if self._finished:
                 return
+
+    async def collect(self) -> CollectedAnswer:
+        """The whole answer (for non-streamed responses); a worker error is raised; closes the stream."""
+        parts: list[str] = []
+        sources: list[Source] = []
+        try:
+            async for reply in self:
+                if isinstance(reply, ChatDelta):
+                    parts.append(reply.content)
+                elif isinstance(reply, ChatSources):
+                    sources = reply.sources
+                elif isinstance(reply, ChatEnd):
+                    return CollectedAnswer(content="".join(parts), sources=sources, end=reply)
+                elif isinstance(reply, ChatError):
+                    raise error_for_code(reply.status, reply.code, reply.message)
+        finally:
+            await self.close()
+        raise error_for_code(502, "incomplete_answer", "the answer ended unexpectedly")
 
     async def close(self, *, cancel_worker: bool = True) -> None:
         """Release the reply subscription; tell the worker to stop if the answer is unfinished."""

@@ -10,7 +10,7 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from obdal_common.errors import BadRequest, PayloadTooLarge, error_for_code
+from obdal_common.errors import BadRequest, PayloadTooLarge
 from obdal_common.ids import new_id
 from obdal_common.schemas import (
     ChatDelta,
@@ -18,7 +18,6 @@ from obdal_common.schemas import (
     ChatError,
     ChatRequest,
     ChatSources,
-    Source,
     encode,
 )
 from obdal_common.sessions import SESSION_ID_PATTERN
@@ -77,28 +76,6 @@ async def _events(stream: ChatStream, *, ping_s: float) -> AsyncGenerator[Server
         await stream.close()
 
 
-async def _collect(stream: ChatStream) -> dict[str, Any]:
-    parts: list[str] = []
-    sources: list[Source] = []
-    try:
-        async for reply in stream:
-            if isinstance(reply, ChatDelta):
-                parts.append(reply.content)
-            elif isinstance(reply, ChatSources):
-                sources = reply.sources
-            elif isinstance(reply, ChatEnd):
-                return {
-                    "content": "".join(parts),
-                    "sources": msgspec.to_builtins(sources),
-                    **_end_payload(reply),
-                }
-            elif isinstance(reply, ChatError):
-                raise error_for_code(reply.status, reply.code, reply.message)
-    finally:
-        await stream.close()
-    raise error_for_code(502, "incomplete_answer", "the answer ended unexpectedly")
-
-
 @post("/v1/chat", status_code=200, summary="Ask a question about the app's documents")
 async def chat(
     request: Request[Any, Any, Any], data: ChatBody, gw: Gateway
@@ -126,4 +103,10 @@ async def chat(
     stream = await gw.relay.open(chat_request)
     if data.stream:
         return ServerSentEvent(_events(stream, ping_s=gw.settings.sse_ping_s), headers=SSE_HEADERS)
-    return Response(await _collect(stream))
+    answer = await stream.collect()
+    body = {
+        "content": answer.content,
+        "sources": msgspec.to_builtins(answer.sources),
+        **_end_payload(answer.end),
+    }
+    return Response(body)

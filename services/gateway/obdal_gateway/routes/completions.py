@@ -17,7 +17,7 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from obdal_common.errors import BadRequest, PayloadTooLarge, error_for_code
+from obdal_common.errors import BadRequest, PayloadTooLarge
 from obdal_common.ids import new_id, new_secret
 from obdal_common.schemas import (
     ChatDelta,
@@ -30,7 +30,7 @@ from obdal_common.schemas import (
     encode,
 )
 from obdal_gateway.auth import authenticate, check_budget
-from obdal_gateway.relay import ChatStream
+from obdal_gateway.relay import ChatStream, CollectedAnswer
 from obdal_gateway.routes.chat import SSE_HEADERS
 from obdal_gateway.state import Gateway
 
@@ -140,37 +140,19 @@ async def _stream(
         await stream.close()
 
 
-async def _complete(stream: ChatStream) -> dict[str, Any]:
-    parts: list[str] = []
-    sources: list[Source] = []
-    try:
-        async for reply in stream:
-            if isinstance(reply, ChatDelta):
-                parts.append(reply.content)
-            elif isinstance(reply, ChatSources):
-                sources = reply.sources
-            elif isinstance(reply, ChatEnd):
-                chunks = _Chunks(reply.model)
-                return {
-                    "id": chunks.id,
-                    "object": "chat.completion",
-                    "created": chunks.created,
-                    "model": reply.model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": "".join(parts)},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": _usage(reply),
-                    "sources": msgspec.to_builtins(sources),
-                }
-            elif isinstance(reply, ChatError):
-                raise error_for_code(reply.status, reply.code, reply.message)
-    finally:
-        await stream.close()
-    raise error_for_code(502, "incomplete_answer", "the answer ended unexpectedly")
+def _completion(answer: CollectedAnswer) -> dict[str, Any]:
+    chunks = _Chunks(answer.end.model)
+    return {
+        "id": chunks.id,
+        "object": "chat.completion",
+        "created": chunks.created,
+        "model": answer.end.model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": answer.content}, "finish_reason": "stop"}
+        ],
+        "usage": _usage(answer.end),
+        "sources": msgspec.to_builtins(answer.sources),
+    }
 
 
 @post("/v1/chat/completions", status_code=200, summary="OpenAI-compatible chat completions")
@@ -197,4 +179,4 @@ async def chat_completions(
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
         return ServerSentEvent(_stream(stream, model=model, include_usage=include_usage), headers=SSE_HEADERS)
-    return Response(await _complete(stream))
+    return Response(_completion(await stream.collect()))
