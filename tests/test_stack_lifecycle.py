@@ -83,9 +83,11 @@ def test_embedded_stack_persists_and_stops_cleanly(tmp_path: Path) -> None:
 def test_servers_die_with_a_killed_parent(tmp_path: Path) -> None:
     process, _ = up(tmp_path / "data", free_port(), "killed.log")
     servers = children(process.proc.pid)
-    assert len(servers) == 3
-    process.proc.kill()
-    process.proc.wait()
+    try:
+        assert len(servers) == 3
+    finally:
+        process.proc.kill()
+        process.proc.wait()
     assert wait_gone(servers) == set(), "children must not be orphaned by a SIGKILLed parent"
 
 

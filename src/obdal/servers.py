@@ -42,10 +42,12 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    # Linux: deliver SIGTERM to the child when the parent dies, however it dies.
+    # Linux: kill the child when the parent dies without stopping it (a SIGKILLed obdal).
+    # SIGKILL, not SIGTERM: SecantusDB was seen ignoring a SIGTERM that arrived this way,
+    # and JetStream and WiredTiger both recover from a hard stop. Normal stops use stop().
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
