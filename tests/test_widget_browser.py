@@ -137,8 +137,12 @@ def test_reload_continues_the_session_and_new_conversation_resets(
     open_widget(page)
     ask(page, "How long do parcels take to arrive?")
     expect(page.locator(".msg.bot").last).to_contain_text("four days", timeout=20_000)
-    session = page.evaluate("Object.entries(localStorage).find(([k]) => k.startsWith('obdal-widget'))[1]")
-    assert '"session_id":"sess_' in session
+    # The session id arrives with the stream's last event, just after the text: wait for it.
+    page.wait_for_function(
+        """() => Object.entries(localStorage).some(
+            ([k, v]) => k.startsWith('obdal-widget') && v.includes('"session_id":"sess_'))""",
+        timeout=20_000,
+    )
 
     page.reload()
     open_widget(page)
@@ -254,12 +258,17 @@ def test_phone_viewport_and_hostile_host_css(
 def test_rate_limit_is_explained(
     browser: Browser, sites: tuple[_Site, _Site, Api, str], stack: Stack
 ) -> None:
-    allowed, _, api, key = sites
-    key_id = "key_" + key.split("_")[2]
-    api.admin.patch(f"/v1/admin/keys/{key_id}", json={"rate_limit_rpm": 1})
+    _, _, api, secret_key_holder = sites
+    app_id = api.admin.get(f"/v1/admin/keys/key_{secret_key_holder.split('_')[2]}").json()["app_id"]
+    port = free_port()
+    # A key of its own: one question a minute, so the second is refused.
+    key = api.create_key(
+        app_id, kind="publishable", allowed_origins=[f"http://127.0.0.1:{port}"], rate_limit_rpm=1
+    )["key"]
+    site = _Site(PAGE.format(gateway=stack.url, key=key), port=port)
     try:
         page = browser.new_page()
-        page.goto(allowed.origin)
+        page.goto(site.origin)
         open_widget(page)
         ask(page, "Which courier do you ship with?")
         expect(page.locator(".msg.bot").last).to_contain_text("Zorblax", timeout=20_000)
@@ -267,7 +276,7 @@ def test_rate_limit_is_explained(
         expect(page.get_by_role("alert")).to_contain_text("Too many questions", timeout=20_000)
         page.close()
     finally:
-        api.admin.patch(f"/v1/admin/keys/{key_id}", json={"rate_limit_rpm": None})
+        site.close()
 
 
 def test_service_down_is_explained(browser: Browser, lone_gateway: LoneGateway) -> None:
