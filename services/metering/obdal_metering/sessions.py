@@ -8,8 +8,6 @@ cannot skew it and a crash between the two writes is repaired by the redelivery.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -19,7 +17,8 @@ import msgspec
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, DeleteOne, IndexModel, ReplaceOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from obdal_common.errors import BadRequest, DependencyUnavailable, NotFound
+from obdal_common.cursors import decode_cursor, encode_cursor
+from obdal_common.errors import DependencyUnavailable, NotFound
 from obdal_common.schemas import (
     SessionDetail,
     SessionExportPage,
@@ -43,29 +42,6 @@ _DUPLICATE_KEY = 11000
 _EXPORT_PAGE_BYTES = 512 * 1024
 _EXPORT_PAGE_SESSIONS = 50
 _ORDER = [("started_at", DESCENDING), ("session_id", DESCENDING)]
-
-
-class _Cursor(msgspec.Struct, frozen=True):
-    """Position after the last session of a page, in the listing's (started_at, session_id) order."""
-
-    t: datetime
-    s: str
-
-
-def _encode_cursor(started_at: datetime, session_id: str) -> str:
-    raw = encode(_Cursor(t=started_at, s=session_id))
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(value: str) -> _Cursor:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        cursor = msgspec.json.decode(raw, type=_Cursor)
-    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        raise BadRequest("cursor is not a next_cursor returned by this API", code="invalid_cursor") from None
-    if cursor.t.tzinfo is None:
-        raise BadRequest("cursor is not a next_cursor returned by this API", code="invalid_cursor")
-    return cursor
 
 
 def store_unavailable() -> DependencyUnavailable:
@@ -213,12 +189,12 @@ class SessionStore:
         if end is not None:
             clauses.append({"started_at": {"$lt": end}})
         if cursor is not None:
-            after = _decode_cursor(cursor)
+            after_at, after_id = decode_cursor(cursor)
             clauses.append(
                 {
                     "$or": [
-                        {"started_at": {"$lt": after.t}},
-                        {"started_at": after.t, "session_id": {"$lt": after.s}},
+                        {"started_at": {"$lt": after_at}},
+                        {"started_at": after_at, "session_id": {"$lt": after_id}},
                     ]
                 }
             )
@@ -239,7 +215,7 @@ class SessionStore:
         except PyMongoError as exc:
             raise store_unavailable() from exc
         return SessionPage(
-            data=page, next_cursor=_encode_cursor(page[-1].started_at, page[-1].session_id) if more else None
+            data=page, next_cursor=encode_cursor(page[-1].started_at, page[-1].session_id) if more else None
         )
 
     async def _turns(self, app_id: str, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
@@ -280,5 +256,5 @@ class SessionStore:
                 break
             sessions.append(detail)
         last = sessions[-1] if more and sessions else None
-        next_cursor = _encode_cursor(last.started_at, last.session_id) if last is not None else None
+        next_cursor = encode_cursor(last.started_at, last.session_id) if last is not None else None
         return SessionExportPage(sessions=sessions, next_cursor=next_cursor)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import get, post
 
 from obdal_common import subjects
+from obdal_common.cursors import decode_cursor, encode_cursor
 from obdal_common.errors import BadRequest, NotFound
 from obdal_common.ids import is_id
 from obdal_common.messaging import request as nats_request
-from obdal_common.schemas import AuditEvent, AuditPage, AuditQuery
+from obdal_common.schemas import AuditPage, AuditQuery
 from obdal_gateway.state import Gateway
 
 __all__ = ["APP_HANDLERS", "app_or_404"]
@@ -53,20 +51,6 @@ async def get_app(gw: Gateway, app_id: str) -> dict[str, Any]:
     return body
 
 
-def _cursor(event: AuditEvent) -> str:
-    raw = f"{event.occurred_at.isoformat()}|{event.event_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, event_id = raw.split("|", 1)
-        return datetime.fromisoformat(at), event_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
-
-
 @get("/audit", summary="The audit log, newest first, paged with next_cursor")
 async def audit_log(
     gw: Gateway,
@@ -81,7 +65,7 @@ async def audit_log(
         raise BadRequest("app_id is not an app id", code="invalid_app_id")
     if action is not None and not action.replace(".", "").replace("_", "").isalnum():
         raise BadRequest("action is not an audit action", code="invalid_action")
-    before_at, before_id = _parse_cursor(cursor) if cursor else (None, None)
+    before_at, before_id = decode_cursor(cursor) if cursor else (None, None)
     page = await nats_request(
         gw.nc,
         subjects.METERING_AUDIT,
@@ -92,7 +76,9 @@ async def audit_log(
     )
     return {
         "data": msgspec.to_builtins(page.items),
-        "next_cursor": _cursor(page.items[-1]) if page.has_more else None,
+        "next_cursor": (
+            encode_cursor(page.items[-1].occurred_at, page.items[-1].event_id) if page.has_more else None
+        ),
     }
 
 
