@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -141,40 +142,57 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @dataclass
+class Bus:
+    """A NATS and a Redis of one test's own, so no other test's workers answer there."""
+
+    nats: ManagedServer
+    redis: ManagedServer
+    base: Path
+
+    def env(self, *, port: int, admin_token: str, **extra: str) -> dict[str, str]:
+        """The environment of Obdal processes on this bus (gateway on ``port``)."""
+        return clean_env(
+            OBDAL_NATS_URL=self.nats.url,
+            OBDAL_REDIS_URL=self.redis.url,
+            OBDAL_DATA_DIR=str(self.base / "data"),
+            OBDAL_GATEWAY_PORT=str(port),
+            OBDAL_ADMIN_TOKEN=admin_token,
+            **extra,
+        )
+
+
+@contextlib.contextmanager
+def own_bus(base: Path) -> Iterator[Bus]:
+    nats = nats_server(base).start()
+    bus = Bus(nats=nats, redis=redis_server(base).start(), base=base)
+    try:
+        yield bus
+    finally:
+        bus.redis.stop()  # the test may have replaced it (Redis restarted)
+        nats.stop()
+
+
+@dataclass
 class LoneGateway:
-    """``obdal-gateway`` alone on a NATS and a Redis of its own: no workers answer it."""
+    """``obdal-gateway`` alone on a bus of its own: no workers answer it."""
 
     url: str
     api: Any
     gateway: Process
-    nats: ManagedServer
-    redis: ManagedServer
-    base: Path
+    bus: Bus
 
 
 @pytest.fixture
 def lone_gateway(tmp_path: Path) -> Iterator[LoneGateway]:
     from tests.api import Api
 
-    nats = nats_server(tmp_path).start()
-    redis = redis_server(tmp_path).start()
-    port = free_port()
-    env = clean_env(
-        OBDAL_NATS_URL=nats.url,
-        OBDAL_REDIS_URL=redis.url,
-        OBDAL_GATEWAY_PORT=str(port),
-        OBDAL_ADMIN_TOKEN="lone-admin",
-        OBDAL_DATA_DIR=str(tmp_path / "data"),
-    )
-    gateway = start_process([str(BIN / "obdal-gateway")], env, tmp_path / "gateway.log")
-    url = f"http://127.0.0.1:{port}"
-    lone = LoneGateway(
-        url=url, api=Api(url, "lone-admin"), gateway=gateway, nats=nats, redis=redis, base=tmp_path
-    )
-    try:
-        wait_http(f"{url}/v1/status/live", gateway)
-        yield lone
-    finally:
-        assert gateway.stop() == 0, gateway.log()
-        lone.redis.stop()
-        nats.stop()
+    with own_bus(tmp_path) as bus:
+        port = free_port()
+        env = bus.env(port=port, admin_token="lone-admin")
+        gateway = start_process([str(BIN / "obdal-gateway")], env, tmp_path / "gateway.log")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/v1/status/live", gateway)
+            yield LoneGateway(url=url, api=Api(url, "lone-admin"), gateway=gateway, bus=bus)
+        finally:
+            assert gateway.stop() == 0, gateway.log()

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from obdal.servers import free_port, nats_server, redis_server
+from obdal.servers import free_port
 from tests.api import Api, parse_sse
-from tests.conftest import BIN, Servers, clean_env, start_process, wait_http
+from tests.conftest import BIN, Servers, own_bus, start_process, wait_http
 
 MODEL = "gpt-4o-mini"  # a model litellm prices, so cost must not be 0
 PROMPT_TOKENS = 123
@@ -110,31 +110,25 @@ def provider_stack(
 ) -> Iterator[Api]:
     """``obdal up`` whose chat worker uses an OpenAI model at the loopback provider."""
     base = tmp_path_factory.mktemp("provider")
-    nats = nats_server(base).start()
-    redis = redis_server(base).start()
     port = free_port()
-    env = clean_env(
-        OBDAL_NATS_URL=nats.url,
-        OBDAL_REDIS_URL=redis.url,
-        OBDAL_MONGO_URL=servers.mongo.url,
-        OBDAL_MONGO_DB="provider",
-        OBDAL_DATA_DIR=str(base / "data"),
-        OBDAL_GATEWAY_PORT=str(port),
-        OBDAL_ADMIN_TOKEN="provider-admin",
-        OBDAL_CHAT_MODEL=f"openai/{MODEL}",
-        OBDAL_CHAT_API_BASE=upstream[1],
-        OBDAL_CHAT_API_KEY="sk-loopback",
-        OBDAL_SSE_PING_S="0.5",
-    )
-    process = start_process([str(BIN / "obdal"), "up"], env, base / "obdal.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/v1/status", process)
-        yield Api(url, "provider-admin")
-    finally:
-        process.stop()
-        redis.stop()
-        nats.stop()
+    with own_bus(base) as bus:
+        env = bus.env(
+            port=port,
+            admin_token="provider-admin",
+            OBDAL_MONGO_URL=servers.mongo.url,
+            OBDAL_MONGO_DB="provider",
+            OBDAL_CHAT_MODEL=f"openai/{MODEL}",
+            OBDAL_CHAT_API_BASE=upstream[1],
+            OBDAL_CHAT_API_KEY="sk-loopback",
+            OBDAL_SSE_PING_S="0.5",
+        )
+        process = start_process([str(BIN / "obdal"), "up"], env, base / "obdal.log")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/v1/status", process)
+            yield Api(url, "provider-admin")
+        finally:
+            process.stop()
 
 
 def stream(api: Api, key: str, message: str) -> tuple[list[str], list[Any], list[str]]:

@@ -19,7 +19,7 @@ def test_gateway_keeps_serving_without_redis_and_recovers(lone_gateway: LoneGate
     assert before.status_code == 200
     assert before.headers["x-ratelimit-remaining"] == "99"
 
-    lone_gateway.redis.kill()
+    lone_gateway.bus.redis.kill()
     during = api.http.get("/v1/files", headers=api.auth(key))
     assert during.status_code == 200, "rate limiting fails open"
     assert during.headers["x-ratelimit-limit"] == "100"
@@ -29,7 +29,8 @@ def test_gateway_keeps_serving_without_redis_and_recovers(lone_gateway: LoneGate
     assert status.json()["dependencies"]["redis"]["ok"] is False
     assert "rate limiting unavailable" in gateway.log()
 
-    lone_gateway.redis = redis_server(lone_gateway.base, port=lone_gateway.redis.port).start()
+    bus = lone_gateway.bus
+    bus.redis = redis_server(bus.base, port=bus.redis.port).start()
     deadline = time.monotonic() + 20
     while "x-ratelimit-remaining" not in (after := api.http.get("/v1/files", headers=api.auth(key))).headers:
         if time.monotonic() > deadline:

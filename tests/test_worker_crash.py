@@ -7,9 +7,9 @@ import signal
 import time
 from pathlib import Path
 
-from obdal.servers import free_port, nats_server, redis_server
+from obdal.servers import free_port
 from tests.api import Api, parse_sse
-from tests.conftest import BIN, Servers, clean_env, start_process, wait_http
+from tests.conftest import BIN, Servers, own_bus, start_process, wait_http
 from tests.test_provider_stream import MODEL, Upstream, serve_upstream
 
 IDLE_TIMEOUT_S = 5.0  # the gateway's OBDAL_CHAT_IDLE_TIMEOUT_S default
@@ -26,22 +26,25 @@ def wait_served(api: Api, key: str, timeout: float = 240) -> str:
 
 def test_killed_worker_ends_the_stream_with_an_error(servers: Servers, tmp_path: Path) -> None:
     upstream = serve_upstream(Upstream())
-    nats = nats_server(tmp_path).start()
-    redis = redis_server(tmp_path).start()
     port = free_port()
-    env = clean_env(
-        OBDAL_NATS_URL=nats.url,
-        OBDAL_REDIS_URL=redis.url,
-        OBDAL_MONGO_URL=servers.mongo.url,
-        OBDAL_MONGO_DB="crash",
-        OBDAL_DATA_DIR=str(tmp_path / "data"),
-        OBDAL_GATEWAY_PORT=str(port),
-        OBDAL_ADMIN_TOKEN="crash-admin",
-        OBDAL_QDRANT_URL=":memory:",
-        OBDAL_CHAT_MODEL=f"openai/{MODEL}",
-        OBDAL_CHAT_API_BASE=f"http://127.0.0.1:{upstream.server_address[1]}/v1",
-        OBDAL_CHAT_API_KEY="sk-loopback",
-    )
+    with own_bus(tmp_path) as bus:
+        env = bus.env(
+            port=port,
+            admin_token="crash-admin",
+            OBDAL_MONGO_URL=servers.mongo.url,
+            OBDAL_MONGO_DB="crash",
+            OBDAL_QDRANT_URL=":memory:",
+            OBDAL_CHAT_MODEL=f"openai/{MODEL}",
+            OBDAL_CHAT_API_BASE=f"http://127.0.0.1:{upstream.server_address[1]}/v1",
+            OBDAL_CHAT_API_KEY="sk-loopback",
+        )
+        try:
+            _crash_and_recover(env, port, tmp_path)
+        finally:
+            upstream.shutdown()
+
+
+def _crash_and_recover(env: dict[str, str], port: int, tmp_path: Path) -> None:
     stack = start_process(
         [str(BIN / "obdal"), "up"], {**env, "OBDAL_SERVICES": "gateway,metering"}, tmp_path / "up.log"
     )
@@ -77,6 +80,3 @@ def test_killed_worker_ends_the_stream_with_an_error(servers: Servers, tmp_path:
         for worker in workers:
             worker.stop()
         stack.stop()
-        redis.stop()
-        nats.stop()
-        upstream.shutdown()
