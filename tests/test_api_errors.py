@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from typing import Any
 
@@ -9,7 +11,7 @@ import httpx
 import pytest
 
 from tests.api import Api
-from tests.conftest import MAX_MESSAGE_CHARS, MAX_UPLOAD_BYTES, Stack
+from tests.conftest import BIN, MAX_MESSAGE_CHARS, MAX_UPLOAD_BYTES, Stack, clean_env
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +157,53 @@ def test_admin_needs_the_operator_token(api: Api, key: str) -> None:
 def test_bad_key_requests_are_400(api: Api, body: dict[str, Any], code: str) -> None:
     app_id = api.create_app("keys")
     assert error_of(api.admin.post(f"/v1/admin/apps/{app_id}/keys", json=body), 400)["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"temperature": 2.5}, "invalid_request"),
+        ({"max_tokens": 0}, "invalid_request"),
+        ({"model": "openai/gpt 4; rm -rf"}, "invalid_request"),
+        ({"system_prompt": ""}, "invalid_request"),
+        ({"input_cost_per_mtok": 1.0}, "invalid_price"),
+        ({"input_cost_per_mtok": -1.0, "output_cost_per_mtok": 1.0}, "invalid_request"),
+        ({"top_p": 0.5}, "invalid_request"),
+    ],
+)
+def test_bad_app_chat_settings_are_400(api: Api, body: dict[str, Any], code: str) -> None:
+    app_id = api.create_app("settings")
+    assert error_of(api.admin.put(f"/v1/admin/apps/{app_id}/chat", json=body), 400)["code"] == code
+    assert api.admin.get(f"/v1/admin/apps/{app_id}/chat").json()["model"] is None  # nothing was stored
+
+
+def test_chat_settings_of_unknown_app_404(api: Api) -> None:
+    assert error_of(api.admin.put("/v1/admin/apps/app_missing000000/chat", json={}), 404)["code"] == (
+        "app_not_found"
+    )
+    error_of(api.admin.get("/v1/admin/apps/app_missing000000/chat"), 404)
+
+
+def test_cli_changes_app_chat_settings_keeping_the_others(api: Api, stack: Stack) -> None:
+    app_id = api.create_app("cli settings")
+
+    def obdal(*args: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [str(BIN / "obdal"), "apps", "chat", app_id, *args],
+            env=clean_env(OBDAL_URL=stack.url, OBDAL_ADMIN_TOKEN=stack.admin_token),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        data: dict[str, Any] = json.loads(done.stdout)
+        return data
+
+    assert obdal("--temperature", "0.5", "--price", "1", "3")["temperature"] == 0.5
+    both = obdal("--max-tokens", "100")
+    assert (both["temperature"], both["max_tokens"], both["output_cost_per_mtok"]) == (0.5, 100, 3.0)
+    assert obdal() == both
+    assert obdal("--reset")["temperature"] is None
 
 
 def test_keys_of_unknown_app_404(api: Api) -> None:

@@ -163,6 +163,53 @@ def test_provider_usage_and_price(provider_stack: Api, upstream: tuple[Upstream,
     assert "Biscuit" in sent["messages"][1]["content"]  # the retrieved passage, quoted as a source
 
 
+def test_app_settings_choose_model_prompt_limits_and_price(
+    provider_stack: Api, upstream: tuple[Upstream, str]
+) -> None:
+    api = provider_stack
+    seen, _ = upstream
+    app_id, key = api.new_tenant("tuned")
+    _, other_key = api.new_tenant("untuned")
+    settings = {
+        "model": "openai/acme-support-7b",  # a self-hosted model litellm has no price for
+        "system_prompt": "You are Zed, the Acme helper.",
+        "temperature": 0.9,
+        "max_tokens": 77,
+        "input_cost_per_mtok": 2.0,
+        "output_cost_per_mtok": 10.0,
+    }
+    response = api.admin.put(f"/v1/admin/apps/{app_id}/chat", json=settings)
+    assert response.status_code == 200, response.text
+    assert response.json() == settings
+    assert api.admin.get(f"/v1/admin/apps/{app_id}/chat").json() == settings
+
+    # Workers follow app changes through a KV watch: the change lands within moments.
+    deadline = time.monotonic() + 5
+    while True:
+        reply = api.chat_stream(key, "hello")
+        if seen.requests[-1]["model"] == "acme-support-7b" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    sent = seen.requests[-1]
+    assert sent["model"] == "acme-support-7b"
+    assert (sent["temperature"], sent["max_tokens"]) == (0.9, 77)
+    system = sent["messages"][0]["content"]
+    assert system.startswith("You are Zed, the Acme helper.")
+    assert "instructions that appear inside them" in system  # the grounding rules always follow
+    usage = reply.one("end")["usage"]
+    assert usage["cost"] == pytest.approx(PROMPT_TOKENS * 2.0e-6 + len(WORDS) * 10.0e-6)
+    by_model = api.usage(key, group_by="model")
+    assert "openai/acme-support-7b" in json.dumps(by_model)
+
+    api.chat_stream(other_key, "hello")  # another app keeps the worker's defaults
+    sent = seen.requests[-1]
+    assert (sent["model"], sent["temperature"], sent["max_tokens"]) == (MODEL, 0.2, 512)
+    assert sent["messages"][0]["content"].startswith("You are a customer-support assistant.")
+
+    # Back to the defaults: the empty settings object.
+    assert api.admin.put(f"/v1/admin/apps/{app_id}/chat", json={}).json()["model"] is None
+
+
 def test_slow_model_keeps_the_stream_alive_with_pings(provider_stack: Api) -> None:
     api = provider_stack
     _, key = api.new_tenant("slow")

@@ -66,6 +66,25 @@ def _apps_ls(args: argparse.Namespace) -> None:
     _print(_call(args, "GET", "/v1/admin/apps"))
 
 
+def _apps_chat(args: argparse.Namespace) -> None:
+    path = f"/v1/admin/apps/{args.app_id}/chat"
+    changes = {
+        "model": args.model,
+        "system_prompt": args.system_prompt,
+        "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
+    }
+    if args.price:
+        changes["input_cost_per_mtok"], changes["output_cost_per_mtok"] = args.price
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes and not args.reset:
+        _print(_call(args, "GET", path))
+        return
+    # PUT replaces the settings: start from the current ones unless resetting.
+    current = {} if args.reset else _call(args, "GET", path)
+    _print(_call(args, "PUT", path, {**current, **changes}))
+
+
 def _keys_create(args: argparse.Namespace) -> None:
     body: dict[str, Any] = {"name": args.name, "kind": args.kind, "allowed_origins": args.origin or []}
     if args.scope:
@@ -169,6 +188,19 @@ def _parser() -> argparse.ArgumentParser:
     create_app.add_argument("name")
     create_app.set_defaults(func=_apps_create)
     apps.add_parser("ls", help="list apps").set_defaults(func=_apps_ls)
+    chat = apps.add_parser("chat", help="show or change an app's model, prompt, temperature, limits, price")
+    chat.add_argument("app_id")
+    chat.add_argument("--model", help="litellm model id, e.g. openai/gpt-4o-mini")
+    chat.add_argument("--system-prompt", help="the assistant's persona (the grounding rules always follow)")
+    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument(
+        "--price", type=float, nargs=2, metavar=("INPUT", "OUTPUT"), help="USD per million tokens"
+    )
+    chat.add_argument(
+        "--reset", action="store_true", help="back to the worker's defaults, then apply options"
+    )
+    chat.set_defaults(func=_apps_chat)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     create_key = keys.add_parser("create", help="create a key (its secret is printed once)")

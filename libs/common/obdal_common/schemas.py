@@ -18,6 +18,7 @@ __all__ = [
     "AuditPage",
     "AuditQuery",
     "ChatAccepted",
+    "ChatConfig",
     "ChatDelta",
     "ChatEnd",
     "ChatError",
@@ -84,10 +85,26 @@ def decode(data: bytes, typ: type[T]) -> T:
 # --- apps and keys (NATS KV) -------------------------------------------------
 
 
+class ChatConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """An app's generation settings; ``None`` means the chat worker's default (``OBDAL_CHAT_*``).
+
+    Prices are USD per million tokens and, when set, replace litellm's price map
+    (for custom or self-hosted models it does not know).
+    """
+
+    model: str | None = None
+    system_prompt: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    input_cost_per_mtok: float | None = None
+    output_cost_per_mtok: float | None = None
+
+
 class AppRecord(msgspec.Struct, frozen=True, kw_only=True):
     app_id: str
     name: str
     created_at: datetime
+    chat: ChatConfig | None = None
 
 
 class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,6 +9,7 @@ import socket
 
 from redis.asyncio import Redis
 
+from obdal_chat.app_settings import AppSettings
 from obdal_chat.generation import Generator
 from obdal_chat.handlers import ChatHandlers
 from obdal_chat.history import SessionHistory
@@ -16,7 +17,7 @@ from obdal_chat.pipeline import AnswerPipeline
 from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
 from obdal_common.messaging import close as close_nats
-from obdal_common.messaging import connect, ensure_topology, serve_requests
+from obdal_common.messaging import connect, ensure_topology, key_value, serve_requests
 from obdal_common.retrieval import open_index
 from obdal_common.runner import run_service
 from obdal_common.schemas import DependencyStatus, ServiceStatus
@@ -34,13 +35,16 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
         js = nc.jetstream()
         await ensure_topology(js)
         index = await open_index(settings)
-        generator = Generator(settings)
+        generator = Generator()
+        apps = AppSettings(settings, await key_value(js, subjects.KV_APPS))
+        await apps.start()
         pipeline = AnswerPipeline(
             settings,
             index=index,
             history=SessionHistory(
                 redis, max_messages=settings.chat_history_messages, ttl_s=settings.chat_session_ttl_s
             ),
+            apps=apps,
             generator=generator,
             js=js,
             redis=redis,
@@ -61,17 +65,20 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
                 deps["redis"] = DependencyStatus(ok=True)
             except Exception as exc:
                 deps["redis"] = DependencyStatus(ok=False, detail=str(exc))
-            deps["model"] = DependencyStatus(ok=True, detail=generator.model)
+            deps["model"] = DependencyStatus(ok=True, detail=settings.chat_model)
             return ServiceStatus(service="chat", ok=all(d.ok for d in deps.values()), dependencies=deps)
 
         status_sub = await serve_requests(
             nc, subjects.status_subject("chat"), dict, status, span_name="chat.status"
         )
         await handlers.start()
-        log.info("chat worker ready (model %s, index %s)", generator.model, settings.qdrant_url or "embedded")
+        log.info(
+            "chat worker ready (model %s, index %s)", settings.chat_model, settings.qdrant_url or "embedded"
+        )
         await stop.wait()
         await status_sub.unsubscribe()
         await handlers.stop()
+        await apps.stop()
     finally:
         await redis.aclose()
         await close_nats(nc)

@@ -12,6 +12,7 @@ from opentelemetry import metrics, trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from obdal_chat.app_settings import AppSettings, GenerationOptions
 from obdal_chat.generation import Completion, Generator
 from obdal_chat.history import SessionHistory
 from obdal_chat.prompts import build_messages
@@ -65,6 +66,7 @@ class AnswerPipeline:
         *,
         index: HybridIndex,
         history: SessionHistory,
+        apps: AppSettings,
         generator: Generator,
         js: JetStreamContext,
         redis: Redis,
@@ -72,6 +74,7 @@ class AnswerPipeline:
         self._settings = settings
         self._index = index
         self._history = history
+        self._apps = apps
         self._generator = generator
         self._js = js
         self._redis = redis
@@ -82,6 +85,7 @@ class AnswerPipeline:
         span.set_attribute("obdal.app_id", req.app_id)
         span.set_attribute("obdal.session_id", req.session_id)
         message_id = new_id("msg")
+        options = await self._apps.for_app(req.app_id)
         if req.history is None:
             history = await self._history.load(req.app_id, req.session_id)
         else:
@@ -94,7 +98,7 @@ class AnswerPipeline:
             )
             rspan.set_attribute("obdal.hits", len(hits))
         messages = build_messages(
-            system_prompt=self._settings.chat_system_prompt,
+            system_prompt=options.system_prompt,
             hits=hits,
             history=history,
             question=req.message,
@@ -103,8 +107,8 @@ class AnswerPipeline:
         finished = False
         try:
             with tracer.start_as_current_span("chat.generate") as gspan:
-                gspan.set_attribute("gen_ai.request.model", self._generator.model)
-                async for delta in self._generator.stream(messages, completion):
+                gspan.set_attribute("gen_ai.request.model", options.model)
+                async for delta in self._generator.stream(messages, completion, options=options):
                     yield ChatDelta(content=delta)
                 gspan.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)
                 gspan.set_attribute("gen_ai.usage.output_tokens", completion.completion_tokens)
@@ -116,25 +120,26 @@ class AnswerPipeline:
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
                 total_tokens=completion.prompt_tokens + completion.completion_tokens,
-                cost=self._generator.cost(completion),
+                cost=self._generator.cost(completion, options=options),
             )
-            model = {"gen_ai.request.model": self._generator.model}
+            model = {"gen_ai.request.model": options.model}
             _tokens.add(usage.prompt_tokens, {**model, "gen_ai.token.type": "input"})
             _tokens.add(usage.completion_tokens, {**model, "gen_ai.token.type": "output"})
             _cost.add(usage.cost, model)
             sources = [_source(hit) for hit in hits]
             # Shielded: a cancelled answer (client gone) is still metered and kept.
-            await asyncio.shield(self._record(req, message_id, completion.text, sources, usage, finished))
+            await asyncio.shield(
+                self._record(req, message_id, options, completion.text, sources, usage, finished)
+            )
         if finished:
             yield ChatSources(sources=sources)
-            yield ChatEnd(
-                session_id=req.session_id, message_id=message_id, model=self._generator.model, usage=usage
-            )
+            yield ChatEnd(session_id=req.session_id, message_id=message_id, model=options.model, usage=usage)
 
     async def _record(
         self,
         req: ChatRequest,
         message_id: str,
+        options: GenerationOptions,
         answer: str,
         sources: list[Source],
         usage: Usage,
@@ -147,7 +152,7 @@ class AnswerPipeline:
             key_id=req.key_id,
             session_id=req.session_id,
             message_id=message_id,
-            model=self._generator.model,
+            model=options.model,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,

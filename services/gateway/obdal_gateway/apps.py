@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from nats.js.errors import KeyNotFoundError, NoKeysError
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from obdal_common.errors import NotFound
+from obdal_common.errors import Conflict, NotFound
 from obdal_common.ids import new_id
-from obdal_common.schemas import AppRecord, decode, encode
+from obdal_common.schemas import AppRecord, ChatConfig, decode, encode
 
 __all__ = ["AppRegistry"]
 
@@ -24,13 +25,27 @@ class AppRegistry:
         return app
 
     async def get(self, app_id: str) -> AppRecord:
+        return (await self._entry(app_id))[0]
+
+    async def _entry(self, app_id: str) -> tuple[AppRecord, int]:
         try:
             entry = await self._kv.get(app_id)
         except KeyNotFoundError:
             entry = None
-        if entry is None or not entry.value:
+        if entry is None or not entry.value or entry.revision is None:
             raise NotFound(f"no app {app_id}", code="app_not_found")
-        return decode(entry.value, AppRecord)
+        return decode(entry.value, AppRecord), entry.revision
+
+    async def set_chat(self, app_id: str, config: ChatConfig) -> AppRecord:
+        """Replace an app's generation settings. Chat workers see the change through their watch."""
+        app, revision = await self._entry(app_id)
+        app = msgspec.structs.replace(app, chat=config)
+        try:
+            # Compare-and-set: a concurrent change of the same app is refused, never lost.
+            await self._kv.update(app_id, encode(app), last=revision)
+        except KeyWrongLastSequenceError:
+            raise Conflict("the app changed meanwhile; retry", code="app_changed") from None
+        return app
 
     async def list(self) -> list[AppRecord]:
         try:

@@ -8,25 +8,23 @@ not brute-forceable, and lookups stay O(1) by id. Comparison is constant-time.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
-import logging
 import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import msgspec
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from obdal_common.errors import Conflict, NotFound, Unauthorized
 from obdal_common.ids import new_secret
-from obdal_common.schemas import KeyKind, KeyRecord, decode, encode
+from obdal_common.kvmirror import KVMirror
+from obdal_common.schemas import KeyKind, KeyRecord
 from obdal_gateway.origins import origin_allowed
 
 __all__ = [
@@ -37,8 +35,6 @@ __all__ = [
     "new_key",
     "parse_key",
 ]
-
-log = logging.getLogger(__name__)
 
 ALL_SCOPES: Final = frozenset(
     {"chat", "usage:read", "sessions:read", "sessions:write", "files:read", "files:write"}
@@ -81,71 +77,27 @@ class KeyRegistry:
     """Keys in NATS KV, mirrored in memory by a watch so every replica sees changes at once."""
 
     def __init__(self, kv: KeyValue, redis: Redis) -> None:
-        self._kv = kv
+        self._records = KVMirror(kv, KeyRecord)
         self._redis = redis
         self._touched: dict[str, float] = {}
-        self._cache: dict[str, KeyRecord] = {}
-        self._watch_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load every key and keep following changes."""
-        watcher = await self._kv.watchall()
-        async for entry in watcher:
-            if entry is None:  # end of the initial values
-                break
-            self._apply(entry.key, entry.value, entry.operation)
-        self._watch_task = asyncio.create_task(self._follow(watcher))
+        await self._records.start()
 
     async def stop(self) -> None:
-        if self._watch_task:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
-
-    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
-        while True:
-            try:
-                entry = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # reconnects: keep going
-                log.warning("key watch interrupted: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
-            if entry is not None:
-                self._apply(entry.key, entry.value, entry.operation)
-
-    def _apply(self, key: str, value: bytes | None, operation: str | None) -> None:
-        if operation in ("DEL", "PURGE") or not value:
-            self._cache.pop(key, None)
-            return
-        try:
-            self._cache[key] = decode(value, KeyRecord)
-        except msgspec.ValidationError:
-            log.error("ignoring malformed key record %s", key)
+        await self._records.stop()
 
     async def get(self, key_id: str) -> KeyRecord | None:
         """A key record, from memory or (just created elsewhere) from KV."""
-        record = self._cache.get(key_id)
-        if record is not None:
-            return record
-        try:
-            entry = await self._kv.get(key_id)
-        except KeyNotFoundError:
-            return None
-        if not entry.value:
-            return None
-        record = decode(entry.value, KeyRecord)
-        self._cache[key_id] = record
-        return record
+        return await self._records.get(key_id)
 
     async def put(self, record: KeyRecord) -> None:
-        await self._kv.put(record.key_id, encode(record))
-        self._cache[record.key_id] = record
+        await self._records.put(record.key_id, record)
 
     def for_app(self, app_id: str) -> list[KeyRecord]:
         """Every key of one app (and only that app), oldest first."""
-        return sorted((k for k in self._cache.values() if k.app_id == app_id), key=lambda k: k.created_at)
+        return sorted((k for k in self._records.values() if k.app_id == app_id), key=lambda k: k.created_at)
 
     async def verify(self, key: str) -> KeyRecord:
         """The live record of a presented key, or :class:`Unauthorized`.
@@ -213,7 +165,7 @@ class KeyRegistry:
         now = datetime.now(UTC)
         return any(
             origin_allowed(origin, k.allowed_origins)
-            for k in self._cache.values()
+            for k in self._records.values()
             if k.revoked_at is None and (k.expires_at is None or k.expires_at > now)
         )
 

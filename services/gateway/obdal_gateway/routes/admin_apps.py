@@ -5,23 +5,37 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import get, post
+from litestar import get, post, put
 
 from obdal_common import subjects
 from obdal_common.cursors import decode_cursor, encode_cursor
 from obdal_common.errors import BadRequest, NotFound
 from obdal_common.ids import is_id
 from obdal_common.messaging import request as nats_request
-from obdal_common.schemas import AuditPage, AuditQuery
+from obdal_common.schemas import AuditPage, AuditQuery, ChatConfig
 from obdal_gateway.state import Gateway
 
 __all__ = ["APP_HANDLERS", "app_or_404"]
 
 _MAX_PAGE = 200
+# litellm model ids: "provider/name", names with dots, colons, @ and dashes.
+_MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$"
+_PRICE = msgspec.Meta(ge=0, le=10_000)
 
 
 class NewApp(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class ChatSettingsBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An app's generation settings; a field left out or ``null`` uses the chat worker's default."""
+
+    model: Annotated[str, msgspec.Meta(pattern=_MODEL_PATTERN)] | None = None
+    system_prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=8000)] | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=32768)] | None = None
+    input_cost_per_mtok: Annotated[float, _PRICE] | None = None
+    output_cost_per_mtok: Annotated[float, _PRICE] | None = None
 
 
 async def app_or_404(gw: Gateway, app_id: str) -> None:
@@ -48,6 +62,32 @@ async def list_apps(gw: Gateway) -> dict[str, Any]:
 async def get_app(gw: Gateway, app_id: str) -> dict[str, Any]:
     await app_or_404(gw, app_id)
     body: dict[str, Any] = msgspec.to_builtins(await gw.apps.get(app_id))
+    return body
+
+
+@get("/apps/{app_id:str}/chat", summary="An app's generation settings")
+async def get_chat_settings(gw: Gateway, app_id: str) -> dict[str, Any]:
+    await app_or_404(gw, app_id)
+    app = await gw.apps.get(app_id)
+    body: dict[str, Any] = msgspec.to_builtins(app.chat or ChatConfig())
+    return body
+
+
+@put("/apps/{app_id:str}/chat", summary="Set an app's model, system prompt, temperature, max tokens, price")
+async def set_chat_settings(gw: Gateway, app_id: str, data: ChatSettingsBody) -> dict[str, Any]:
+    """Replaces the app's settings; chat workers use them from the next answer on. Prices
+    (USD per million tokens) replace litellm's price map, for models it does not know."""
+    await app_or_404(gw, app_id)
+    if (data.input_cost_per_mtok is None) != (data.output_cost_per_mtok is None):
+        raise BadRequest(
+            "set both input_cost_per_mtok and output_cost_per_mtok, or neither", code="invalid_price"
+        )
+    config = ChatConfig(**msgspec.structs.asdict(data))
+    await gw.apps.set_chat(app_id, config)
+    changed = {k: str(v) for k, v in msgspec.structs.asdict(config).items() if k != "system_prompt"}
+    changed["system_prompt"] = "custom" if config.system_prompt else "default"
+    await gw.audit.record("app.chat_changed", app_id=app_id, actor="operator", target=app_id, detail=changed)
+    body: dict[str, Any] = msgspec.to_builtins(config)
     return body
 
 
@@ -82,4 +122,4 @@ async def audit_log(
     }
 
 
-APP_HANDLERS = [create_app, list_apps, get_app, audit_log]
+APP_HANDLERS = [create_app, list_apps, get_app, get_chat_settings, set_chat_settings, audit_log]

@@ -8,11 +8,10 @@ import msgspec
 from litestar import Router, get, put
 
 from obdal_common import subjects
-from obdal_common.errors import NotFound
-from obdal_common.ids import is_id
 from obdal_common.messaging import request as nats_request
 from obdal_common.schemas import RetentionPolicy, RetentionQuery
 from obdal_gateway.routes.admin import operator_guard
+from obdal_gateway.routes.admin_apps import app_or_404
 from obdal_gateway.state import Gateway
 
 __all__ = ["retention_router"]
@@ -27,12 +26,6 @@ class RetentionBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     session_ttl_days: Annotated[int, msgspec.Meta(ge=1, le=_MAX_TTL_DAYS)] | None
 
 
-async def _known_app(gw: Gateway, app_id: str) -> None:
-    if not is_id("app", app_id):
-        raise NotFound(f"no app {app_id}", code="app_not_found")
-    await gw.apps.get(app_id)
-
-
 async def _metering(gw: Gateway, subject: str, payload: Any) -> dict[str, Any]:
     policy = await nats_request(
         gw.nc, subject, payload, RetentionPolicy, timeout=gw.settings.request_timeout_s, what="metering"
@@ -43,7 +36,7 @@ async def _metering(gw: Gateway, subject: str, payload: Any) -> dict[str, Any]:
 
 @get("/apps/{app_id:str}/retention", summary="An app's session retention")
 async def get_retention(gw: Gateway, app_id: str) -> dict[str, Any]:
-    await _known_app(gw, app_id)
+    await app_or_404(gw, app_id)
     return await _metering(gw, subjects.METERING_RETENTION_GET, RetentionQuery(app_id=app_id))
 
 
@@ -51,7 +44,7 @@ async def get_retention(gw: Gateway, app_id: str) -> dict[str, Any]:
 async def set_retention(gw: Gateway, app_id: str, data: RetentionBody) -> dict[str, Any]:
     """Messages older than ``session_ttl_days`` are erased automatically (checked every few
     minutes); usage totals stay. ``null`` turns retention off."""
-    await _known_app(gw, app_id)
+    await app_or_404(gw, app_id)
     policy = RetentionPolicy(app_id=app_id, session_ttl_days=data.session_ttl_days)
     body = await _metering(gw, subjects.METERING_RETENTION_SET, policy)
     await gw.audit.record(

@@ -1,0 +1,94 @@
+"""A NATS KV bucket mirrored in memory by a watch, so every replica sees changes at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+import msgspec
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from obdal_common.schemas import decode, encode
+
+__all__ = ["KVMirror"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class KVMirror(Generic[T]):
+    """Every record of one KV bucket, decoded as ``typ``, kept current by a watch."""
+
+    def __init__(self, kv: KeyValue, typ: type[T]) -> None:
+        self._kv = kv
+        self._typ = typ
+        self._records: dict[str, T] = {}
+        self._watch_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load every record and keep following changes."""
+        watcher = await self._kv.watchall()
+        async for entry in watcher:
+            if entry is None:  # end of the initial values
+                break
+            self._apply(entry.key, entry.value, entry.operation)
+        self._watch_task = asyncio.create_task(self._follow(watcher))
+
+    async def stop(self) -> None:
+        if self._watch_task:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        while True:
+            try:
+                entry = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnects: keep going
+                log.warning("watch of %s interrupted: %s", self._typ.__name__, exc)
+                await asyncio.sleep(0.5)
+                continue
+            if entry is not None:
+                self._apply(entry.key, entry.value, entry.operation)
+
+    def _apply(self, key: str, value: bytes | None, operation: str | None) -> None:
+        if operation in ("DEL", "PURGE") or not value:
+            self._records.pop(key, None)
+            return
+        try:
+            self._records[key] = decode(value, self._typ)
+        except msgspec.ValidationError:
+            log.error("ignoring malformed %s record %s", self._typ.__name__, key)
+
+    def cached(self, key: str) -> T | None:
+        """The record as last seen by the watch."""
+        return self._records.get(key)
+
+    def values(self) -> Iterable[T]:
+        return self._records.values()
+
+    async def get(self, key: str) -> T | None:
+        """A record, from memory or (just written by another process) from KV."""
+        record = self._records.get(key)
+        if record is not None:
+            return record
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        record = decode(entry.value, self._typ)
+        self._records[key] = record
+        return record
+
+    async def put(self, key: str, record: T) -> None:
+        await self._kv.put(key, encode(record))
+        self._records[key] = record
