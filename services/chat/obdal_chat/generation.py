@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
 import litellm
 
 from obdal_chat.extractive import ExtractiveLLM
+from obdal_chat.openai_stream import OpenAIStream, ProviderUsage
 from obdal_chat.settings import ChatSettings
 from obdal_common.errors import DependencyUnavailable
 
@@ -18,6 +20,7 @@ __all__ = ["Completion", "Generator"]
 log = logging.getLogger(__name__)
 
 _PROVIDER = "obdal"
+_OPENAI = "openai/"  # OpenAI-compatible servers: streamed by OpenAIStream, not litellm
 
 
 @dataclass(slots=True)
@@ -40,6 +43,13 @@ class Generator:
         if not any(p.get("provider") == _PROVIDER for p in litellm.custom_provider_map):
             litellm.custom_provider_map.append({"provider": _PROVIDER, "custom_handler": ExtractiveLLM()})
         litellm.suppress_debug_info = True
+        self._openai = OpenAIStream(
+            timeout_s=settings.chat_provider_timeout_s, max_connections=settings.chat_concurrency
+        )
+
+    async def aclose(self) -> None:
+        """Release the provider connections."""
+        await self._openai.aclose()
 
     async def stream(self, messages: list[dict[str, str]], completion: Completion) -> AsyncIterator[str]:
         """Yield text deltas; fill ``completion`` with text and token counts as they come.
@@ -47,6 +57,38 @@ class Generator:
         The counts are completed in a ``finally`` so an answer cut short by a
         disconnect or an error is still metered.
         """
+        s = self._settings
+        if self.model.startswith(_OPENAI) and s.chat_openai_stream:
+            source = self._openai.stream(
+                model=self.model.removeprefix(_OPENAI),
+                messages=messages,
+                temperature=s.chat_temperature,
+                max_tokens=s.chat_max_tokens,
+                api_base=s.chat_api_base,
+                api_key=s.chat_api_key,
+            )
+        else:
+            source = self._litellm_stream(messages)
+        try:
+            # aclosing: a client gone mid-answer closes the provider stream at once, not at collection.
+            async with aclosing(source) as items:
+                async for item in items:
+                    if isinstance(item, ProviderUsage):
+                        if item.prompt_tokens:
+                            completion.prompt_tokens = item.prompt_tokens
+                            completion.completion_tokens = item.completion_tokens
+                            completion.provider_usage = True
+                    elif item:
+                        completion.text += item
+                        yield item
+        finally:
+            if not completion.provider_usage:
+                completion.prompt_tokens = self.count_tokens(messages=messages)
+                completion.completion_tokens = self.count_tokens(text=completion.text)
+
+    async def _litellm_stream(
+        self, messages: list[dict[str, str]]
+    ) -> AsyncGenerator[str | ProviderUsage, None]:
         s = self._settings
         kwargs: dict[str, Any] = {
             "model": self.model,
@@ -62,28 +104,25 @@ class Generator:
         if s.chat_api_key:
             kwargs["api_key"] = s.chat_api_key
         try:
-            try:
-                response = await self._litellm.acompletion(**kwargs)
-            except Exception as exc:  # litellm raises provider-specific types
-                raise DependencyUnavailable(
-                    f"the language model is unavailable ({type(exc).__name__})", code="model_unavailable"
-                ) from exc
+            response = await self._litellm.acompletion(**kwargs)
+        except Exception as exc:  # litellm raises provider-specific types
+            raise DependencyUnavailable(
+                f"the language model is unavailable ({type(exc).__name__})", code="model_unavailable"
+            ) from exc
+        try:
             async for chunk in response:
                 usage = getattr(chunk, "usage", None)
                 if usage and getattr(usage, "prompt_tokens", 0):
-                    completion.prompt_tokens = int(usage.prompt_tokens)
-                    completion.completion_tokens = int(usage.completion_tokens or 0)
-                    completion.provider_usage = True
-                if not chunk.choices:
-                    continue
-                delta = chunk.choices[0].delta.content
-                if delta:
-                    completion.text += delta
-                    yield delta
-        finally:
-            if not completion.provider_usage:
-                completion.prompt_tokens = self.count_tokens(messages=messages)
-                completion.completion_tokens = self.count_tokens(text=completion.text)
+                    yield ProviderUsage(
+                        prompt_tokens=int(usage.prompt_tokens),
+                        completion_tokens=int(usage.completion_tokens or 0),
+                    )
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        except Exception as exc:  # a stream broken mid-answer: the same typed error as before it
+            raise DependencyUnavailable(
+                f"the language model is unavailable ({type(exc).__name__})", code="model_unavailable"
+            ) from exc
 
     def count_tokens(self, *, messages: list[dict[str, str]] | None = None, text: str | None = None) -> int:
         """Tokens as the model's tokenizer counts them (litellm's offline tokenizers)."""

@@ -1,0 +1,554 @@
+"""Streaming throughput and latency of Obdal against its limit and its peer, in one run.
+
+Starts a loopback OpenAI-compatible upstream (tests/upstream.py: 50 words per answer,
+at once), then four servers relaying it, and drives each with the same load
+(concurrency 1, 32 and 256; a fixed count of streams):
+
+- ``bare``: Litestar streaming SSE from memory (the framework's own limit);
+- ``relay``: Litestar with a bearer check and an httpx stream from the upstream;
+- ``litellm``: the LiteLLM proxy (``.tools/litellm-proxy``, see ``make bench``) on the upstream;
+- ``obdal``: ``obdal up`` on embedded defaults, its chat worker on the upstream (``POST /v1/chat``).
+
+For each: streams/s, time to first token and total time (p50/p99), CPU seconds per
+stream of the server's processes, and Obdal's ratios to the others. Then, with answers
+paced at 50 words/s, how many concurrent streams Obdal holds before time to first token
+passes 500 ms (p99) and its memory per open stream; then usage lag (bench/usage_lag.py),
+retrieval latency (bench/retrieval.py) and ingest chunks/s (bench/ingest.py). The last
+line is one JSON object with every figure.
+
+    .venv/bin/python bench/stream.py [--quick] [--plot docs/performance-stream.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import uvloop
+from usage_lag import embedded_stack, percentile
+from usage_lag import run as usage_lag
+
+from obdal.servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = Path(sys.executable)
+LITELLM = ROOT / ".tools" / "litellm-proxy" / "bin" / "litellm"
+KEY = "sk-bench"  # the relay's and the LiteLLM proxy's key (bench/peers.py)
+CHUNKS = 50
+FIRST, LAST = b" w0", f" w{CHUNKS - 1}".encode()
+PACED_CHUNKS = 750  # 15 s at 50 words/s: long enough to hold the streams opened in a ramp
+PACED_INTERVAL_S = 0.02
+RAMP_PER_S = 100  # paced streams opened per second
+TTFT_LIMIT_S = 0.5
+MODEL = "gpt-4o-mini"
+QUESTION = "How long is the refund window?"
+PATHS = ("bare", "relay", "litellm", "obdal")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server under load: where to send a stream, and the processes whose CPU it costs."""
+
+    name: str
+    port: int
+    request: bytes
+    pid: int
+
+    def processes(self) -> list[psutil.Process]:
+        root = psutil.Process(self.pid)
+        return [root, *root.children(recursive=True)]
+
+
+def http_request(port: int, path: str, body: dict[str, Any], key: str) -> bytes:
+    data = json.dumps(body).encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    ).encode() + data
+
+
+@dataclass
+class Stream:
+    ttft: float | None = None
+    total: float = 0.0
+    ok: bool = False
+
+
+async def one_stream(target: Target, started_at: list[float] | None = None) -> Stream:
+    """One streamed answer over a raw connection: the cheapest client, so the servers are measured."""
+    result = Stream()
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+    try:
+        writer.write(target.request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        tail = b""
+        complete = False
+        while part := await reader.read(65536):
+            window = tail + part
+            if result.ttft is None and FIRST in window:
+                result.ttft = time.perf_counter() - started
+            if LAST in window:
+                complete = True
+            tail = window[-16:]
+        result.ok = status == 200 and complete
+    finally:
+        writer.close()
+        result.total = time.perf_counter() - started
+    return result
+
+
+def cpu_seconds(target: Target) -> float:
+    total = 0.0
+    for process in target.processes():
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+async def drive(target: Target, *, concurrency: int, count: int) -> dict[str, float]:
+    """``count`` streams, ``concurrency`` at a time; throughput, latencies and CPU per stream."""
+    results: list[Stream] = []
+    remaining = count
+
+    async def client() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            try:
+                results.append(await one_stream(target))
+            except OSError:
+                results.append(Stream())
+
+    cpu_before = cpu_seconds(target)
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(min(concurrency, count))))
+    wall = time.perf_counter() - started
+    cpu = cpu_seconds(target) - cpu_before
+    good = [r for r in results if r.ok and r.ttft is not None]
+    ttfts = [r.ttft for r in good if r.ttft is not None]
+    totals = [r.total for r in good]
+    ms = 1000.0
+    return {
+        "streams": count,
+        "errors": count - len(good),
+        "streams_per_s": round(len(good) / wall, 2),
+        "ttft_p50_ms": round(statistics.median(ttfts) * ms, 1) if ttfts else -1,
+        "ttft_p99_ms": round(percentile(ttfts, 0.99) * ms, 1) if ttfts else -1,
+        "total_p50_ms": round(statistics.median(totals) * ms, 1) if totals else -1,
+        "total_p99_ms": round(percentile(totals, 0.99) * ms, 1) if totals else -1,
+        "cpu_s_per_stream": round(cpu / max(1, len(good)), 5),
+    }
+
+
+async def hold(target: Target, memory_pid: int, *, streams: int) -> dict[str, float]:
+    """Open ``streams`` paced answers in a ramp, all open at once at the end of it: TTFT and memory."""
+    memory = psutil.Process(memory_pid)
+    rss_before = memory.memory_info().rss
+    results: list[Stream] = []
+    tasks = []
+    for _ in range(streams):
+        tasks.append(asyncio.create_task(one_stream(target)))
+        await asyncio.sleep(1 / RAMP_PER_S)
+    await asyncio.sleep(1.0)  # the last ones reach their first token; none has ended yet
+    rss_open = memory.memory_info().rss
+    for task in tasks:
+        try:
+            results.append(await task)
+        except OSError:
+            results.append(Stream())
+    ttfts = [r.ttft for r in results if r.ttft is not None]
+    return {
+        "streams": streams,
+        "errors": sum(not r.ok for r in results),
+        "ttft_p50_ms": round(statistics.median(ttfts) * 1000, 1) if ttfts else -1,
+        "ttft_p99_ms": round(percentile(ttfts, 0.99) * 1000, 1) if ttfts else -1,
+        "kb_per_stream": round((rss_open - rss_before) / 1024 / streams, 1),
+    }
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], *, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer in {timeout} s")
+
+
+@contextmanager
+def process(
+    args: list[str], *, env: dict[str, str] | None = None, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def litellm_config(path: Path, upstream: str) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "model_list": [
+                    {
+                        "model_name": "bench",
+                        "litellm_params": {
+                            "model": f"openai/{MODEL}",
+                            "api_base": upstream,
+                            "api_key": "sk-up",
+                        },
+                    }
+                ],
+                "general_settings": {"master_key": KEY},
+                "litellm_settings": {"telemetry": False},
+            }
+        )
+    )
+    return path
+
+
+def chat_body() -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "stream": True}
+
+
+def obdal_key(url: str, admin_token: str) -> str:
+    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30)
+    app_id = admin.post("/v1/admin/apps", json={"name": "stream-bench"}).json()["app_id"]
+    created = admin.post(f"/v1/admin/apps/{app_id}/keys", json={"name": "bench", "rate_limit_rpm": 10**7})
+    return str(created.json()["key"])
+
+
+def last_json(args: list[str]) -> dict[str, Any]:
+    """Run another benchmark and take its last line (its JSON summary)."""
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+@dataclass
+class Report:
+    paths: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    hold: list[dict[str, float]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def profiled(pid: int, out: Path | None) -> Iterator[None]:
+    """py-spy samples ``pid`` (collapsed stacks in ``out``) while the block runs, if ``out`` is set."""
+    if out is None:
+        yield
+        return
+    spy = subprocess.Popen(
+        [str(PYTHON.parent / "py-spy"), "record", "-p", str(pid), "-f", "raw", "-o", str(out), "-r", "200"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)  # attached before the load starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+
+
+async def measure_paths(
+    targets: list[Target], loads: dict[int, int], report: Report, profile: Path | None
+) -> None:
+    for target in targets:
+        await drive(target, concurrency=4, count=8)  # warm: imports, connections, caches
+        report.paths[target.name] = {}
+        for concurrency, count in loads.items():
+            with profiled(target.pid, profile if target.name == "obdal" and concurrency == 32 else None):
+                result = await drive(target, concurrency=concurrency, count=count)
+            report.paths[target.name][concurrency] = result
+            print(f"  {target.name:<8} c={concurrency:<4} {json.dumps(result)}", flush=True)
+
+
+async def measure_hold(target: Target, memory_pid: int, levels: list[int], report: Report) -> None:
+    for streams in levels:
+        result = await hold(target, memory_pid, streams=streams)
+        report.hold.append(result)
+        print(f"  paced    n={streams:<5} {json.dumps(result)}", flush=True)
+        if result["ttft_p99_ms"] > TTFT_LIMIT_S * 1000 or result["errors"]:
+            break
+
+
+def summary(report: Report) -> dict[str, Any]:
+    c32 = {name: report.paths[name][32] for name in report.paths if 32 in report.paths[name]}
+    obdal = c32.get("obdal", {})
+    ratios = {
+        f"obdal_over_{name}_streams_per_s": round(obdal["streams_per_s"] / c32[name]["streams_per_s"], 3)
+        for name in c32
+        if name != "obdal" and obdal and c32[name]["streams_per_s"] > 0
+    }
+    if obdal and "relay" in c32:
+        ratios["obdal_minus_relay_ttft_p50_ms"] = round(obdal["ttft_p50_ms"] - c32["relay"]["ttft_p50_ms"], 1)
+    held = [h for h in report.hold if h["ttft_p99_ms"] <= TTFT_LIMIT_S * 1000 and not h["errors"]]
+    most = max(held, key=lambda h: h["streams"]) if held else None
+    targets = {
+        "relay_share_ge_0.7": ratios.get("obdal_over_relay_streams_per_s", 0) >= 0.7,
+        "litellm_multiple_ge_5": ratios.get("obdal_over_litellm_streams_per_s", 0) >= 5,
+        "ttft_overhead_le_10ms": ratios.get("obdal_minus_relay_ttft_p50_ms", 1e9) <= 10,
+        "holds_1000_paced": bool(most and most["streams"] >= 1000),
+        "kb_per_stream_lt_100": bool(most and most["kb_per_stream"] < 100),
+    }
+    return {
+        "ratios_at_32": ratios,
+        "paced_streams_held": most["streams"] if most else 0,
+        "targets": targets,
+    }
+
+
+def print_table(report: Report, figures: dict[str, Any]) -> None:
+    print(
+        f"\n{'path':<8} {'conc':>5} {'streams/s':>10} {'TTFT p50':>9} {'p99':>8} {'total p50':>10} "
+        f"{'p99':>8} {'CPU ms/stream':>14} {'errors':>7}"
+    )
+    for name, loads in report.paths.items():
+        for concurrency, r in loads.items():
+            print(
+                f"{name:<8} {concurrency:>5} {r['streams_per_s']:>10.1f} {r['ttft_p50_ms']:>9.1f} "
+                f"{r['ttft_p99_ms']:>8.1f} {r['total_p50_ms']:>10.1f} {r['total_p99_ms']:>8.1f} "
+                f"{r['cpu_s_per_stream'] * 1000:>14.2f} {r['errors']:>7}"
+            )
+    print("\nratios at concurrency 32:", json.dumps(figures["ratios_at_32"]))
+    print(f"paced streams held (TTFT p99 <= {TTFT_LIMIT_S * 1000:.0f} ms): {figures['paced_streams_held']}")
+    print("targets:", json.dumps(figures["targets"]))
+
+
+def plot(report: Report, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, loads in report.paths.items():
+        levels = sorted(loads)
+        left.plot(levels, [loads[c]["streams_per_s"] for c in levels], marker="o", label=name)
+        right.plot(levels, [loads[c]["ttft_p50_ms"] for c in levels], marker="o", label=name)
+    for axis, label in ((left, "streams/s"), (right, "time to first token p50 (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("concurrent streams")
+        axis.set_ylabel(label)
+        axis.grid(True, which="both", alpha=0.3)
+    left.legend()
+    fig.suptitle(f"{CHUNKS}-chunk streams from a loopback upstream ({os.cpu_count()} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+async def run_loads(targets: list[Target], obdal: Target, obdal_pid: int, args: argparse.Namespace) -> Report:
+    report = Report()
+    loads = {1: 10, 32: 64, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
+    print("streams of", CHUNKS, "chunks:", flush=True)
+    await measure_paths(targets, loads, report, args.profile)
+    paced = Target(
+        "paced",
+        obdal.port,
+        http_request(obdal.port, "/v1/chat", {"message": f"[paced] {QUESTION}", "stream": True}, args.key),
+        obdal.pid,
+    )
+    print(f"paced answers ({1 / PACED_INTERVAL_S:.0f} words/s), opened {RAMP_PER_S}/s:", flush=True)
+    await measure_hold(paced, obdal_pid, [100, 300] if args.quick else [100, 300, 600, 1000], report)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a reduced run (under three minutes)")
+    parser.add_argument("--plot", type=Path, help="write the streams/s and TTFT plot (PNG) here")
+    parser.add_argument("--profile", type=Path, help="py-spy Obdal at concurrency 32 (collapsed stacks)")
+    parser.add_argument(
+        "--obdal-env", nargs="*", default=[], help="settings of the Obdal stack (OBDAL_X=value ...)"
+    )
+    parser.add_argument("--skip", default="", help="comma-separated paths not to run (e.g. litellm)")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    if "litellm" not in skip and not LITELLM.exists():
+        raise SystemExit(f"{LITELLM} is missing: run `make bench` (or pass --skip litellm)")
+    logs = Path(tempfile.mkdtemp(prefix="obdal-stream-bench-"))
+    ports = {name: free_port() for name in (*PATHS, "upstream")}
+    upstream = f"http://127.0.0.1:{ports['upstream']}/v1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBDAL_")}
+    with ExitStack() as stack:
+        up = stack.enter_context(
+            process(
+                [
+                    str(PYTHON),
+                    "-m",
+                    "tests.upstream",
+                    "--port",
+                    str(ports["upstream"]),
+                    "--chunks",
+                    str(CHUNKS),
+                    "--paced-chunks",
+                    str(PACED_CHUNKS),
+                    "--paced-interval-s",
+                    str(PACED_INTERVAL_S),
+                ],
+                log=logs / "upstream.log",
+            )
+        )
+        targets: list[Target] = []
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        for name, app in (("bare", "peers:bare"), ("relay", "peers:relay")):
+            if name in skip:
+                continue
+            proc = stack.enter_context(
+                process(
+                    [
+                        str(PYTHON),
+                        "-m",
+                        "uvicorn",
+                        app,
+                        "--app-dir",
+                        "bench",
+                        "--port",
+                        str(ports[name]),
+                        "--log-level",
+                        "warning",
+                        "--no-access-log",
+                    ],
+                    env=env | {"BENCH_UPSTREAM": upstream},
+                    log=logs / f"{name}.log",
+                )
+            )
+            procs[name] = proc
+            targets.append(
+                Target(
+                    name,
+                    ports[name],
+                    http_request(ports[name], "/v1/chat/completions", chat_body(), KEY),
+                    proc.pid,
+                )
+            )
+        if "litellm" not in skip:
+            config = litellm_config(logs / "litellm.json", upstream)
+            proc = stack.enter_context(
+                process(
+                    [
+                        str(LITELLM),
+                        "--config",
+                        str(config),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(ports["litellm"]),
+                        "--num_workers",
+                        "1",
+                    ],
+                    env=env | {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+                    log=logs / "litellm.log",
+                )
+            )
+            procs["litellm"] = proc
+            targets.append(
+                Target(
+                    "litellm",
+                    ports["litellm"],
+                    http_request(
+                        ports["litellm"], "/v1/chat/completions", chat_body() | {"model": "bench"}, KEY
+                    ),
+                    proc.pid,
+                )
+            )
+        url, admin_token = stack.enter_context(
+            embedded_stack(
+                OBDAL_CHAT_MODEL=f"openai/{MODEL}",
+                OBDAL_CHAT_API_BASE=upstream,
+                OBDAL_CHAT_API_KEY="sk-up",
+                OBDAL_CHAT_CONCURRENCY="4000",
+                **dict(setting.split("=", 1) for setting in args.obdal_env),
+            )
+        )
+        wait_ready(f"{upstream}/models", up)
+        for target in targets:
+            wait_ready(f"http://127.0.0.1:{target.port}/", procs[target.name])
+        args.key = obdal_key(url, admin_token)
+        obdal_pid = next(p.pid for p in psutil.Process().children() if "up" in p.cmdline()[1:])
+        obdal = Target(
+            "obdal",
+            int(url.rsplit(":", 1)[1]),
+            http_request(
+                int(url.rsplit(":", 1)[1]), "/v1/chat", {"message": QUESTION, "stream": True}, args.key
+            ),
+            obdal_pid,
+        )
+        if "obdal" not in skip:
+            targets.append(obdal)
+        report = uvloop.run(run_loads(targets, obdal, obdal_pid, args))
+        print("usage lag:", flush=True)
+        report.extra["usage_lag"] = usage_lag(url, admin_token, 10 if args.quick else 50)
+    print("retrieval and ingest:", flush=True)
+    retrieval = last_json(
+        [str(PYTHON), "bench/retrieval.py", *(["--limit-docs", "500"] if args.quick else [])]
+    )
+    mode = retrieval["index"]["default_mode"]
+    report.extra["retrieval"] = {
+        "mode": mode,
+        **retrieval[mode],
+        "documents": retrieval["index"]["documents"],
+    }
+    ingest = last_json([str(PYTHON), "bench/ingest.py", "--docs", "3" if args.quick else "20"])["formats"]
+    chunks = sum(f["chunks"] for f in ingest.values())
+    report.extra["ingest"] = {
+        "chunks_per_s": round(chunks / sum(f["seconds"] for f in ingest.values()), 1),
+        **{f"{name}_chunks_per_s": f["chunks_per_s"] for name, f in ingest.items()},
+    }
+    figures = summary(report)
+    print_table(report, figures)
+    for name, value in report.extra.items():
+        print(f"{name}: {json.dumps(value)}")
+    if args.plot:
+        plot(report, args.plot)
+        print(f"plot written to {args.plot}")
+    print(
+        json.dumps(
+            {
+                "benchmark": "stream",
+                "quick": args.quick,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "cpus": os.cpu_count(),
+                "chunks": CHUNKS,
+                "paths": report.paths,
+                "paced": report.hold,
+                **figures,
+                **report.extra,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
