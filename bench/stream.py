@@ -43,7 +43,7 @@ import uvloop
 from usage_lag import embedded_stack, percentile
 from usage_lag import run as usage_lag
 
-from obdal.servers import free_port
+from obdal.servers import free_port, mongo_server, nats_server, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)
@@ -51,13 +51,13 @@ LITELLM = ROOT / ".tools" / "litellm-proxy" / "bin" / "litellm"
 KEY = "sk-bench"  # the relay's and the LiteLLM proxy's key (bench/peers.py)
 CHUNKS = 50
 FIRST, LAST = b" w0", f" w{CHUNKS - 1}".encode()
-PACED_CHUNKS = 750  # 15 s at 50 words/s: long enough to hold the streams opened in a ramp
-PACED_INTERVAL_S = 0.02
-RAMP_PER_S = 100  # paced streams opened per second
+PACED_INTERVAL_S = 0.02  # 50 words/s
+RAMP_PER_S = 25  # paced streams opened per second
+HELD_S = 3.0  # how long all of a level's streams stay open together
+PACED_CHUNKS = int((1000 / RAMP_PER_S + HELD_S + 2) / PACED_INTERVAL_S)  # enough for the largest level
 TTFT_LIMIT_S = 0.5
 MODEL = "gpt-4o-mini"
 QUESTION = "How long is the refund window?"
-PATHS = ("bare", "relay", "litellm", "obdal")
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,11 @@ class Target:
     name: str
     port: int
     request: bytes
-    pid: int
+    pids: tuple[int, ...]
 
     def processes(self) -> list[psutil.Process]:
-        root = psutil.Process(self.pid)
-        return [root, *root.children(recursive=True)]
+        roots = [psutil.Process(pid) for pid in self.pids]
+        return [p for root in roots for p in (root, *root.children(recursive=True))]
 
 
 def http_request(port: int, path: str, body: dict[str, Any], key: str) -> bytes:
@@ -160,17 +160,22 @@ async def drive(target: Target, *, concurrency: int, count: int) -> dict[str, fl
     }
 
 
-async def hold(target: Target, memory_pid: int, *, streams: int) -> dict[str, float]:
-    """Open ``streams`` paced answers in a ramp, all open at once at the end of it: TTFT and memory."""
-    memory = psutil.Process(memory_pid)
-    rss_before = memory.memory_info().rss
-    results: list[Stream] = []
+async def hold(target: Target, memory: dict[str, int], *, streams: int, key: str) -> dict[str, float]:
+    """Open ``streams`` paced answers in a ramp, all open at once at the end of it: TTFT and memory
+    (RSS growth per open stream of each process in ``memory``, by name)."""
+    # Each answer lasts the ramp and HELD_S more, so that the first is still open when the last starts.
+    words = int((streams / RAMP_PER_S + HELD_S) / PACED_INTERVAL_S)
+    body = {"message": f"[paced:{words}] {QUESTION}", "stream": True}
+    target = Target(target.name, target.port, http_request(target.port, "/v1/chat", body, key), target.pids)
+    processes = {name: psutil.Process(pid) for name, pid in memory.items()}
+    rss_before = {name: p.memory_info().rss for name, p in processes.items()}
     tasks = []
     for _ in range(streams):
         tasks.append(asyncio.create_task(one_stream(target)))
         await asyncio.sleep(1 / RAMP_PER_S)
-    await asyncio.sleep(1.0)  # the last ones reach their first token; none has ended yet
-    rss_open = memory.memory_info().rss
+    await asyncio.sleep(HELD_S / 2)  # the last ones reach their first token; none has ended yet
+    rss_open = {name: p.memory_info().rss for name, p in processes.items()}
+    results: list[Stream] = []
     for task in tasks:
         try:
             results.append(await task)
@@ -182,7 +187,10 @@ async def hold(target: Target, memory_pid: int, *, streams: int) -> dict[str, fl
         "errors": sum(not r.ok for r in results),
         "ttft_p50_ms": round(statistics.median(ttfts) * 1000, 1) if ttfts else -1,
         "ttft_p99_ms": round(percentile(ttfts, 0.99) * 1000, 1) if ttfts else -1,
-        "kb_per_stream": round((rss_open - rss_before) / 1024 / streams, 1),
+        **{
+            f"{name}_kb_per_stream": round((rss_open[name] - rss_before[name]) / 1024 / streams, 1)
+            for name in processes
+        },
     }
 
 
@@ -262,40 +270,57 @@ class Report:
 
 
 @contextmanager
-def profiled(pid: int, out: Path | None) -> Iterator[None]:
-    """py-spy samples ``pid`` (collapsed stacks in ``out``) while the block runs, if ``out`` is set."""
+def profiled(pids: dict[str, int], out: Path | None) -> Iterator[None]:
+    """py-spy samples each process while the block runs (raw stacks in ``out``.<name>.txt), if ``out``."""
     if out is None:
         yield
         return
-    spy = subprocess.Popen(
-        [str(PYTHON.parent / "py-spy"), "record", "-p", str(pid), "-f", "raw", "-o", str(out), "-r", "200"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    spies = [
+        subprocess.Popen(
+            [
+                str(PYTHON.parent / "py-spy"),
+                "record",
+                "-f",
+                "raw",
+                "-r",
+                "200",
+                "-p",
+                str(pid),
+                "-o",
+                f"{out}.{name}.txt",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
     time.sleep(1)  # attached before the load starts
     try:
         yield
     finally:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(60)
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(60)
 
 
 async def measure_paths(
-    targets: list[Target], loads: dict[int, int], report: Report, profile: Path | None
+    targets: list[Target], loads: dict[int, int], report: Report, profile: dict[str, int], out: Path | None
 ) -> None:
     for target in targets:
-        await drive(target, concurrency=4, count=8)  # warm: imports, connections, caches
+        # Warm: imports, caches, and connection pools grown to the concurrency measured next.
+        await drive(target, concurrency=32, count=32)
         report.paths[target.name] = {}
         for concurrency, count in loads.items():
-            with profiled(target.pid, profile if target.name == "obdal" and concurrency == 32 else None):
+            with profiled(profile, out if target.name == "obdal" and concurrency == 32 else None):
                 result = await drive(target, concurrency=concurrency, count=count)
             report.paths[target.name][concurrency] = result
             print(f"  {target.name:<8} c={concurrency:<4} {json.dumps(result)}", flush=True)
 
 
-async def measure_hold(target: Target, memory_pid: int, levels: list[int], report: Report) -> None:
+async def measure_hold(target: Target, memory_pid: int, levels: list[int], report: Report, key: str) -> None:
     for streams in levels:
-        result = await hold(target, memory_pid, streams=streams)
+        result = await hold(target, memory_pid, streams=streams, key=key)
         report.hold.append(result)
         print(f"  paced    n={streams:<5} {json.dumps(result)}", flush=True)
         if result["ttft_p99_ms"] > TTFT_LIMIT_S * 1000 or result["errors"]:
@@ -319,7 +344,7 @@ def summary(report: Report) -> dict[str, Any]:
         "litellm_multiple_ge_5": ratios.get("obdal_over_litellm_streams_per_s", 0) >= 5,
         "ttft_overhead_le_10ms": ratios.get("obdal_minus_relay_ttft_p50_ms", 1e9) <= 10,
         "holds_1000_paced": bool(most and most["streams"] >= 1000),
-        "kb_per_stream_lt_100": bool(most and most["kb_per_stream"] < 100),
+        "kb_per_stream_lt_100": bool(most and most["gateway_kb_per_stream"] < 100),
     }
     return {
         "ratios_at_32": ratios,
@@ -368,27 +393,100 @@ def plot(report: Report, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-async def run_loads(targets: list[Target], obdal: Target, obdal_pid: int, args: argparse.Namespace) -> Report:
+async def run_loads(targets: list[Target], obdal: Obdal, args: argparse.Namespace) -> Report:
     report = Report()
-    loads = {1: 10, 32: 64, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
+    loads = {1: 8, 32: 64, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
     print("streams of", CHUNKS, "chunks:", flush=True)
-    await measure_paths(targets, loads, report, args.profile)
-    paced = Target(
-        "paced",
-        obdal.port,
-        http_request(obdal.port, "/v1/chat", {"message": f"[paced] {QUESTION}", "stream": True}, args.key),
-        obdal.pid,
-    )
+    await measure_paths(targets, loads, report, obdal.memory, args.profile)
     print(f"paced answers ({1 / PACED_INTERVAL_S:.0f} words/s), opened {RAMP_PER_S}/s:", flush=True)
-    await measure_hold(paced, obdal_pid, [100, 300] if args.quick else [100, 300, 600, 1000], report)
+    levels = [50, 150] if args.quick else [100, 250, 500, 1000]
+    await measure_hold(obdal.target, obdal.memory, levels, report, obdal.key)
     return report
+
+
+def start_peers(
+    stack: ExitStack, upstream: str, logs: Path, env: dict[str, str], skip: set[str]
+) -> list[Target]:
+    """The bare and relay Litestar apps and the LiteLLM proxy, ready."""
+    commands = {
+        "bare": [str(PYTHON), "-m", "uvicorn", "peers:bare", "--app-dir", "bench"],
+        "relay": [str(PYTHON), "-m", "uvicorn", "peers:relay", "--app-dir", "bench"],
+        "litellm": [str(LITELLM), "--config", str(litellm_config(logs / "litellm.json", upstream))],
+    }
+    quiet = {"bare": ["--log-level", "warning", "--no-access-log"], "litellm": ["--num_workers", "1"]}
+    peer_env = env | {
+        "BENCH_UPSTREAM": upstream,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_LOG": "ERROR",
+    }
+    started = []
+    for name, command in commands.items():
+        if name in skip:
+            continue
+        port = free_port()
+        args = [*command, "--host", "127.0.0.1", "--port", str(port), *quiet.get(name, quiet["bare"])]
+        proc = stack.enter_context(process(args, env=peer_env, log=logs / f"{name}.log"))
+        model = "bench" if name == "litellm" else MODEL
+        request = http_request(port, "/v1/chat/completions", chat_body() | {"model": model}, KEY)
+        started.append((Target(name, port, request, (proc.pid,)), proc))
+    for target, proc in started:
+        wait_ready(f"http://127.0.0.1:{target.port}/", proc)
+    return [target for target, _ in started]
+
+
+@dataclass(frozen=True)
+class Obdal:
+    target: Target
+    memory: dict[str, int]  # the processes whose memory per stream is reported, by name
+    url: str
+    admin_token: str
+    key: str
+
+
+def start_obdal(
+    stack: ExitStack, upstream: str, logs: Path, env: dict[str, str], settings: list[str]
+) -> Obdal:
+    """Two ``obdal up`` processes on servers of their own: the gateway (and metering), and one chat
+    worker (and ingest)."""
+    servers = [nats_server(logs), redis_server(logs), mongo_server(None, log_dir=logs / "logs")]
+    for server in servers:
+        server.start()
+        stack.callback(server.stop)
+    common = {
+        "OBDAL_NATS_URL": servers[0].url,
+        "OBDAL_REDIS_URL": servers[1].url,
+        "OBDAL_MONGO_URL": servers[2].url,
+        "OBDAL_DATA_DIR": str(logs / "data"),
+        "OBDAL_CHAT_MODEL": f"openai/{MODEL}",
+        "OBDAL_CHAT_API_BASE": upstream,
+        "OBDAL_CHAT_API_KEY": "sk-up",
+        "OBDAL_CHAT_CONCURRENCY": "4000",
+        **dict(setting.split("=", 1) for setting in settings),
+    }
+    # The chat worker and ingest share the embedded index, which one process at a time may open.
+    worker_env = env | common | {"OBDAL_SERVICES": "chat,ingest", "OBDAL_GATEWAY_PORT": str(free_port())}
+    worker = stack.enter_context(
+        process([str(PYTHON.parent / "obdal"), "up"], env=worker_env, log=logs / "chat.log")
+    )
+    url, admin_token = stack.enter_context(embedded_stack(**common, OBDAL_SERVICES="gateway,metering"))
+    gateway = next(
+        p.pid for p in psutil.Process().children() if "up" in p.cmdline()[1:] and p.pid != worker.pid
+    )
+    port = int(url.rsplit(":", 1)[1])
+    key = obdal_key(url, admin_token)
+    request = http_request(port, "/v1/chat", {"message": QUESTION, "stream": True}, key)
+    pids = (gateway, worker.pid, *(s.process.pid for s in servers if s.process))
+    memory = {"gateway": gateway, "worker": worker.pid}
+    return Obdal(Target("obdal", port, request, pids), memory, url, admin_token, key)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run (under three minutes)")
     parser.add_argument("--plot", type=Path, help="write the streams/s and TTFT plot (PNG) here")
-    parser.add_argument("--profile", type=Path, help="py-spy Obdal at concurrency 32 (collapsed stacks)")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy Obdal at concurrency 32: PATH.gateway.txt, PATH.worker.txt"
+    )
     parser.add_argument(
         "--obdal-env", nargs="*", default=[], help="settings of the Obdal stack (OBDAL_X=value ...)"
     )
@@ -398,118 +496,21 @@ def main() -> None:
     if "litellm" not in skip and not LITELLM.exists():
         raise SystemExit(f"{LITELLM} is missing: run `make bench` (or pass --skip litellm)")
     logs = Path(tempfile.mkdtemp(prefix="obdal-stream-bench-"))
-    ports = {name: free_port() for name in (*PATHS, "upstream")}
-    upstream = f"http://127.0.0.1:{ports['upstream']}/v1"
+    port = free_port()
+    upstream = f"http://127.0.0.1:{port}/v1"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OBDAL_")}
     with ExitStack() as stack:
-        up = stack.enter_context(
-            process(
-                [
-                    str(PYTHON),
-                    "-m",
-                    "tests.upstream",
-                    "--port",
-                    str(ports["upstream"]),
-                    "--chunks",
-                    str(CHUNKS),
-                    "--paced-chunks",
-                    str(PACED_CHUNKS),
-                    "--paced-interval-s",
-                    str(PACED_INTERVAL_S),
-                ],
-                log=logs / "upstream.log",
-            )
-        )
-        targets: list[Target] = []
-        procs: dict[str, subprocess.Popen[bytes]] = {}
-        for name, app in (("bare", "peers:bare"), ("relay", "peers:relay")):
-            if name in skip:
-                continue
-            proc = stack.enter_context(
-                process(
-                    [
-                        str(PYTHON),
-                        "-m",
-                        "uvicorn",
-                        app,
-                        "--app-dir",
-                        "bench",
-                        "--port",
-                        str(ports[name]),
-                        "--log-level",
-                        "warning",
-                        "--no-access-log",
-                    ],
-                    env=env | {"BENCH_UPSTREAM": upstream},
-                    log=logs / f"{name}.log",
-                )
-            )
-            procs[name] = proc
-            targets.append(
-                Target(
-                    name,
-                    ports[name],
-                    http_request(ports[name], "/v1/chat/completions", chat_body(), KEY),
-                    proc.pid,
-                )
-            )
-        if "litellm" not in skip:
-            config = litellm_config(logs / "litellm.json", upstream)
-            proc = stack.enter_context(
-                process(
-                    [
-                        str(LITELLM),
-                        "--config",
-                        str(config),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(ports["litellm"]),
-                        "--num_workers",
-                        "1",
-                    ],
-                    env=env | {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
-                    log=logs / "litellm.log",
-                )
-            )
-            procs["litellm"] = proc
-            targets.append(
-                Target(
-                    "litellm",
-                    ports["litellm"],
-                    http_request(
-                        ports["litellm"], "/v1/chat/completions", chat_body() | {"model": "bench"}, KEY
-                    ),
-                    proc.pid,
-                )
-            )
-        url, admin_token = stack.enter_context(
-            embedded_stack(
-                OBDAL_CHAT_MODEL=f"openai/{MODEL}",
-                OBDAL_CHAT_API_BASE=upstream,
-                OBDAL_CHAT_API_KEY="sk-up",
-                OBDAL_CHAT_CONCURRENCY="4000",
-                **dict(setting.split("=", 1) for setting in args.obdal_env),
-            )
-        )
+        command = ["-m", "tests.upstream", "--port", str(port), "--chunks", str(CHUNKS)]
+        paced = ["--paced-chunks", str(PACED_CHUNKS), "--paced-interval-s", str(PACED_INTERVAL_S)]
+        up = stack.enter_context(process([str(PYTHON), *command, *paced], log=logs / "upstream.log"))
         wait_ready(f"{upstream}/models", up)
-        for target in targets:
-            wait_ready(f"http://127.0.0.1:{target.port}/", procs[target.name])
-        args.key = obdal_key(url, admin_token)
-        obdal_pid = next(p.pid for p in psutil.Process().children() if "up" in p.cmdline()[1:])
-        obdal = Target(
-            "obdal",
-            int(url.rsplit(":", 1)[1]),
-            http_request(
-                int(url.rsplit(":", 1)[1]), "/v1/chat", {"message": QUESTION, "stream": True}, args.key
-            ),
-            obdal_pid,
-        )
+        targets = start_peers(stack, upstream, logs, env, skip)
+        obdal = start_obdal(stack, upstream, logs, env, args.obdal_env)
         if "obdal" not in skip:
-            targets.append(obdal)
-        report = uvloop.run(run_loads(targets, obdal, obdal_pid, args))
+            targets.append(obdal.target)
+        report = uvloop.run(run_loads(targets, obdal, args))
         print("usage lag:", flush=True)
-        report.extra["usage_lag"] = usage_lag(url, admin_token, 10 if args.quick else 50)
+        report.extra["usage_lag"] = usage_lag(obdal.url, obdal.admin_token, 10 if args.quick else 50)
     print("retrieval and ingest:", flush=True)
     retrieval = last_json(
         [str(PYTHON), "bench/retrieval.py", *(["--limit-docs", "500"] if args.quick else [])]

@@ -7,8 +7,8 @@ every path it measures.
 
 The question (the last message) picks the behaviour: ``[reject]`` is refused with a 401,
 ``[slow]`` sends five words 1.2 s apart, ``[fail]`` breaks the stream after one word,
-``[long]`` sends 400 words 25 ms apart, ``[paced]`` sends ``paced_chunks`` words
-``paced_interval_s`` apart (a model streaming at a human pace); anything else gets the
+``[long]`` sends 400 words 25 ms apart, ``[paced]`` sends ``paced_chunks`` words (``[paced:N]``
+the first N of them) ``paced_interval_s`` apart (a model streaming at a human pace); anything else gets the
 configured answer (``chunks`` words, ``interval_s`` apart).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -107,11 +108,13 @@ def serve_upstream(upstream: Upstream, *, port: int = 0) -> ThreadingHTTPServer:
                     for n in range(400):
                         self._send(_chunk(f" word{n}"))
                         time.sleep(0.025)
-                elif "[paced]" in question:
-                    for chunk in paced:
+                elif "[paced" in question:
+                    count = re.search(r"\[paced:(\d+)\]", question)
+                    paced_words = paced[: int(count.group(1))] if count else paced
+                    for chunk in paced_words:
                         time.sleep(upstream.paced_interval_s)
                         self._send(chunk)
-                    words = len(paced)
+                    words = len(paced_words)
                 else:
                     for chunk in answer:
                         if upstream.interval_s:
