@@ -7,10 +7,12 @@ at once), then four servers relaying it, and drives each with the same load
 - ``bare``: Litestar streaming SSE from memory (the framework's own limit);
 - ``relay``: Litestar with a bearer check and an httpx stream from the upstream;
 - ``litellm``: the LiteLLM proxy (``.tools/litellm-proxy``, see ``make bench``) on the upstream;
-- ``obdal``: ``obdal up`` on embedded defaults, its chat worker on the upstream (``POST /v1/chat``).
+- ``obdal``: embedded defaults as two ``obdal up`` processes, the gateway (with metering) and one
+  chat worker (with ingest) on the upstream, as in production (``POST /v1/chat``).
 
 For each: streams/s, time to first token and total time (p50/p99), CPU seconds per
-stream of the server's processes, and Obdal's ratios to the others. Then, with answers
+stream of the server's processes (for Obdal also that of its NATS, Redis and SecantusDB
+servers, apart), and Obdal's ratios to the others. Then, with answers
 paced at 50 words/s, how many concurrent streams Obdal holds before time to first token
 passes 500 ms (p99) and its memory per open stream; then usage lag (bench/usage_lag.py),
 retrieval latency (bench/retrieval.py) and ingest chunks/s (bench/ingest.py). The last
@@ -68,10 +70,25 @@ class Target:
     port: int
     request: bytes
     pids: tuple[int, ...]
+    servers: tuple[int, ...] = ()  # the databases it uses, measured apart
 
-    def processes(self) -> list[psutil.Process]:
-        roots = [psutil.Process(pid) for pid in self.pids]
-        return [p for root in roots for p in (root, *root.children(recursive=True))]
+
+def cpu_seconds(pids: tuple[int, ...]) -> float:
+    """User and system CPU time of these processes and their children."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+    return total
 
 
 def http_request(port: int, path: str, body: dict[str, Any], key: str) -> bytes:
@@ -114,17 +131,6 @@ async def one_stream(target: Target, started_at: list[float] | None = None) -> S
     return result
 
 
-def cpu_seconds(target: Target) -> float:
-    total = 0.0
-    for process in target.processes():
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 async def drive(target: Target, *, concurrency: int, count: int) -> dict[str, float]:
     """``count`` streams, ``concurrency`` at a time; throughput, latencies and CPU per stream."""
     results: list[Stream] = []
@@ -139,11 +145,11 @@ async def drive(target: Target, *, concurrency: int, count: int) -> dict[str, fl
             except OSError:
                 results.append(Stream())
 
-    cpu_before = cpu_seconds(target)
+    cpu_before, servers_before = cpu_seconds(target.pids), cpu_seconds(target.servers)
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(min(concurrency, count))))
     wall = time.perf_counter() - started
-    cpu = cpu_seconds(target) - cpu_before
+    cpu, servers = cpu_seconds(target.pids) - cpu_before, cpu_seconds(target.servers) - servers_before
     good = [r for r in results if r.ok and r.ttft is not None]
     ttfts = [r.ttft for r in good if r.ttft is not None]
     totals = [r.total for r in good]
@@ -157,18 +163,26 @@ async def drive(target: Target, *, concurrency: int, count: int) -> dict[str, fl
         "total_p50_ms": round(statistics.median(totals) * ms, 1) if totals else -1,
         "total_p99_ms": round(percentile(totals, 0.99) * ms, 1) if totals else -1,
         "cpu_s_per_stream": round(cpu / max(1, len(good)), 5),
+        **({"servers_cpu_s_per_stream": round(servers / max(1, len(good)), 5)} if target.servers else {}),
     }
 
 
-async def hold(target: Target, memory: dict[str, int], *, streams: int, key: str) -> dict[str, float]:
+async def hold(
+    target: Target, memory: dict[str, int], baseline: dict[str, int], *, streams: int, key: str
+) -> dict[str, float]:
     """Open ``streams`` paced answers in a ramp, all open at once at the end of it: TTFT and memory
-    (RSS growth per open stream of each process in ``memory``, by name)."""
+    (RSS over ``baseline`` per open stream, of each process in ``memory``, by name)."""
     # Each answer lasts the ramp and HELD_S more, so that the first is still open when the last starts.
     words = int((streams / RAMP_PER_S + HELD_S) / PACED_INTERVAL_S)
     body = {"message": f"[paced:{words}] {QUESTION}", "stream": True}
-    target = Target(target.name, target.port, http_request(target.port, "/v1/chat", body, key), target.pids)
+    target = Target(
+        target.name,
+        target.port,
+        http_request(target.port, "/v1/chat", body, key),
+        target.pids,
+        target.servers,
+    )
     processes = {name: psutil.Process(pid) for name, pid in memory.items()}
-    rss_before = {name: p.memory_info().rss for name, p in processes.items()}
     tasks = []
     for _ in range(streams):
         tasks.append(asyncio.create_task(one_stream(target)))
@@ -188,7 +202,7 @@ async def hold(target: Target, memory: dict[str, int], *, streams: int, key: str
         "ttft_p50_ms": round(statistics.median(ttfts) * 1000, 1) if ttfts else -1,
         "ttft_p99_ms": round(percentile(ttfts, 0.99) * 1000, 1) if ttfts else -1,
         **{
-            f"{name}_kb_per_stream": round((rss_open[name] - rss_before[name]) / 1024 / streams, 1)
+            f"{name}_kb_per_stream": round((rss_open[name] - baseline[name]) / 1024 / streams, 1)
             for name in processes
         },
     }
@@ -356,16 +370,20 @@ def summary(report: Report) -> dict[str, Any]:
 def print_table(report: Report, figures: dict[str, Any]) -> None:
     print(
         f"\n{'path':<8} {'conc':>5} {'streams/s':>10} {'TTFT p50':>9} {'p99':>8} {'total p50':>10} "
-        f"{'p99':>8} {'CPU ms/stream':>14} {'errors':>7}"
+        f"{'p99':>8} {'CPU ms/stream':>14} {'+servers':>9} {'errors':>7}"
     )
     for name, loads in report.paths.items():
         for concurrency, r in loads.items():
+            servers = (
+                f"{r['servers_cpu_s_per_stream'] * 1000:.2f}" if "servers_cpu_s_per_stream" in r else "-"
+            )
             print(
                 f"{name:<8} {concurrency:>5} {r['streams_per_s']:>10.1f} {r['ttft_p50_ms']:>9.1f} "
                 f"{r['ttft_p99_ms']:>8.1f} {r['total_p50_ms']:>10.1f} {r['total_p99_ms']:>8.1f} "
-                f"{r['cpu_s_per_stream'] * 1000:>14.2f} {r['errors']:>7}"
+                f"{r['cpu_s_per_stream'] * 1000:>14.2f} {servers:>9} {r['errors']:>7}"
             )
-    print("\nratios at concurrency 32:", json.dumps(figures["ratios_at_32"]))
+    print("\npaced answers held:", json.dumps(report.hold))
+    print("ratios at concurrency 32:", json.dumps(figures["ratios_at_32"]))
     print(f"paced streams held (TTFT p99 <= {TTFT_LIMIT_S * 1000:.0f} ms): {figures['paced_streams_held']}")
     print("targets:", json.dumps(figures["targets"]))
 
@@ -395,12 +413,11 @@ def plot(report: Report, path: Path) -> None:
 
 async def run_loads(targets: list[Target], obdal: Obdal, args: argparse.Namespace) -> Report:
     report = Report()
-    loads = {1: 8, 32: 64, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
+    print(f"paced answers ({1 / PACED_INTERVAL_S:.0f} words/s), opened {RAMP_PER_S}/s:", flush=True)
+    await measure_hold(obdal, [50, 150] if args.quick else [100, 250, 500, 1000], report)
+    loads = {1: 8, 32: 96, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
     print("streams of", CHUNKS, "chunks:", flush=True)
     await measure_paths(targets, loads, report, obdal.memory, args.profile)
-    print(f"paced answers ({1 / PACED_INTERVAL_S:.0f} words/s), opened {RAMP_PER_S}/s:", flush=True)
-    levels = [50, 150] if args.quick else [100, 250, 500, 1000]
-    await measure_hold(obdal.target, obdal.memory, levels, report, obdal.key)
     return report
 
 
@@ -475,9 +492,11 @@ def start_obdal(
     port = int(url.rsplit(":", 1)[1])
     key = obdal_key(url, admin_token)
     request = http_request(port, "/v1/chat", {"message": QUESTION, "stream": True}, key)
-    pids = (gateway, worker.pid, *(s.process.pid for s in servers if s.process))
+    databases = tuple(s.process.pid for s in servers if s.process)
     memory = {"gateway": gateway, "worker": worker.pid}
-    return Obdal(Target("obdal", port, request, pids), memory, url, admin_token, key)
+    return Obdal(
+        Target("obdal", port, request, (gateway, worker.pid), databases), memory, url, admin_token, key
+    )
 
 
 def main() -> None:

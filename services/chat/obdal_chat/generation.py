@@ -15,12 +15,21 @@ from obdal_chat.openai_stream import OpenAIStream, ProviderUsage
 from obdal_chat.settings import ChatSettings
 from obdal_common.errors import DependencyUnavailable
 
-__all__ = ["Completion", "Generator"]
+__all__ = ["Completion", "Generator", "answers_at_once"]
 
 log = logging.getLogger(__name__)
 
 _PROVIDER = "obdal"
 _OPENAI = "openai/"  # OpenAI-compatible servers: streamed by OpenAIStream, not litellm
+
+
+def answers_at_once(model: str) -> bool:
+    """Whether ``model`` produces its whole answer at once (the offline extractive model).
+
+    Its words are relayed as they come, never coalesced: joined, they would arrive as one
+    message and the answer would no longer look like a stream.
+    """
+    return model.startswith(f"{_PROVIDER}/")
 
 
 @dataclass(slots=True)

@@ -132,6 +132,7 @@ async def _events(reads: AsyncIterator[bytes]) -> AsyncGenerator[str | ProviderU
         buffer = lines.pop()  # an incomplete last line waits for the next read
         parts: list[str] = []
         usage: ProviderUsage | None = None
+        failure: DependencyUnavailable | None = None
         for line in lines:
             if not line.startswith(b"data:"):
                 continue  # blank separators, comments, event names
@@ -141,17 +142,21 @@ async def _events(reads: AsyncIterator[bytes]) -> AsyncGenerator[str | ProviderU
                 break
             try:
                 chunk = _decode_chunk(payload)
-            except msgspec.DecodeError as exc:
-                raise _unavailable("malformed stream") from exc
+            except msgspec.DecodeError:
+                failure = _unavailable("malformed stream")
+                break
             if chunk.error is not None:
-                raise _unavailable(chunk.error.message or "error event")
+                failure = _unavailable(chunk.error.message or "error event")
+                break
             usage = chunk.usage or usage
             for choice in chunk.choices[:1]:
                 if choice.delta is not None and choice.delta.content:
                     parts.append(choice.delta.content)
                 finished = finished or choice.finish_reason is not None
-        if parts:
+        if parts:  # the text before a failure in the same read is still the answer's (and metered)
             yield "".join(parts)
+        if failure is not None:
+            raise failure
         if usage is not None:
             yield usage
     if buffer.startswith(b"data:") and buffer[5:].strip() == _DONE:  # no newline after the last event

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from obdal_chat.coalesce import coalesce
-from obdal_chat.generation import Completion, Generator
+from obdal_chat.generation import Completion, Generator, answers_at_once
 from obdal_chat.history import SessionHistory
 from obdal_chat.prompts import build_messages
 from obdal_chat.settings import ChatSettings
@@ -106,10 +106,10 @@ class AnswerPipeline:
         try:
             with tracer.start_as_current_span("chat.generate") as gspan:
                 gspan.set_attribute("gen_ai.request.model", self._generator.model)
-                deltas = coalesce(
-                    self._generator.stream(messages, completion),
-                    window_s=self._settings.chat_coalesce_ms / 1000,
-                )
+                window_s = self._settings.chat_coalesce_ms / 1000
+                if answers_at_once(self._generator.model):
+                    window_s = 0
+                deltas = coalesce(self._generator.stream(messages, completion), window_s=window_s)
                 # aclosing: the model's stream ends (and its tokens are counted) before usage is computed.
                 async with aclosing(deltas):
                     async for delta in deltas:
