@@ -2,7 +2,8 @@
 
 ``bare``: the framework's own limit, an SSE stream of 50 words from memory.
 ``relay``: the least a relay must do, a bearer check and an httpx stream from the upstream
-(``BENCH_UPSTREAM``, an OpenAI-compatible base URL) relayed line by line.
+(``BENCH_UPSTREAM``, an OpenAI-compatible base URL) relayed as it arrives.
+``relay_aiohttp``: the same with aiohttp, the HTTP client of Obdal's chat worker.
 
     .venv/bin/python -m uvicorn peers:bare --app-dir bench --port 8001
 """
@@ -13,6 +14,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import httpx
 from litestar import Litestar, Request, post
 from litestar.exceptions import NotAuthorizedException
@@ -50,5 +52,28 @@ async def relayed(request: Request[Any, Any, Any]) -> Stream:
     return Stream(lines(), media_type="text/event-stream")
 
 
+_session: aiohttp.ClientSession | None = None
+
+
+@post("/v1/chat/completions", status_code=200)
+async def relayed_by_aiohttp(request: Request[Any, Any, Any]) -> Stream:
+    global _session
+    if request.headers.get("authorization") != f"Bearer {KEY}":
+        raise NotAuthorizedException("unknown key")
+    body = await request.body()
+    if _session is None:  # made in the server's event loop
+        _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    session = _session
+
+    async def lines() -> AsyncIterator[bytes]:
+        url = os.environ.get("BENCH_UPSTREAM", "") + "/chat/completions"
+        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+            async for part in response.content.iter_any():
+                yield part
+
+    return Stream(lines(), media_type="text/event-stream")
+
+
 bare = Litestar([from_memory])
 relay = Litestar([relayed])
+relay_aiohttp = Litestar([relayed_by_aiohttp])

@@ -6,6 +6,7 @@ at once), then four servers relaying it, and drives each with the same load
 
 - ``bare``: Litestar streaming SSE from memory (the framework's own limit);
 - ``relay``: Litestar with a bearer check and an httpx stream from the upstream;
+- ``relay_aiohttp``: the same relay with aiohttp (the HTTP client of Obdal's worker);
 - ``litellm``: the LiteLLM proxy (``.tools/litellm-proxy``, see ``make bench``) on the upstream;
 - ``obdal``: embedded defaults as two ``obdal up`` processes, the gateway (with metering) and one
   chat worker (with ingest) on the upstream, as in production (``POST /v1/chat``).
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -71,6 +73,7 @@ class Target:
     request: bytes
     pids: tuple[int, ...]
     servers: tuple[int, ...] = ()  # the databases it uses, measured apart
+    end: bytes = b""  # what a complete answer ends with, if it says so
 
 
 def cpu_seconds(pids: tuple[int, ...]) -> float:
@@ -106,7 +109,7 @@ class Stream:
     ok: bool = False
 
 
-async def one_stream(target: Target, started_at: list[float] | None = None) -> Stream:
+async def one_stream(target: Target) -> Stream:
     """One streamed answer over a raw connection: the cheapest client, so the servers are measured."""
     result = Stream()
     started = time.perf_counter()
@@ -116,15 +119,15 @@ async def one_stream(target: Target, started_at: list[float] | None = None) -> S
         head = await reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         tail = b""
-        complete = False
+        last, ended = False, not target.end
         while part := await reader.read(65536):
             window = tail + part
             if result.ttft is None and FIRST in window:
                 result.ttft = time.perf_counter() - started
-            if LAST in window:
-                complete = True
+            last = last or LAST in window
+            ended = ended or target.end in window
             tail = window[-16:]
-        result.ok = status == 200 and complete
+        result.ok = status == 200 and last and ended
     finally:
         writer.close()
         result.total = time.perf_counter() - started
@@ -175,13 +178,7 @@ async def hold(
     # Each answer lasts the ramp and HELD_S more, so that the first is still open when the last starts.
     words = int((streams / RAMP_PER_S + HELD_S) / PACED_INTERVAL_S)
     body = {"message": f"[paced:{words}] {QUESTION}", "stream": True}
-    target = Target(
-        target.name,
-        target.port,
-        http_request(target.port, "/v1/chat", body, key),
-        target.pids,
-        target.servers,
-    )
+    target = dataclasses.replace(target, request=http_request(target.port, "/v1/chat", body, key))
     processes = {name: psutil.Process(pid) for name, pid in memory.items()}
     tasks = []
     for _ in range(streams):
@@ -332,9 +329,12 @@ async def measure_paths(
             print(f"  {target.name:<8} c={concurrency:<4} {json.dumps(result)}", flush=True)
 
 
-async def measure_hold(target: Target, memory_pid: int, levels: list[int], report: Report, key: str) -> None:
+async def measure_hold(obdal: Obdal, levels: list[int], report: Report) -> None:
+    """Ascending levels on a fresh stack (Python keeps the memory it once used), until one fails."""
+    await drive(obdal.target, concurrency=4, count=8)  # imports and first connections
+    baseline = {name: psutil.Process(pid).memory_info().rss for name, pid in obdal.memory.items()}
     for streams in levels:
-        result = await hold(target, memory_pid, streams=streams, key=key)
+        result = await hold(obdal.target, obdal.memory, baseline, streams=streams, key=obdal.key)
         report.hold.append(result)
         print(f"  paced    n={streams:<5} {json.dumps(result)}", flush=True)
         if result["ttft_p99_ms"] > TTFT_LIMIT_S * 1000 or result["errors"]:
@@ -415,7 +415,7 @@ async def run_loads(targets: list[Target], obdal: Obdal, args: argparse.Namespac
     report = Report()
     print(f"paced answers ({1 / PACED_INTERVAL_S:.0f} words/s), opened {RAMP_PER_S}/s:", flush=True)
     await measure_hold(obdal, [50, 150] if args.quick else [100, 250, 500, 1000], report)
-    loads = {1: 8, 32: 96, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
+    loads = {1: 8, 32: 64, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
     print("streams of", CHUNKS, "chunks:", flush=True)
     await measure_paths(targets, loads, report, obdal.memory, args.profile)
     return report
@@ -423,11 +423,12 @@ async def run_loads(targets: list[Target], obdal: Obdal, args: argparse.Namespac
 
 def start_peers(
     stack: ExitStack, upstream: str, logs: Path, env: dict[str, str], skip: set[str]
-) -> list[Target]:
-    """The bare and relay Litestar apps and the LiteLLM proxy, ready."""
+) -> list[tuple[Target, subprocess.Popen[bytes]]]:
+    """The bare and relay Litestar apps and the LiteLLM proxy, started (not yet ready)."""
     commands = {
         "bare": [str(PYTHON), "-m", "uvicorn", "peers:bare", "--app-dir", "bench"],
         "relay": [str(PYTHON), "-m", "uvicorn", "peers:relay", "--app-dir", "bench"],
+        "relay_aiohttp": [str(PYTHON), "-m", "uvicorn", "peers:relay_aiohttp", "--app-dir", "bench"],
         "litellm": [str(LITELLM), "--config", str(litellm_config(logs / "litellm.json", upstream))],
     }
     quiet = {"bare": ["--log-level", "warning", "--no-access-log"], "litellm": ["--num_workers", "1"]}
@@ -445,10 +446,9 @@ def start_peers(
         proc = stack.enter_context(process(args, env=peer_env, log=logs / f"{name}.log"))
         model = "bench" if name == "litellm" else MODEL
         request = http_request(port, "/v1/chat/completions", chat_body() | {"model": model}, KEY)
-        started.append((Target(name, port, request, (proc.pid,)), proc))
-    for target, proc in started:
-        wait_ready(f"http://127.0.0.1:{target.port}/", proc)
-    return [target for target, _ in started]
+        end = b"" if name == "bare" else b"[DONE]"
+        started.append((Target(name, port, request, (proc.pid,), end=end), proc))
+    return started
 
 
 @dataclass(frozen=True)
@@ -494,9 +494,8 @@ def start_obdal(
     request = http_request(port, "/v1/chat", {"message": QUESTION, "stream": True}, key)
     databases = tuple(s.process.pid for s in servers if s.process)
     memory = {"gateway": gateway, "worker": worker.pid}
-    return Obdal(
-        Target("obdal", port, request, (gateway, worker.pid), databases), memory, url, admin_token, key
-    )
+    target = Target("obdal", port, request, (gateway, worker.pid), databases, end=b"event: end")
+    return Obdal(target, memory, url, admin_token, key)
 
 
 def main() -> None:
@@ -523,16 +522,19 @@ def main() -> None:
         paced = ["--paced-chunks", str(PACED_CHUNKS), "--paced-interval-s", str(PACED_INTERVAL_S)]
         up = stack.enter_context(process([str(PYTHON), *command, *paced], log=logs / "upstream.log"))
         wait_ready(f"{upstream}/models", up)
-        targets = start_peers(stack, upstream, logs, env, skip)
-        obdal = start_obdal(stack, upstream, logs, env, args.obdal_env)
+        peers = start_peers(stack, upstream, logs, env, skip)
+        obdal = start_obdal(stack, upstream, logs, env, args.obdal_env)  # while the peers start
+        for target, proc in peers:
+            wait_ready(f"http://127.0.0.1:{target.port}/", proc)
+        targets = [target for target, _ in peers]
         if "obdal" not in skip:
             targets.append(obdal.target)
         report = uvloop.run(run_loads(targets, obdal, args))
         print("usage lag:", flush=True)
-        report.extra["usage_lag"] = usage_lag(obdal.url, obdal.admin_token, 10 if args.quick else 50)
+        report.extra["usage_lag"] = usage_lag(obdal.url, obdal.admin_token, 5 if args.quick else 50)
     print("retrieval and ingest:", flush=True)
     retrieval = last_json(
-        [str(PYTHON), "bench/retrieval.py", *(["--limit-docs", "500"] if args.quick else [])]
+        [str(PYTHON), "bench/retrieval.py", *(["--limit-docs", "300"] if args.quick else [])]
     )
     mode = retrieval["index"]["default_mode"]
     report.extra["retrieval"] = {
@@ -540,7 +542,7 @@ def main() -> None:
         **retrieval[mode],
         "documents": retrieval["index"]["documents"],
     }
-    ingest = last_json([str(PYTHON), "bench/ingest.py", "--docs", "3" if args.quick else "20"])["formats"]
+    ingest = last_json([str(PYTHON), "bench/ingest.py", "--docs", "2" if args.quick else "20"])["formats"]
     chunks = sum(f["chunks"] for f in ingest.values())
     report.extra["ingest"] = {
         "chunks_per_s": round(chunks / sum(f["seconds"] for f in ingest.values()), 1),

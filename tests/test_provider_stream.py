@@ -13,15 +13,13 @@ import pytest
 from obdal.servers import free_port
 from tests.api import Api, parse_sse
 from tests.conftest import BIN, Servers, own_bus, start_process, wait_http
-from tests.upstream import MODEL, PROMPT_TOKENS, WORDS, Upstream, serve_upstream
+from tests.upstream import MODEL, PROMPT_TOKENS, WORDS, Upstream, serving
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[Upstream, str]]:
-    seen = Upstream()
-    server = serve_upstream(seen)
-    yield seen, f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with serving() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,13 @@ from obdal.servers import free_port
 from obdal_chat.coalesce import coalesce
 from obdal_chat.openai_stream import OpenAIStream, ProviderUsage
 from obdal_common.errors import DependencyUnavailable
-from tests.upstream import MODEL, PROMPT_TOKENS, WORDS, Upstream, serve_upstream
+from tests.upstream import MODEL, PROMPT_TOKENS, WORDS, Upstream, serving
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[Upstream, str]]:
-    seen = Upstream()
-    server = serve_upstream(seen)
-    yield seen, f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with serving() as running:
+        yield running
 
 
 def ask(client: OpenAIStream, base: str, question: str) -> AsyncIterator[str | ProviderUsage]:

@@ -19,13 +19,15 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from obdal.servers import free_port
 
-__all__ = ["MODEL", "PROMPT_TOKENS", "WORDS", "Upstream", "serve_upstream"]
+__all__ = ["MODEL", "PROMPT_TOKENS", "WORDS", "Upstream", "serve_upstream", "serving"]
 
 MODEL = "gpt-4o-mini"  # a model litellm prices, so cost must not be 0
 PROMPT_TOKENS = 123
@@ -143,6 +145,17 @@ def serve_upstream(upstream: Upstream, *, port: int = 0) -> ThreadingHTTPServer:
     server = _Server(("127.0.0.1", port or free_port()), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+@contextmanager
+def serving() -> Iterator[tuple[Upstream, str]]:
+    """A default upstream while the block runs: (what it saw, its OpenAI base URL)."""
+    seen = Upstream()
+    server = serve_upstream(seen)
+    try:
+        yield seen, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
 
 
 def main() -> None:
