@@ -358,7 +358,8 @@ def summary(report: Report) -> dict[str, Any]:
         "litellm_multiple_ge_5": ratios.get("obdal_over_litellm_streams_per_s", 0) >= 5,
         "ttft_overhead_le_10ms": ratios.get("obdal_minus_relay_ttft_p50_ms", 1e9) <= 10,
         "holds_1000_paced": bool(most and most["streams"] >= 1000),
-        "kb_per_stream_lt_100": bool(most and most["gateway_kb_per_stream"] < 100),
+        # Memory at the most streams opened, whether or not their TTFT held.
+        "kb_per_stream_lt_100": bool(report.hold and report.hold[-1]["gateway_kb_per_stream"] < 100),
     }
     return {
         "ratios_at_32": ratios,
@@ -529,9 +530,11 @@ def main() -> None:
         targets = [target for target, _ in peers]
         if "obdal" not in skip:
             targets.append(obdal.target)
-        report = uvloop.run(run_loads(targets, obdal, args))
+        # First, on the quiet stack: after the loads, metering would still be storing their usage.
         print("usage lag:", flush=True)
-        report.extra["usage_lag"] = usage_lag(obdal.url, obdal.admin_token, 5 if args.quick else 50)
+        lag = usage_lag(obdal.url, obdal.admin_token, 5 if args.quick else 50)
+        report = uvloop.run(run_loads(targets, obdal, args))
+        report.extra["usage_lag"] = lag
     print("retrieval and ingest:", flush=True)
     retrieval = last_json(
         [str(PYTHON), "bench/retrieval.py", *(["--limit-docs", "300"] if args.quick else [])]
