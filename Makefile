@@ -10,7 +10,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test lint typecheck pytest browser fmt lock clean
+.PHONY: install run test lint typecheck pytest browser fmt lock clean bench
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,6 +49,17 @@ fmt: install
 
 lock: $(UV)
 	$(UV) lock --python "$(PYTHON)"
+
+# The streaming benchmark (docs/performance.md): the bench group, plus the LiteLLM proxy peer in a venv
+# of its own, since the locked litellm's [proxy] extra needs litellm-enterprise/litellm-proxy builds missing
+# from the index; BENCH_ARGS=--quick for the short run.
+LITELLM_PROXY := $(TOOLS)/litellm-proxy
+LITELLM_PROXY_VERSION := 1.108.0
+bench: $(UV)
+	$(UV) sync --locked --group bench --python "$(PYTHON)"
+	@test -x $(LITELLM_PROXY)/bin/litellm || { $(PYTHON) -m venv $(LITELLM_PROXY) && \
+	  $(LITELLM_PROXY)/bin/pip install --quiet "litellm[proxy]==$(LITELLM_PROXY_VERSION)"; }
+	$(VENV)/bin/python bench/stream.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -33,19 +33,25 @@ POLL_S = 0.005
 
 
 @contextmanager
-def embedded_stack() -> Iterator[tuple[str, str]]:
-    """``obdal up`` with its own servers in a temporary directory; (url, admin token)."""
+def embedded_stack(**extra_env: str) -> Iterator[tuple[str, str]]:
+    """``obdal up`` with its own servers in a temporary directory; (url, admin token).
+
+    ``extra_env`` adds settings (``OBDAL_CHAT_MODEL=...``) to its environment."""
     with tempfile.TemporaryDirectory(prefix="obdal-bench-") as tmp:
         port, token = free_port(), "bench-admin-token"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OBDAL_")}
-        env |= {"OBDAL_DATA_DIR": tmp, "OBDAL_GATEWAY_PORT": str(port), "OBDAL_ADMIN_TOKEN": token}
+        env |= {
+            "OBDAL_DATA_DIR": tmp,
+            "OBDAL_GATEWAY_PORT": str(port),
+            "OBDAL_ADMIN_TOKEN": token,
+        } | extra_env
         log = (Path(tmp) / "obdal.log").open("wb")
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "obdal"), "up"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 try:
                     if httpx.get(f"{url}/v1/status", timeout=2).status_code == 200:

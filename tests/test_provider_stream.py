@@ -5,11 +5,8 @@ abandoned by its client."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -17,91 +14,13 @@ import pytest
 from obdal.servers import free_port
 from tests.api import Api, parse_sse
 from tests.conftest import BIN, Servers, own_bus, start_process, wait_http
-
-MODEL = "gpt-4o-mini"  # a model litellm prices, so cost must not be 0
-PROMPT_TOKENS = 123
-WORDS = ["Hello", " from", " the", " provider", "."]
-
-
-@dataclass
-class Upstream:
-    """What the fake provider saw."""
-
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    auth: list[str] = field(default_factory=list)
-    disconnected: threading.Event = field(default_factory=threading.Event)
-
-
-def _chunk(
-    content: str | None = None, *, finish: str | None = None, usage: dict[str, int] | None = None
-) -> bytes:
-    body: dict[str, Any] = {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": MODEL,
-        "choices": [] if usage else [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
-    }
-    if usage:
-        body["usage"] = usage
-    return f"data: {json.dumps(body)}\n\n".encode()
-
-
-def serve_upstream(upstream: Upstream) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            upstream.requests.append(body)
-            upstream.auth.append(self.headers.get("Authorization", ""))
-            question = body["messages"][-1]["content"]
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            try:
-                if "[slow]" in question:
-                    for word in WORDS:
-                        time.sleep(1.2)
-                        self._send(_chunk(word))
-                elif "[fail]" in question:
-                    self._send(_chunk("Partial"))
-                    self._send(b"data: {not json\n\n")
-                elif "[long]" in question:
-                    for n in range(400):
-                        self._send(_chunk(f" word{n}"))
-                        time.sleep(0.025)
-                else:
-                    for word in WORDS:
-                        self._send(_chunk(word))
-                self._send(_chunk(finish="stop"))
-                usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(WORDS), "total_tokens": 128}
-                if body.get("stream_options", {}).get("include_usage"):
-                    self._send(_chunk(usage=usage))
-                self._send(b"data: [DONE]\n\n")
-                self.wfile.write(b"0\r\n\r\n")
-            except (BrokenPipeError, ConnectionResetError):
-                upstream.disconnected.set()
-
-        def _send(self, data: bytes) -> None:
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+from tests.upstream import MODEL, PROMPT_TOKENS, WORDS, Upstream, serving
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[Upstream, str]]:
-    seen = Upstream()
-    server = serve_upstream(seen)
-    yield seen, f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with serving() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 from obdal.servers import free_port
 from tests.api import Api, parse_sse
 from tests.conftest import BIN, Servers, own_bus, start_process, wait_http
-from tests.test_provider_stream import MODEL, Upstream, serve_upstream
+from tests.upstream import MODEL, Upstream, serve_upstream
 
 IDLE_TIMEOUT_S = 5.0  # the gateway's OBDAL_CHAT_IDLE_TIMEOUT_S default
 

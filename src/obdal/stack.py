@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
+import uvloop
 from pydantic import Field, field_validator
 
 from obdal.servers import ManagedServer, ServerError, mongo_server, nats_server, redis_server
@@ -177,7 +178,7 @@ def run_stack() -> None:
         print(f"obdal: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     try:
-        asyncio.run(_run_services(urls, banner, base.services.split(",")))
+        uvloop.run(_run_services(urls, banner, base.services.split(",")))  # libuv: cheaper I/O per event
     finally:
         for server in reversed(servers):
             server.stop()

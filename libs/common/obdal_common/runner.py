@@ -9,6 +9,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import uvloop
+
 from obdal_common.errors import ConfigurationError, DependencyUnavailable
 from obdal_common.logs import configure_logging
 from obdal_common.metrics import serve_metrics, setup_metrics
@@ -52,7 +54,7 @@ def run_service(
                 await close_indexes()
 
     try:
-        asyncio.run(main())
+        uvloop.run(main())  # libuv's event loop: less CPU per socket event than asyncio's
     except DependencyUnavailable as exc:
         log.error("obdal-%s cannot start: %s", name, exc.message)
         raise SystemExit(1) from None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,13 +12,25 @@ import litellm
 
 from obdal_chat.app_settings import GenerationOptions
 from obdal_chat.extractive import ExtractiveLLM
+from obdal_chat.openai_stream import OpenAIStream, ProviderUsage
+from obdal_chat.settings import ChatSettings
 from obdal_common.errors import DependencyUnavailable
 
-__all__ = ["Completion", "Generator"]
+__all__ = ["Completion", "Generator", "answers_at_once"]
 
 log = logging.getLogger(__name__)
 
 _PROVIDER = "obdal"
+_OPENAI = "openai/"  # OpenAI-compatible servers: streamed by OpenAIStream, not litellm
+
+
+def answers_at_once(model: str) -> bool:
+    """Whether ``model`` produces its whole answer at once (the offline extractive model).
+
+    Its words are relayed as they come, never coalesced: joined, they would arrive as one
+    message and the answer would no longer look like a stream.
+    """
+    return model.startswith(f"{_PROVIDER}/")
 
 
 @dataclass(slots=True)
@@ -33,12 +46,21 @@ class Completion:
 class Generator:
     """Streams completions from litellm models, each answer with its app's options."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: ChatSettings) -> None:
         self._litellm = litellm
-        self._unpriced: set[str] = set()
+        self._lean_openai = settings.chat_openai_stream
+        # USD per (input, output) token by model; None for a model litellm does not price.
+        self._unit_prices: dict[str, tuple[float, float] | None] = {}
         if not any(p.get("provider") == _PROVIDER for p in litellm.custom_provider_map):
             litellm.custom_provider_map.append({"provider": _PROVIDER, "custom_handler": ExtractiveLLM()})
         litellm.suppress_debug_info = True
+        self._openai = OpenAIStream(
+            timeout_s=settings.chat_provider_timeout_s, max_connections=settings.chat_concurrency
+        )
+
+    async def aclose(self) -> None:
+        """Release the provider connections."""
+        await self._openai.aclose()
 
     async def stream(
         self, messages: list[dict[str, str]], completion: Completion, *, options: GenerationOptions
@@ -48,6 +70,37 @@ class Generator:
         The counts are completed in a ``finally`` so an answer cut short by a
         disconnect or an error is still metered.
         """
+        if options.model.startswith(_OPENAI) and self._lean_openai:
+            source = self._openai.stream(
+                model=options.model.removeprefix(_OPENAI),
+                messages=messages,
+                temperature=options.temperature,
+                max_tokens=options.max_tokens,
+                api_base=options.api_base,
+                api_key=options.api_key,
+            )
+        else:
+            source = self._litellm_stream(messages, options)
+        try:
+            # aclosing: a client gone mid-answer closes the provider stream at once, not at collection.
+            async with aclosing(source) as items:
+                async for item in items:
+                    if isinstance(item, ProviderUsage):
+                        if item.prompt_tokens:
+                            completion.prompt_tokens = item.prompt_tokens
+                            completion.completion_tokens = item.completion_tokens
+                            completion.provider_usage = True
+                    elif item:
+                        completion.text += item
+                        yield item
+        finally:
+            if not completion.provider_usage:
+                completion.prompt_tokens = self.count_tokens(options.model, messages=messages)
+                completion.completion_tokens = self.count_tokens(options.model, text=completion.text)
+
+    async def _litellm_stream(
+        self, messages: list[dict[str, str]], options: GenerationOptions
+    ) -> AsyncGenerator[str | ProviderUsage, None]:
         kwargs: dict[str, Any] = {
             "model": options.model,
             "messages": messages,
@@ -62,28 +115,25 @@ class Generator:
         if options.api_key:
             kwargs["api_key"] = options.api_key
         try:
-            try:
-                response = await self._litellm.acompletion(**kwargs)
-            except Exception as exc:  # litellm raises provider-specific types
-                raise DependencyUnavailable(
-                    f"the language model is unavailable ({type(exc).__name__})", code="model_unavailable"
-                ) from exc
+            response = await self._litellm.acompletion(**kwargs)
+        except Exception as exc:  # litellm raises provider-specific types
+            raise DependencyUnavailable(
+                f"the language model is unavailable ({type(exc).__name__})", code="model_unavailable"
+            ) from exc
+        try:
             async for chunk in response:
                 usage = getattr(chunk, "usage", None)
                 if usage and getattr(usage, "prompt_tokens", 0):
-                    completion.prompt_tokens = int(usage.prompt_tokens)
-                    completion.completion_tokens = int(usage.completion_tokens or 0)
-                    completion.provider_usage = True
-                if not chunk.choices:
-                    continue
-                delta = chunk.choices[0].delta.content
-                if delta:
-                    completion.text += delta
-                    yield delta
-        finally:
-            if not completion.provider_usage:
-                completion.prompt_tokens = self.count_tokens(options.model, messages=messages)
-                completion.completion_tokens = self.count_tokens(options.model, text=completion.text)
+                    yield ProviderUsage(
+                        prompt_tokens=int(usage.prompt_tokens),
+                        completion_tokens=int(usage.completion_tokens or 0),
+                    )
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        except Exception as exc:  # a stream broken mid-answer: the same typed error as before it
+            raise DependencyUnavailable(
+                f"the language model is unavailable ({type(exc).__name__})", code="model_unavailable"
+            ) from exc
 
     def count_tokens(
         self, model: str, *, messages: list[dict[str, str]] | None = None, text: str | None = None
@@ -97,23 +147,27 @@ class Generator:
         """USD cost: the app's own price if it set one, else litellm's (offline) price map;
         0 for the offline answerer and for models nobody priced."""
         if options.input_cost_per_token is not None and options.output_cost_per_token is not None:
-            return (
-                completion.prompt_tokens * options.input_cost_per_token
-                + completion.completion_tokens * options.output_cost_per_token
-            )
-        if options.model.startswith(f"{_PROVIDER}/"):
+            unit: tuple[float, float] | None = (options.input_cost_per_token, options.output_cost_per_token)
+        elif answers_at_once(options.model):
             return 0.0
-        try:
-            prompt_cost, completion_cost = self._litellm.cost_per_token(
-                model=options.model,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-            )
-        except Exception:  # unknown model: litellm raises; price it at 0 and say so once per model
-            if options.model not in self._unpriced:
-                self._unpriced.add(options.model)
-                log.warning(
-                    "no price known for model %s; metering its cost as 0 (set the app's price)", options.model
+        else:
+            unit = self._litellm_unit_price(options.model)
+        if unit is None:
+            return 0.0
+        return completion.prompt_tokens * unit[0] + completion.completion_tokens * unit[1]
+
+    def _litellm_unit_price(self, model: str) -> tuple[float, float] | None:
+        # litellm's price lookup is costly per answer (~13% of a worker's time when profiled),
+        # so it runs once per model. Its long-context tiers start far above our bounded prompts.
+        if model not in self._unit_prices:
+            try:
+                prompt_cost, completion_cost = self._litellm.cost_per_token(
+                    model=model, prompt_tokens=1, completion_tokens=1
                 )
-            return 0.0
-        return float(prompt_cost + completion_cost)
+                self._unit_prices[model] = (float(prompt_cost), float(completion_cost))
+            except Exception:  # unknown model: litellm raises; price it at 0 and say so once
+                log.warning(
+                    "no price known for model %s; metering its cost as 0 (set the app's price)", model
+                )
+                self._unit_prices[model] = None
+        return self._unit_prices[model]

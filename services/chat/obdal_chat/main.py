@@ -7,8 +7,6 @@ import logging
 import os
 import socket
 
-from redis.asyncio import Redis
-
 from obdal_chat.app_settings import AppSettings
 from obdal_chat.generation import Generator
 from obdal_chat.handlers import ChatHandlers
@@ -18,6 +16,7 @@ from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
 from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology, key_value, serve_requests
+from obdal_common.redis_client import redis_client
 from obdal_common.retrieval import open_index
 from obdal_common.runner import run_service
 from obdal_common.schemas import DependencyStatus, ServiceStatus
@@ -30,12 +29,12 @@ log = logging.getLogger(__name__)
 async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
     """Run the chat worker until ``stop`` is set."""
     nc = await connect(settings.nats_url, name="obdal-chat")
-    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    redis = redis_client(settings.redis_url)
     try:
         js = nc.jetstream()
         await ensure_topology(js)
         index = await open_index(settings)
-        generator = Generator()
+        generator = Generator(settings)
         apps = AppSettings(settings, await key_value(js, subjects.KV_APPS))
         await apps.start()
         pipeline = AnswerPipeline(
@@ -79,6 +78,7 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
         await status_sub.unsubscribe()
         await handlers.stop()
         await apps.stop()
+        await generator.aclose()
     finally:
         await redis.aclose()
         await close_nats(nc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
@@ -13,7 +14,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from obdal_chat.app_settings import AppSettings, GenerationOptions
-from obdal_chat.generation import Completion, Generator
+from obdal_chat.coalesce import coalesce
+from obdal_chat.generation import Completion, Generator, answers_at_once
 from obdal_chat.history import SessionHistory
 from obdal_chat.prompts import build_messages
 from obdal_chat.settings import ChatSettings
@@ -108,8 +110,16 @@ class AnswerPipeline:
         try:
             with tracer.start_as_current_span("chat.generate") as gspan:
                 gspan.set_attribute("gen_ai.request.model", options.model)
-                async for delta in self._generator.stream(messages, completion, options=options):
-                    yield ChatDelta(content=delta)
+                window_s = self._settings.chat_coalesce_ms / 1000
+                if answers_at_once(options.model):
+                    window_s = 0
+                deltas = coalesce(
+                    self._generator.stream(messages, completion, options=options), window_s=window_s
+                )
+                # aclosing: the model's stream ends (and its tokens are counted) before usage is computed.
+                async with aclosing(deltas):
+                    async for delta in deltas:
+                        yield ChatDelta(content=delta)
                 gspan.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)
                 gspan.set_attribute("gen_ai.usage.output_tokens", completion.completion_tokens)
             finished = True

@@ -24,3 +24,12 @@ class ChatSettings(ObdalSettings):
     chat_session_ttl_s: int = Field(86400, ge=60)
     chat_heartbeat_s: float = Field(1.0, gt=0, description="Ping interval while generating")
     chat_concurrency: int = Field(64, ge=1, description="Answers in flight per worker")
+    chat_provider_timeout_s: float = Field(
+        120.0, gt=0, description="Longest wait for an OpenAI-compatible provider's next bytes"
+    )
+    chat_openai_stream: bool = Field(
+        True, description="Stream openai/ models with Obdal's lean client (false: through litellm)"
+    )
+    chat_coalesce_ms: float = Field(
+        30.0, ge=0, description="Deltas after the first are sent at most this often (0: each at once)"
+    )

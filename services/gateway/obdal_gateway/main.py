@@ -9,13 +9,13 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
-from redis.asyncio import Redis
 
 from obdal_common import subjects
 from obdal_common.errors import ConfigurationError
 from obdal_common.files import FileStatusStore
 from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology, key_value
+from obdal_common.redis_client import redis_client
 from obdal_common.runner import run_service
 from obdal_gateway.app import create_app
 from obdal_gateway.apps import AppRegistry
@@ -49,7 +49,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     if generated:
         log.warning("generated an admin token, kept in %s", settings.data_dir / "admin_token")
     nc = await connect(settings.nats_url, name="obdal-gateway")
-    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    redis = redis_client(settings.redis_url)
     keys: KeyRegistry | None = None
     try:
         js = nc.jetstream()

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, post
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import Stream
 
 from obdal_common.errors import BadRequest, PayloadTooLarge
 from obdal_common.ids import new_id
@@ -23,6 +23,7 @@ from obdal_common.schemas import (
 from obdal_common.sessions import SESSION_ID_PATTERN
 from obdal_gateway.auth import authenticate, check_budget
 from obdal_gateway.relay import ChatStream
+from obdal_gateway.sse import PING, sse_event, sse_response
 from obdal_gateway.state import Gateway
 
 __all__ = ["ChatBody", "chat"]
@@ -40,10 +41,6 @@ class ChatBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     api_key: str | None = None
 
 
-def _json(data: Any) -> str:
-    return encode(data).decode()
-
-
 def _end_payload(end: ChatEnd) -> dict[str, Any]:
     return {
         "session_id": end.session_id,
@@ -52,22 +49,20 @@ def _end_payload(end: ChatEnd) -> dict[str, Any]:
     }
 
 
-async def _events(stream: ChatStream, *, ping_s: float) -> AsyncGenerator[ServerSentEventMessage, None]:
+async def _events(stream: ChatStream, *, ping_s: float) -> AsyncGenerator[bytes, None]:
     last_sent = time.monotonic()
     try:
         async for reply in stream:
             if isinstance(reply, ChatDelta):
-                yield ServerSentEventMessage(event="message", data=_json({"content": reply.content}))
+                yield sse_event("message", encode({"content": reply.content}))
             elif isinstance(reply, ChatSources):
-                yield ServerSentEventMessage(event="sources", data=_json({"sources": reply.sources}))
+                yield sse_event("sources", encode({"sources": reply.sources}))
             elif isinstance(reply, ChatEnd):
-                yield ServerSentEventMessage(event="end", data=_json(_end_payload(reply)))
+                yield sse_event("end", encode(_end_payload(reply)))
             elif isinstance(reply, ChatError):
-                yield ServerSentEventMessage(
-                    event="error", data=_json({"code": reply.code, "message": reply.message})
-                )
+                yield sse_event("error", encode({"code": reply.code, "message": reply.message}))
             elif time.monotonic() - last_sent >= ping_s:  # a worker ping while nothing flows
-                yield ServerSentEventMessage(comment="ping", data=None)
+                yield PING
             else:
                 continue
             last_sent = time.monotonic()
@@ -79,7 +74,7 @@ async def _events(stream: ChatStream, *, ping_s: float) -> AsyncGenerator[Server
 @post("/v1/chat", status_code=200, summary="Ask a question about the app's documents")
 async def chat(
     request: Request[Any, Any, Any], data: ChatBody, gw: Gateway
-) -> Response[dict[str, Any]] | ServerSentEvent:
+) -> Response[dict[str, Any]] | Stream:
     """Answer from the app's documents. ``stream: true`` answers with SSE:
     ``message`` events (text deltas), ``sources``, then ``end`` (session, message id, usage);
     a failure after the stream started is an ``error`` event."""
@@ -102,7 +97,7 @@ async def chat(
     )
     stream = await gw.relay.open(chat_request)
     if data.stream:
-        return ServerSentEvent(_events(stream, ping_s=gw.settings.sse_ping_s), headers=SSE_HEADERS)
+        return sse_response(_events(stream, ping_s=gw.settings.sse_ping_s), headers=SSE_HEADERS)
     answer = await stream.collect()
     body = {
         "content": answer.content,
