@@ -3,7 +3,8 @@
 Indexes the corpus with the ingest chunker and the product's HybridIndex (the
 embedder of OBDAL_EMBED_MODEL, Qdrant Edge unless OBDAL_QDRANT_URL is set), then
 runs every test query in BM25-only, dense-only and hybrid mode, and prints
-nDCG@10 and recall@100 for each, index time, query latency, and last a JSON line.
+nDCG@10 and recall@100 for each, index time, query latency, the embedder's own
+cost (model load, one query's embedding), and last a JSON line.
 
     .venv/bin/python bench/retrieval.py [--dataset PATH] [--limit-docs N]
 
@@ -69,6 +70,14 @@ def recall_at_100(ranked: list[str], relevant: dict[str, int]) -> float:
     return len(found) / len([d for d, g in relevant.items() if g > 0])
 
 
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {
+        "p50_ms": round(ordered[len(ordered) // 2], 2),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+    }
+
+
 async def build(index: HybridIndex, corpus: dict[str, dict[str, str]]) -> tuple[int, float]:
     """Chunk every document as ingest does and index it; (chunks, seconds)."""
     started = time.perf_counter()
@@ -101,13 +110,21 @@ async def run(
         ranked = list(dict.fromkeys(hit.file_id for hit in hits))  # best chunk per document
         ndcgs.append(ndcg_at_10(ranked, qrels[query_id]))
         recalls.append(recall_at_100(ranked, qrels[query_id]))
-    latencies.sort()
     return {
         "ndcg@10": round(statistics.fmean(ndcgs), 4),
         "recall@100": round(statistics.fmean(recalls), 4),
-        "p50_ms": round(latencies[len(latencies) // 2], 2),
-        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
+        **percentiles(latencies),
     }
+
+
+async def embed_latency(index: HybridIndex, queries: dict[str, str]) -> dict[str, float]:
+    """Embedding one query, alone: the share of the dense and hybrid latency that is the model's."""
+    latencies = []
+    for text in queries.values():
+        started = time.perf_counter()
+        await index.embedder.embed([text])
+        latencies.append((time.perf_counter() - started) * 1000)
+    return percentiles(latencies)
 
 
 async def main() -> None:
@@ -122,7 +139,9 @@ async def main() -> None:
         corpus = dict(list(corpus.items())[: args.limit_docs])
     with tempfile.TemporaryDirectory() as data_dir:
         settings = ObdalSettings(data_dir=Path(data_dir))
+        started = time.perf_counter()
         index = await open_index(settings)
+        load_s = time.perf_counter() - started
         chunks, index_s = await build(index, corpus)
         print(
             f"dataset {args.dataset.name}: {len(corpus)} documents -> {chunks} chunks, "
@@ -130,7 +149,8 @@ async def main() -> None:
         )
         print(f"default mode {LABEL[index.mode]} (OBDAL_RETRIEVAL_MODE={settings.retrieval_mode})")
         print(
-            f"embedder {index.embedder.model_id}; backend {settings.qdrant_url or 'qdrant-edge (embedded)'}"
+            f"embedder {index.embedder.model_id} (index opened, model loaded in {load_s:.1f} s); "
+            f"backend {settings.qdrant_url or 'qdrant-edge (embedded)'}"
         )
         print(
             f"index time {index_s:.1f} s "
@@ -145,10 +165,17 @@ async def main() -> None:
                 f"{LABEL[mode]:<8} {result['ndcg@10']:>8.4f} {result['recall@100']:>7.4f} "
                 f"{result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f}"
             )
+        query_embedding = await embed_latency(index, queries)
+        print(
+            f"query embedding alone: p50 {query_embedding['p50_ms']:.2f} ms, "
+            f"p99 {query_embedding['p99_ms']:.2f} ms"
+        )
         await close_indexes()
+    embedder_info = {"model": index.embedder.model_id, "load_s": round(load_s, 2), "query": query_embedding}
     index_info = {"documents": len(corpus), "chunks": chunks, "seconds": round(index_s, 2)}
     index_info["default_mode"] = LABEL[index.mode]
-    print(json.dumps({**{name: results[name] for name in ("hybrid", "bm25", "dense")}, "index": index_info}))
+    summary = {name: results[name] for name in ("hybrid", "bm25", "dense")}
+    print(json.dumps({**summary, "index": index_info, "embedder": embedder_info}))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from obdal_common.retrieval import Chunk, HybridIndex, close_indexes, open_index
@@ -46,12 +47,46 @@ async def test_each_search_mode_finds_the_passage(index: HybridIndex, mode: Sear
 
 
 async def test_auto_mode_follows_the_embedder(tmp_path: Path) -> None:
-    index = await open_index(ObdalSettings(data_dir=tmp_path / "auto"))
+    index = await open_index(ObdalSettings(data_dir=tmp_path / "default"))
+    assert (index.embedder.model_id, index.mode) == ("obdal/minilm-l6-int8", "hybrid")
+    await close_indexes()
+    index = await open_index(ObdalSettings(data_dir=tmp_path / "auto", embed_model="obdal/hashing-384"))
     assert index.mode == "sparse"  # the offline hashing embedder: BM25 alone measured better
     await close_indexes()
     index = await open_index(ObdalSettings(data_dir=tmp_path / "hybrid", retrieval_mode="hybrid"))
     assert index.mode == "hybrid"
     await close_indexes()
+
+
+# No word of the query (nor its stem) appears in the passage that answers it.
+PARAPHRASE = "Recovering account access after forgetting your login credentials"
+UNRELATED = [
+    "Our office is closed on public holidays.",
+    "Shipping to Portugal takes five business days.",
+    "Gift cards cannot be exchanged for cash.",
+    "Invoices are sent by e-mail every month.",
+]
+
+
+async def test_default_embedder_finds_a_paraphrase_bm25_cannot(index: HybridIndex) -> None:
+    await index.add(chunks("app_a", "file_1", [*UNRELATED, PARAPHRASE]))
+    query = "How do I reset my password?"
+    assert PARAPHRASE not in [h.text for h in await index.search("app_a", query, limit=1, mode="sparse")]
+    for mode in ("dense", "hybrid"):
+        hits = await index.search("app_a", query, limit=3, mode=mode)
+        assert hits[0].text == PARAPHRASE, mode
+
+
+async def test_minilm_vectors_are_normalised_and_batch_independent() -> None:
+    embedder = make_embedder("obdal/minilm-l6-int8")
+    texts = ["Refunds take five days", PARAPHRASE, "x"]
+    batch = np.array(await embedder.embed(texts))
+    alone = np.array([(await embedder.embed([text]))[0] for text in texts])
+    assert batch.shape == (3, await embedder.dimension())
+    assert np.linalg.norm(batch, axis=1) == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
+    # Padding inside a batch must not change a text's vector.
+    assert (batch * alone).sum(axis=1) == pytest.approx([1.0, 1.0, 1.0], abs=1e-4)
+    assert await embedder.embed([]) == []
 
 
 async def test_search_never_crosses_apps(index: HybridIndex) -> None:

@@ -36,13 +36,14 @@ class ObdalSettings(BaseSettings):
     data_dir: Path = Path(".obdal")
 
     embed_model: str = Field(
-        "obdal/hashing-384",
-        description="Offline 'obdal/hashing-384', or any litellm embedding model id",
+        "obdal/minilm-l6-int8",
+        description="Offline 'obdal/minilm-l6-int8' (all-MiniLM-L6-v2) or 'obdal/hashing-384', "
+        "or any litellm embedding model id",
     )
     embed_batch_size: int = Field(64, ge=1, le=2048)
     retrieval_mode: Literal["auto", "hybrid", "sparse", "dense"] = Field(
         "auto",
-        description="auto: BM25 alone with the offline hashing embedder (it measured better), else hybrid",
+        description="auto: hybrid, but BM25 alone with the hashing embedder (it measured better)",
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -1,4 +1,4 @@
-"""Dense embedders: an offline default and any litellm embedding model."""
+"""Dense embedders: the offline ones (MiniLM, the default; hashing) and any litellm embedding model."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from obdal_common.errors import ConfigurationError, DependencyUnavailable
+from obdal_common.retrieval.minilm import MINILM_MODEL_ID, MiniLMEmbedder
 
 __all__ = ["Embedder", "HashingEmbedder", "LiteLLMEmbedder", "make_embedder"]
 
@@ -33,10 +34,10 @@ class Embedder(Protocol):
 class HashingEmbedder:
     """Offline embedder: signed feature hashing of words and character trigrams.
 
-    No model download, no GPU, microseconds per passage. It captures lexical
-    and sub-word overlap (spelling variants, inflections), which complements
-    BM25's exact stemmed terms in the hybrid fusion. A neural model is one
-    setting away (``OBDAL_EMBED_MODEL``).
+    No model, no extra install, microseconds per passage, but lexical only: on
+    SciFact it adds nothing to BM25 (docs/retrieval.md), so ``auto`` mode searches
+    with BM25 alone when it is configured. Useful where the MiniLM extra cannot be
+    installed, and for tests that index a lot.
     """
 
     def __init__(self, dim: int = 384) -> None:
@@ -91,9 +92,13 @@ class LiteLLMEmbedder:
 
 def make_embedder(model_id: str) -> Embedder:
     """The embedder for ``OBDAL_EMBED_MODEL``."""
+    if model_id == MINILM_MODEL_ID:
+        return MiniLMEmbedder()
     match = re.fullmatch(r"obdal/hashing-(\d+)", model_id)
     if match:
         return HashingEmbedder(int(match.group(1)))
     if model_id.startswith("obdal/"):
-        raise ConfigurationError(f"unknown built-in embedder {model_id!r} (try obdal/hashing-384)")
+        raise ConfigurationError(
+            f"unknown built-in embedder {model_id!r} (try {MINILM_MODEL_ID} or obdal/hashing-384)"
+        )
     return LiteLLMEmbedder(model_id)

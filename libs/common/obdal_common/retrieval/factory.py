@@ -8,6 +8,7 @@ import re
 from obdal_common.retrieval.backend import IndexBackend
 from obdal_common.retrieval.embedders import HashingEmbedder, make_embedder
 from obdal_common.retrieval.hybrid import HybridIndex, SearchMode
+from obdal_common.retrieval.minilm import MiniLMEmbedder
 from obdal_common.settings import ObdalSettings
 
 __all__ = ["close_indexes", "open_index"]
@@ -34,6 +35,8 @@ async def open_index(settings: ObdalSettings) -> HybridIndex:
         if cache_key in _open:
             return _open[cache_key]
         embedder = make_embedder(settings.embed_model)
+        if isinstance(embedder, MiniLMEmbedder):
+            await embedder.load()  # fail at start if the extra is missing, not at the first request
         dim = await embedder.dimension()
         backend: IndexBackend
         if settings.qdrant_url:
