@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -36,6 +37,7 @@ __all__ = [
     "connect",
     "ensure_topology",
     "key_value",
+    "publish_event",
     "request",
     "respond",
     "respond_error",
@@ -50,6 +52,8 @@ T = TypeVar("T")
 _EVENTS_MAX_AGE_S = 14 * 24 * 3600
 _DEDUPE_WINDOW_S = 600
 _FIRST_CONNECT_S = 10.0
+_PUBLISH_TIMEOUT_S = 2.0
+_PUBLISH_RETRY_MAX_S = 2.0
 
 
 async def connect(url: str, *, name: str) -> NATS:
@@ -151,6 +155,16 @@ async def ensure_topology(js: JetStreamContext) -> None:
     await _ensure_stream(
         js,
         StreamConfig(
+            name=subjects.CHAT_PARTIAL_STREAM,
+            subjects=[subjects.CHAT_PARTIAL],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=_DEDUPE_WINDOW_S,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
             name=subjects.DEADLETTER_STREAM,
             subjects=list(subjects.DEADLETTER_SUBJECTS),
             retention=RetentionPolicy.LIMITS,
@@ -166,6 +180,33 @@ async def ensure_topology(js: JetStreamContext) -> None:
         # Passing an ObjectStoreConfig with the bucket fails in nats-py 2.16 (NOTES.md).
         with contextlib.suppress(BadRequestError):
             await js.create_object_store(subjects.OBJECT_STORE_FILES)
+
+
+async def publish_event(
+    js: JetStreamContext, subject: str, event: Any, *, msg_id: str, give_up_after: float
+) -> None:
+    """Publish ``event`` to JetStream until the server acknowledges it, for up to ``give_up_after`` s.
+
+    Retries ride out a NATS restart or reconnect; every try carries the same
+    ``Nats-Msg-Id``, so a try whose acknowledgement was lost is not stored twice.
+    Raises :class:`DependencyUnavailable` once the time is up.
+    """
+    data = encode(event)
+    headers = inject_headers({"Nats-Msg-Id": msg_id})
+    deadline = time.monotonic() + give_up_after
+    delay = 0.1
+    while True:
+        try:
+            await js.publish(subject, data, headers=headers, timeout=_PUBLISH_TIMEOUT_S)
+            return
+        except Exception as exc:  # timeouts, no responders (JetStream restarting), connection errors
+            if time.monotonic() + delay > deadline:
+                raise DependencyUnavailable(
+                    f"could not publish {subject} {msg_id}: {exc!r}", code="nats_unavailable"
+                ) from exc
+            log.warning("publishing %s %s failed (%r), retrying", subject, msg_id, exc)
+        await asyncio.sleep(delay)
+        delay = min(_PUBLISH_RETRY_MAX_S, delay * 2)
 
 
 async def respond(msg: Msg, payload: Any) -> None:

@@ -82,7 +82,8 @@ class Generator:
                     yield delta
         finally:
             if not completion.provider_usage:
-                completion.prompt_tokens = self.count_tokens(messages=messages)
+                # The caller may have counted the prompt already (to announce it before the first delta).
+                completion.prompt_tokens = completion.prompt_tokens or self.count_tokens(messages=messages)
                 completion.completion_tokens = self.count_tokens(text=completion.text)
 
     def count_tokens(self, *, messages: list[dict[str, str]] | None = None, text: str | None = None) -> int:

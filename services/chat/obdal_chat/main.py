@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from obdal_chat.generation import Generator
 from obdal_chat.handlers import ChatHandlers
 from obdal_chat.history import SessionHistory
+from obdal_chat.partials import PartialAnswers
 from obdal_chat.pipeline import AnswerPipeline
 from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
@@ -68,10 +69,12 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
             nc, subjects.status_subject("chat"), dict, status, span_name="chat.status"
         )
         await handlers.start()
+        partials = asyncio.create_task(PartialAnswers(js, pipeline, generator).consume(stop))
         log.info("chat worker ready (model %s, index %s)", generator.model, settings.qdrant_url or "embedded")
         await stop.wait()
         await status_sub.unsubscribe()
         await handlers.stop()
+        await partials
     finally:
         await redis.aclose()
         await close_nats(nc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import nats.errors
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
@@ -58,6 +59,16 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, A
     )
 
 
+def _bus(_: Request[Any, Any, Any], exc: nats.errors.Error) -> Response[dict[str, Any]]:
+    # A NATS call that failed for want of the server (restarting, reconnecting): not the client's fault.
+    log.warning("message bus unavailable: %r", exc)
+    return Response(
+        error_body("nats_unavailable", "the message bus is unavailable, retry shortly"),
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled error", exc_info=exc)
     return Response(error_body("internal_error", "internal error"), status_code=500)
@@ -67,5 +78,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ObdalError: _obdal,
     ValidationException: _validation,
     HTTPException: _http,
+    nats.errors.Error: _bus,
     Exception: _unexpected,
 }

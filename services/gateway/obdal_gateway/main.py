@@ -67,7 +67,10 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             files=FileStatusStore(await key_value(js, subjects.KV_FILES)),
             objects=await js.object_store(subjects.OBJECT_STORE_FILES),
             relay=ChatRelay(
-                nc, accept_timeout=settings.chat_accept_timeout_s, idle_timeout=settings.chat_idle_timeout_s
+                nc,
+                accept_timeout=settings.chat_accept_timeout_s,
+                idle_timeout=settings.chat_idle_timeout_s,
+                publish_retry_s=settings.event_publish_retry_s,
             ),
             audit=AuditLog(js),
             limiter=RateLimiter(redis),
