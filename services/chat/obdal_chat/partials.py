@@ -60,7 +60,10 @@ class PartialAnswers:
                 await asyncio.sleep(_RETRY_S)
                 continue
             for msg in msgs:
-                await self._meter(msg)
+                try:
+                    await self._meter(msg)
+                except Exception as exc:  # NATS lost before the ack: redelivered, and its event ids dedupe
+                    log.warning("partial answer interrupted, it will be redelivered: %r", exc)
         await sub.unsubscribe()
 
     async def _meter(self, msg: Msg) -> None:

@@ -96,7 +96,10 @@ class IngestHandlers:
                 await asyncio.sleep(1.0)
                 continue
             for msg in msgs:
-                await self._handle(msg)
+                try:
+                    await self._handle(msg)
+                except Exception as exc:  # NATS lost mid-job: nothing acked, so JetStream redelivers it
+                    log.warning("ingest job interrupted, it will be redelivered: %r", exc)
         await sub.unsubscribe()
 
     async def _handle(self, msg: Msg) -> None:
@@ -108,6 +111,19 @@ class IngestHandlers:
             return
         attempt = msg.metadata.num_delivered
         pipeline = self._pipeline
+        if attempt >= self._settings.ingest_max_deliver > 1 and await self._died_on(job):
+            # The last delivery of a job whose previous attempt killed its worker (no outcome was
+            # recorded): trying again would most likely kill this one too, and then nobody would
+            # ever mark the file failed. Give up now, so the file ends `failed` and the queue moves on.
+            log.error("giving up on %s: the ingest worker died while processing it", job.file_id)
+            await pipeline.report(
+                job,
+                "failed",
+                error=f"the ingest worker stopped while processing this file ({attempt - 1} attempts)",
+                finished_at=datetime.now(UTC),
+            )
+            await msg.term()
+            return
         with tracer.start_as_current_span("ingest.job", context=extract_context(msg.headers)):
             progress = asyncio.create_task(self._keep_alive(msg))
             try:
@@ -119,6 +135,8 @@ class IngestHandlers:
                 return
             except Exception as exc:
                 log.exception("ingest of %s failed (attempt %d)", job.file_id, attempt)
+                # Recorded, so the next attempt knows this one did not die with its worker.
+                await pipeline.report(job, "processing", error=f"attempt {attempt} failed: {exc}")
                 if attempt >= self._settings.ingest_max_deliver:
                     await pipeline.report(
                         job,
@@ -135,10 +153,20 @@ class IngestHandlers:
             log.info("indexed %s (%d chunks)", job.file_id, chunks)
             await msg.ack_sync()
 
+    async def _died_on(self, job: IngestJob) -> bool:
+        """Whether an earlier attempt at ``job`` started and then vanished without an outcome."""
+        status = await self._pipeline.statuses.get(job.app_id, job.file_id)
+        return (
+            status is not None
+            and status.version == job.version
+            and status.status == "processing"
+            and status.error is None
+        )
+
     async def _keep_alive(self, msg: Msg) -> None:
-        # Long files: tell JetStream we are still working so it does not redeliver.
+        # Long files: tell JetStream we are still working so it does not redeliver (well within ack_wait).
         while True:
-            await asyncio.sleep(_PROGRESS_S)
+            await asyncio.sleep(min(_PROGRESS_S, self._settings.ingest_ack_wait_s / 3))
             await msg.in_progress()
 
     async def stop(self) -> None:
