@@ -3,18 +3,22 @@ outage, automatic recovery after it, and no event lost or doubled. One stack on 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.faults.backends import OutageStack, outage_stack, wait_until
+from obdal_common.retrieval.qdrant_server import QdrantServerBackend
+from tests.faults.backends import INGEST_MAX_DELIVER, OutageStack, outage_stack, wait_until
 
 RECOVERY_S = 10.0  # the bound: requests succeed within 10 s of the server being back
 ANSWER_S = 10.0  # no request may hang longer than this during an outage
+COLLECTION = "obdal_chunks_obdal_hashing_384"  # the offline embedder's collection
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +123,66 @@ def test_redis_stopped_chat_answers_without_history_and_recovers(outage: OutageS
     outage.ready(timeout=RECOVERY_S)
 
 
-def test_ingest_worker_killed_mid_file_redelivers_and_indexes_once(
-    outage: OutageStack, tmp_path: Path
-) -> None:
-    del tmp_path
-    pytest.skip("written next")
+def _big_text(tag: str) -> bytes:
+    lines = (
+        f"{tag} {n}: part {n} ships from warehouse {n % 7} within {n % 5 + 1} days." for n in range(6000)
+    )
+    return "\n\n".join(lines).encode()
+
+
+def test_ingest_worker_killed_mid_file_redelivers_and_indexes_once(outage: OutageStack) -> None:
+    api = outage.api
+    app_id, key = api.new_tenant("ingest-kill")
+
+    def status(file_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = api.http.get(f"/v1/files/{file_id}", headers=api.auth(key)).json()
+        return body
+
+    big = api.upload(key, "catalogue.txt", _big_text("Catalogue")).json()["file_id"]
+    wait_until(
+        lambda: 10 < status(big).get("progress", 0) < 99,
+        timeout=120,
+        what="mid-file",
+        detail=lambda: status(big),
+    )
+    outage.kill_ingest()
+    outage.start_ingest()
+    ready = api.wait_file(key, big, timeout=240)
+    assert ready["status"] == "ready", ready
+    assert ready["progress"] == 100
+
+    # A file that kills its worker on every attempt: failed after max_deliver, the queue moves on.
+    poison = api.upload(key, "poison.txt", _big_text("Poison")).json()["file_id"]
+    started: list[str] = []
+    for _ in range(INGEST_MAX_DELIVER - 1):
+        wait_until(
+            lambda: (s := status(poison).get("started_at")) is not None and s not in started,
+            timeout=240,
+            what="poison attempt started",
+            detail=lambda: status(poison),
+        )
+        started.append(status(poison)["started_at"])
+        outage.kill_ingest()
+        outage.start_ingest()
+    good = api.upload(key, "good.txt", b"Gift cards never expire.").json()["file_id"]
+    assert api.wait_file(key, good, timeout=240)["status"] == "ready"
+    failed = api.wait_file(key, poison, timeout=60)
+    assert failed["status"] == "failed"
+    assert "stopped while processing" in failed["error"]
+
+    # Exactly one copy of the big file's passages, none of the poison file's.
+    assert outage.ingest is not None
+    assert outage.ingest.stop() == 0
+    logs = "".join(p.read_text() for p in outage.base.glob("ingest-*.log"))
+    assert logs.count(f"indexed {big} ") == 1
+    counts = asyncio.run(_count_points(outage.base / "qdrant", app_id, [big, poison]))
+    assert counts == [ready["chunks"], 0]
+    outage.start_ingest()
+
+
+async def _count_points(path: Path, app_id: str, file_ids: list[str]) -> list[int]:
+    backend = await QdrantServerBackend.open(f"path:{path}", collection=COLLECTION, dim=384)
+    try:
+        return [await backend.count(app_id, file_id) for file_id in file_ids]
+    finally:
+        await backend.close()

@@ -116,6 +116,7 @@ class IngestHandlers:
             # recorded): trying again would most likely kill this one too, and then nobody would
             # ever mark the file failed. Give up now, so the file ends `failed` and the queue moves on.
             log.error("giving up on %s: the ingest worker died while processing it", job.file_id)
+            await self._index.delete_file(job.app_id, job.file_id)  # what the dead attempts indexed
             await pipeline.report(
                 job,
                 "failed",
