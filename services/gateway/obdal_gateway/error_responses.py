@@ -69,6 +69,16 @@ def _bus(_: Request[Any, Any, Any], exc: nats.errors.Error) -> Response[dict[str
     )
 
 
+def _undecodable(
+    _: Request[Any, Any, Any], exc: UnicodeDecodeError | RecursionError
+) -> Response[dict[str, Any]]:
+    # Raised by the JSON decoder itself (not as a validation error) for bytes that are not
+    # UTF-8 and for pathologically nested documents: both are the client's input.
+    if isinstance(exc, UnicodeDecodeError):
+        return Response(error_body("invalid_encoding", "the body is not valid UTF-8"), status_code=400)
+    return Response(error_body("too_deeply_nested", "the JSON body is nested too deeply"), status_code=400)
+
+
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled error", exc_info=exc)
     return Response(error_body("internal_error", "internal error"), status_code=500)
@@ -79,5 +89,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ValidationException: _validation,
     HTTPException: _http,
     nats.errors.Error: _bus,
+    UnicodeDecodeError: _undecodable,
+    RecursionError: _undecodable,
     Exception: _unexpected,
 }
