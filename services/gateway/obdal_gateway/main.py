@@ -26,6 +26,7 @@ from obdal_gateway.operator_token import resolve_admin_token
 from obdal_gateway.ratelimit import RateLimiter
 from obdal_gateway.relay import ChatRelay
 from obdal_gateway.settings import GatewaySettings
+from obdal_gateway.slow_clients import SendTimeout
 from obdal_gateway.state import Gateway
 
 __all__ = ["main", "serve"]
@@ -77,7 +78,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         )
         server = _Server(
             uvicorn.Config(
-                RequestMetrics(create_app(gateway)),
+                RequestMetrics(SendTimeout(create_app(gateway), timeout_s=settings.client_send_timeout_s)),
                 host=settings.gateway_host,
                 port=settings.gateway_port,
                 log_config=None,
