@@ -38,6 +38,7 @@ __all__ = [
     "ensure_topology",
     "key_value",
     "publish_event",
+    "pull_each",
     "request",
     "respond",
     "respond_error",
@@ -207,6 +208,37 @@ async def publish_event(
             log.warning("publishing %s %s failed (%r), retrying", subject, msg_id, exc)
         await asyncio.sleep(delay)
         delay = min(_PUBLISH_RETRY_MAX_S, delay * 2)
+
+
+async def pull_each(
+    sub: JetStreamContext.PullSubscription,
+    handle: Callable[[Msg], Awaitable[None]],
+    *,
+    stop: asyncio.Event,
+    batch: int,
+    what: str,
+) -> None:
+    """Fetch messages of a pull subscription and ``handle`` each one until ``stop``; then unsubscribe.
+
+    Fetching rides out NATS reconnecting. A handler that fails (typically NATS lost
+    before its ack) leaves the message unacked: JetStream redelivers it, and the
+    consumer carries on instead of dying with it.
+    """
+    while not stop.is_set():
+        try:
+            msgs = await sub.fetch(batch, timeout=1.0)
+        except (TimeoutError, NatsTimeoutError):
+            continue
+        except Exception as exc:  # NATS reconnecting: wait and retry
+            log.warning("%s fetch failed: %s", what, exc)
+            await asyncio.sleep(1.0)
+            continue
+        for msg in msgs:
+            try:
+                await handle(msg)
+            except Exception as exc:
+                log.warning("%s interrupted, it will be redelivered: %r", what, exc)
+    await sub.unsubscribe()
 
 
 async def respond(msg: Msg, payload: Any) -> None:

@@ -13,13 +13,13 @@ import logging
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from obdal_chat.generation import Completion, Generator
 from obdal_chat.pipeline import AnswerPipeline
 from obdal_common import subjects
+from obdal_common.messaging import pull_each
 from obdal_common.schemas import ChatRequest, PartialAnswer, Usage, decode
 
 __all__ = ["PartialAnswers"]
@@ -50,21 +50,7 @@ class PartialAnswers:
                 ack_policy=AckPolicy.EXPLICIT, max_deliver=_MAX_DELIVER, ack_wait=_ACK_WAIT_S
             ),
         )
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(_BATCH, timeout=1.0)
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except Exception as exc:  # NATS reconnecting: wait and retry
-                log.warning("partial answers fetch failed: %s", exc)
-                await asyncio.sleep(_RETRY_S)
-                continue
-            for msg in msgs:
-                try:
-                    await self._meter(msg)
-                except Exception as exc:  # NATS lost before the ack: redelivered, and its event ids dedupe
-                    log.warning("partial answer interrupted, it will be redelivered: %r", exc)
-        await sub.unsubscribe()
+        await pull_each(sub, self._meter, stop=stop, batch=_BATCH, what="partial answer")
 
     async def _meter(self, msg: Msg) -> None:
         try:

@@ -10,14 +10,13 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from opentelemetry import trace
 
 from obdal_common import subjects
 from obdal_common.errors import ObdalError
-from obdal_common.messaging import serve_requests
+from obdal_common.messaging import pull_each, serve_requests
 from obdal_common.retrieval import HybridIndex
 from obdal_common.schemas import IngestDelete, IngestDeleteApp, IngestDeleted, IngestJob, decode
 from obdal_common.telemetry import extract_context
@@ -86,21 +85,7 @@ class IngestHandlers:
                 ack_wait=s.ingest_ack_wait_s,
             ),
         )
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(1, timeout=1.0)
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except Exception as exc:  # NATS reconnecting: wait and retry
-                log.warning("ingest fetch failed: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
-            for msg in msgs:
-                try:
-                    await self._handle(msg)
-                except Exception as exc:  # NATS lost mid-job: nothing acked, so JetStream redelivers it
-                    log.warning("ingest job interrupted, it will be redelivered: %r", exc)
-        await sub.unsubscribe()
+        await pull_each(sub, self._handle, stop=stop, batch=1, what="ingest job")
 
     async def _handle(self, msg: Msg) -> None:
         try:
