@@ -130,6 +130,7 @@ def _big_text(tag: str) -> bytes:
     return "\n\n".join(lines).encode()
 
 
+@pytest.mark.timeout(600)  # three ingest worker start-ups, each ~30 s on a loaded machine
 def test_ingest_worker_killed_mid_file_redelivers_and_indexes_once(outage: OutageStack) -> None:
     api = outage.api
     app_id, key = api.new_tenant("ingest-kill")

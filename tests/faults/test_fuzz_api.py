@@ -37,6 +37,7 @@ def _fuzz(operation: Any, mode: GenerationMode, *, url: str, token: str) -> None
         max_examples=EXAMPLES,
         deadline=None,
         database=None,
+        derandomize=True,  # the same examples every run: a failure reproduces, CI is not a lottery
         suppress_health_check=list(HealthCheck),
     )
     def run(case: Any) -> None:

@@ -12,7 +12,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from obdal_gateway.cors import PolicyHeadersMiddleware
 from obdal_gateway.error_responses import EXCEPTION_HANDLERS
 from obdal_gateway.instrumentation import name_span, prometheus_metrics, tracing_plugin
-from obdal_gateway.openapi_errors import document_errors
+from obdal_gateway.openapi_docs import complete_openapi
 from obdal_gateway.routes.admin import admin_router
 from obdal_gateway.routes.chat import chat
 from obdal_gateway.routes.completions import chat_completions
@@ -92,5 +92,5 @@ def create_app(gateway: Gateway) -> Litestar:
         logging_config=None,  # logging is configured once per process (obdal_common.logs)
         debug=False,
     )
-    document_errors(app)
+    complete_openapi(app)
     return app

@@ -1,10 +1,12 @@
-"""Every operation of the OpenAPI document declares the error responses it can give.
+"""What Litestar cannot infer for the OpenAPI document: the error body and the SSE streams.
 
 Errors leave the gateway as ``{"error": {"code", "message"}}`` (error_responses.py)
 whatever the route, so they are documented once here rather than on each
 handler: Litestar would otherwise describe 400 with its own validation body and
-leave 401, 403, 404, 413, 415, 429 and 503 out, and a client generated from the
-schema (or a schema-driven fuzzer) would reject the real answers.
+leave 401, 403, 404, 413, 415, 429 and 503 out. The chat endpoints answer
+``text/event-stream`` when asked to stream, which a return annotation cannot say.
+A client generated from the schema (or a schema-driven fuzzer) would otherwise
+reject the real answers.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from litestar.openapi.spec import (
 )
 from litestar.openapi.spec.enums import OpenAPIType
 
-__all__ = ["document_errors"]
+__all__ = ["complete_openapi"]
 
 _ERROR_SCHEMA = "Error"
 _ALWAYS = {
@@ -31,6 +33,8 @@ _ALWAYS = {
     "429": "Rate limit or token budget exceeded (see Retry-After)",
     "503": "A dependency (NATS, a worker, MongoDB) is unavailable; retry shortly",
 }
+# Routes that answer with server-sent events when the body says ``"stream": true``.
+_STREAMING = ("/v1/chat", "/v1/chat/completions")
 _WITH_BODY = {
     "413": "Body, file or message too large",
     "415": "Unsupported content or file type",
@@ -49,23 +53,33 @@ def _error_schema() -> Schema:
     return Schema(type=OpenAPIType.OBJECT, required=["error"], properties={"error": detail})
 
 
-def _operations(app: Litestar) -> list[Operation]:
-    found: list[Operation] = []
-    for item in (app.openapi_schema.paths or {}).values():
+def _operations(app: Litestar) -> list[tuple[str, Operation]]:
+    found: list[tuple[str, Operation]] = []
+    for path, item in (app.openapi_schema.paths or {}).items():
         for operation in (item.get, item.put, item.post, item.delete, item.patch):
             if operation is not None:
-                found.append(operation)
+                found.append((path, operation))
     return found
 
 
-def document_errors(app: Litestar) -> None:
-    """Declare the JSON error body for every error status of every operation of ``app``."""
+def _document_stream(operation: Operation) -> None:
+    ok = (operation.responses or {}).get("200")
+    if isinstance(ok, OpenAPIResponse):
+        events = Schema(type=OpenAPIType.STRING, description="Server-sent events (see the description)")
+        ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=events)}
+
+
+def complete_openapi(app: Litestar) -> None:
+    """Declare the JSON error body for every error status of every operation of ``app``, and the
+    event streams of the chat endpoints."""
     openapi = app.openapi_schema
     components = openapi.components if isinstance(openapi.components, Components) else Components()
     components.schemas = {**(components.schemas or {}), _ERROR_SCHEMA: _error_schema()}
     openapi.components = components
     ref = Reference(ref=f"#/components/schemas/{_ERROR_SCHEMA}")
-    for operation in _operations(app):
+    for path, operation in _operations(app):
+        if path in _STREAMING:
+            _document_stream(operation)
         statuses = dict(_ALWAYS)
         if operation.request_body is not None:
             statuses |= _WITH_BODY
