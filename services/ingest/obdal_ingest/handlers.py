@@ -102,13 +102,9 @@ class IngestHandlers:
             # ever mark the file failed. Give up now, so the file ends `failed` and the queue moves on.
             log.error("giving up on %s: the ingest worker died while processing it", job.file_id)
             await self._index.delete_file(job.app_id, job.file_id)  # what the dead attempts indexed
-            await pipeline.report(
-                job,
-                "failed",
-                error=f"the ingest worker stopped while processing this file ({attempt - 1} attempts)",
-                finished_at=datetime.now(UTC),
+            await self._give_up(
+                job, msg, f"the ingest worker stopped while processing this file ({attempt - 1} attempts)"
             )
-            await msg.term()
             return
         with tracer.start_as_current_span("ingest.job", context=extract_context(msg.headers)):
             progress = asyncio.create_task(self._keep_alive(msg))
@@ -124,13 +120,7 @@ class IngestHandlers:
                 # Recorded, so the next attempt knows this one did not die with its worker.
                 await pipeline.report(job, "processing", error=f"attempt {attempt} failed: {exc}")
                 if attempt >= self._settings.ingest_max_deliver:
-                    await pipeline.report(
-                        job,
-                        "failed",
-                        error=f"gave up after {attempt} attempts: {exc}",
-                        finished_at=datetime.now(UTC),
-                    )
-                    await msg.term()
+                    await self._give_up(job, msg, f"gave up after {attempt} attempts: {exc}")
                 else:
                     await msg.nak(delay=min(30.0, 2.0**attempt))
                 return
@@ -138,6 +128,11 @@ class IngestHandlers:
                 progress.cancel()
             log.info("indexed %s (%d chunks)", job.file_id, chunks)
             await msg.ack_sync()
+
+    async def _give_up(self, job: IngestJob, msg: Msg, error: str) -> None:
+        """The file ends ``failed`` with ``error``; the job is never delivered again."""
+        await self._pipeline.report(job, "failed", error=error, finished_at=datetime.now(UTC))
+        await msg.term()
 
     async def _died_on(self, job: IngestJob) -> bool:
         """Whether an earlier attempt at ``job`` started and then vanished without an outcome."""
