@@ -10,7 +10,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test lint typecheck pytest browser fmt lock clean bench
+.PHONY: install run test test-faults lint typecheck pytest browser fmt lock clean bench
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -42,6 +42,10 @@ typecheck:
 
 pytest:
 	$(VENV)/bin/pytest
+
+# The fault-injection and hostile-input suite alone (also part of `make test`).
+test-faults: install
+	$(VENV)/bin/pytest tests/faults
 
 fmt: install
 	$(VENV)/bin/ruff format .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -36,6 +37,8 @@ __all__ = [
     "connect",
     "ensure_topology",
     "key_value",
+    "publish_event",
+    "pull_each",
     "request",
     "respond",
     "respond_error",
@@ -50,6 +53,8 @@ T = TypeVar("T")
 _EVENTS_MAX_AGE_S = 14 * 24 * 3600
 _DEDUPE_WINDOW_S = 600
 _FIRST_CONNECT_S = 10.0
+_PUBLISH_TIMEOUT_S = 2.0
+_PUBLISH_RETRY_MAX_S = 2.0
 
 
 async def connect(url: str, *, name: str) -> NATS:
@@ -151,6 +156,16 @@ async def ensure_topology(js: JetStreamContext) -> None:
     await _ensure_stream(
         js,
         StreamConfig(
+            name=subjects.CHAT_PARTIAL_STREAM,
+            subjects=[subjects.CHAT_PARTIAL],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=_DEDUPE_WINDOW_S,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
             name=subjects.DEADLETTER_STREAM,
             subjects=list(subjects.DEADLETTER_SUBJECTS),
             retention=RetentionPolicy.LIMITS,
@@ -166,6 +181,64 @@ async def ensure_topology(js: JetStreamContext) -> None:
         # Passing an ObjectStoreConfig with the bucket fails in nats-py 2.16 (NOTES.md).
         with contextlib.suppress(BadRequestError):
             await js.create_object_store(subjects.OBJECT_STORE_FILES)
+
+
+async def publish_event(
+    js: JetStreamContext, subject: str, event: Any, *, msg_id: str, give_up_after: float
+) -> None:
+    """Publish ``event`` to JetStream until the server acknowledges it, for up to ``give_up_after`` s.
+
+    Retries ride out a NATS restart or reconnect; every try carries the same
+    ``Nats-Msg-Id``, so a try whose acknowledgement was lost is not stored twice.
+    Raises :class:`DependencyUnavailable` once the time is up.
+    """
+    data = encode(event)
+    headers = inject_headers({"Nats-Msg-Id": msg_id})
+    deadline = time.monotonic() + give_up_after
+    delay = 0.1
+    while True:
+        try:
+            await js.publish(subject, data, headers=headers, timeout=_PUBLISH_TIMEOUT_S)
+            return
+        except Exception as exc:  # timeouts, no responders (JetStream restarting), connection errors
+            if time.monotonic() + delay > deadline:
+                raise DependencyUnavailable(
+                    f"could not publish {subject} {msg_id}: {exc!r}", code="nats_unavailable"
+                ) from exc
+            log.warning("publishing %s %s failed (%r), retrying", subject, msg_id, exc)
+        await asyncio.sleep(delay)
+        delay = min(_PUBLISH_RETRY_MAX_S, delay * 2)
+
+
+async def pull_each(
+    sub: JetStreamContext.PullSubscription,
+    handle: Callable[[Msg], Awaitable[None]],
+    *,
+    stop: asyncio.Event,
+    batch: int,
+    what: str,
+) -> None:
+    """Fetch messages of a pull subscription and ``handle`` each one until ``stop``; then unsubscribe.
+
+    Fetching rides out NATS reconnecting. A handler that fails (typically NATS lost
+    before its ack) leaves the message unacked: JetStream redelivers it, and the
+    consumer carries on instead of dying with it.
+    """
+    while not stop.is_set():
+        try:
+            msgs = await sub.fetch(batch, timeout=1.0)
+        except (TimeoutError, NatsTimeoutError):
+            continue
+        except Exception as exc:  # NATS reconnecting: wait and retry
+            log.warning("%s fetch failed: %s", what, exc)
+            await asyncio.sleep(1.0)
+            continue
+        for msg in msgs:
+            try:
+                await handle(msg)
+            except Exception as exc:
+                log.warning("%s interrupted, it will be redelivered: %r", what, exc)
+    await sub.unsubscribe()
 
 
 async def respond(msg: Msg, payload: Any) -> None:

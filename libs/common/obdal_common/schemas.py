@@ -26,6 +26,7 @@ __all__ = [
     "ChatReply",
     "ChatRequest",
     "ChatSources",
+    "ChatStarted",
     "DependencyStatus",
     "EraseRequest",
     "EraseResult",
@@ -39,6 +40,7 @@ __all__ = [
     "IngestJob",
     "KeyKind",
     "KeyRecord",
+    "PartialAnswer",
     "RetentionPolicy",
     "RetentionQuery",
     "ServiceStatus",
@@ -198,7 +200,15 @@ class ChatError(msgspec.Struct, frozen=True, kw_only=True, tag="error"):
     status: int = 500
 
 
-ChatReply: TypeAlias = ChatAccepted | ChatDelta | ChatSources | ChatPing | ChatEnd | ChatError
+class ChatStarted(msgspec.Struct, frozen=True, kw_only=True, tag="started"):
+    """Sent before the first delta: what the gateway needs to have an answer metered if its worker dies."""
+
+    message_id: str
+    model: str
+    prompt_tokens: int
+
+
+ChatReply: TypeAlias = ChatAccepted | ChatDelta | ChatSources | ChatPing | ChatEnd | ChatError | ChatStarted
 _chat_replies = msgspec.json.Decoder(ChatReply)
 
 
@@ -247,6 +257,26 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     actor: str | None = None
     target: str | None = None
     detail: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class PartialAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """An answer whose worker died mid-stream, as the gateway relayed it to the client.
+
+    A surviving chat worker counts its tokens and publishes its usage and turn
+    events under the ids the dead worker would have used, so nothing is doubled.
+    """
+
+    event_id: str
+    app_id: str
+    key_id: str
+    session_id: str
+    message_id: str
+    model: str
+    prompt_tokens: int
+    user_message: str
+    answer: str
+    occurred_at: datetime
+    user: str | None = None
 
 
 # --- ingest --------------------------------------------------------------------

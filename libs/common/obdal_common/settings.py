@@ -46,6 +46,10 @@ class ObdalSettings(BaseSettings):
         description="auto: hybrid, but BM25 alone with the hashing embedder (it measured better)",
     )
 
+    event_publish_retry_s: float = Field(
+        120.0, gt=0, description="How long publishing a usage/turn event is retried through a NATS outage"
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     otel_exporter: Literal["none", "console", "otlp"] = "none"

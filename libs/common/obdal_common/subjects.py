@@ -6,6 +6,9 @@ from typing import Final
 
 __all__ = [
     "AUDIT_EVENT",
+    "CHAT_PARTIAL",
+    "CHAT_PARTIAL_CONSUMER",
+    "CHAT_PARTIAL_STREAM",
     "CHAT_QUEUE",
     "CHAT_REQUEST",
     "DEADLETTER_STREAM",
@@ -35,6 +38,8 @@ __all__ = [
     "chat_cancel_subject",
     "deadletter_subject",
     "status_subject",
+    "turn_event_id",
+    "usage_event_id",
 ]
 
 # Chat: the gateway sends a request; one worker of the queue group answers with
@@ -78,6 +83,11 @@ KV_KEYS: Final = "obdal_keys"
 KV_FILES: Final = "obdal_files"
 OBJECT_STORE_FILES: Final = "obdal_file_bytes"
 
+# Answers whose worker died mid-stream (published by the gateway, metered by a surviving chat worker).
+CHAT_PARTIAL_STREAM: Final = "OBDAL_CHAT_PARTIAL"
+CHAT_PARTIAL: Final = "obdal.chat.partial"
+CHAT_PARTIAL_CONSUMER: Final = "chat-partial"
+
 
 def status_subject(service: str) -> str:
     """The request/reply subject on which ``service`` reports its health."""
@@ -92,3 +102,13 @@ def chat_cancel_subject(request_id: str) -> str:
 def deadletter_subject(service: str) -> str:
     """Where ``service`` puts messages it can never process."""
     return f"obdal.deadletter.{service}"
+
+
+def usage_event_id(message_id: str) -> str:
+    """The usage event id (and ``Nats-Msg-Id``) of an answer: one per answer, whoever publishes it."""
+    return f"usage.{message_id}"
+
+
+def turn_event_id(message_id: str) -> str:
+    """The turn event id (and ``Nats-Msg-Id``) of an answer: one per answer, whoever publishes it."""
+    return f"turn.{message_id}"

@@ -95,7 +95,10 @@ class Generator:
                         yield item
         finally:
             if not completion.provider_usage:
-                completion.prompt_tokens = self.count_tokens(options.model, messages=messages)
+                # The caller may have counted the prompt already (to announce it before the first delta).
+                completion.prompt_tokens = completion.prompt_tokens or self.count_tokens(
+                    options.model, messages=messages
+                )
                 completion.completion_tokens = self.count_tokens(options.model, text=completion.text)
 
     async def _litellm_stream(

@@ -11,6 +11,7 @@ from obdal_chat.app_settings import AppSettings
 from obdal_chat.generation import Generator
 from obdal_chat.handlers import ChatHandlers
 from obdal_chat.history import SessionHistory
+from obdal_chat.partials import PartialAnswers
 from obdal_chat.pipeline import AnswerPipeline
 from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
@@ -71,12 +72,14 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
             nc, subjects.status_subject("chat"), dict, status, span_name="chat.status"
         )
         await handlers.start()
+        partials = asyncio.create_task(PartialAnswers(js, pipeline, generator, apps).consume(stop))
         log.info(
             "chat worker ready (model %s, index %s)", settings.chat_model, settings.qdrant_url or "embedded"
         )
         await stop.wait()
         await status_sub.unsubscribe()
         await handlers.stop()
+        await partials
         await apps.stop()
         await generator.aclose()
     finally:

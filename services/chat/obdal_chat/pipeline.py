@@ -21,8 +21,9 @@ from obdal_chat.prompts import build_messages
 from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
 from obdal_common.budgets import add_tokens
-from obdal_common.errors import ObdalError
+from obdal_common.errors import DependencyUnavailable, ObdalError
 from obdal_common.ids import new_id
+from obdal_common.messaging import publish_event
 from obdal_common.retrieval import Hit, HybridIndex
 from obdal_common.schemas import (
     ChatDelta,
@@ -31,13 +32,12 @@ from obdal_common.schemas import (
     ChatReply,
     ChatRequest,
     ChatSources,
+    ChatStarted,
     Source,
     TurnEvent,
     Usage,
     UsageEvent,
-    encode,
 )
-from obdal_common.telemetry import inject_headers
 
 __all__ = ["AnswerPipeline"]
 
@@ -105,7 +105,10 @@ class AnswerPipeline:
             history=history,
             question=req.message,
         )
-        completion = Completion()
+        # Counted before generating and announced to the gateway, which needs it to have the
+        # answer metered if this worker dies mid-stream (a provider's own count replaces it).
+        completion = Completion(prompt_tokens=self._generator.count_tokens(options.model, messages=messages))
+        yield ChatStarted(message_id=message_id, model=options.model, prompt_tokens=completion.prompt_tokens)
         finished = False
         try:
             with tracer.start_as_current_span("chat.generate") as gspan:
@@ -139,13 +142,13 @@ class AnswerPipeline:
             sources = [_source(hit) for hit in hits]
             # Shielded: a cancelled answer (client gone) is still metered and kept.
             await asyncio.shield(
-                self._record(req, message_id, options, completion.text, sources, usage, finished)
+                self.record(req, message_id, options, completion.text, sources, usage, finished)
             )
         if finished:
             yield ChatSources(sources=sources)
             yield ChatEnd(session_id=req.session_id, message_id=message_id, model=options.model, usage=usage)
 
-    async def _record(
+    async def record(
         self,
         req: ChatRequest,
         message_id: str,
@@ -154,10 +157,12 @@ class AnswerPipeline:
         sources: list[Source],
         usage: Usage,
         finished: bool,
-    ) -> None:
+    ) -> bool:
+        """Publish the answer's usage and turn events, count its tokens against the key's budget
+        and, if it finished, append it to the session history. ``False`` if the events were lost."""
         now = datetime.now(UTC)
         usage_event = UsageEvent(
-            event_id=new_id("evt"),
+            event_id=subjects.usage_event_id(message_id),
             app_id=req.app_id,
             key_id=req.key_id,
             session_id=req.session_id,
@@ -170,7 +175,7 @@ class AnswerPipeline:
             occurred_at=now,
         )
         turn_event = TurnEvent(
-            event_id=new_id("evt"),
+            event_id=subjects.turn_event_id(message_id),
             app_id=req.app_id,
             key_id=req.key_id,
             session_id=req.session_id,
@@ -182,16 +187,25 @@ class AnswerPipeline:
             occurred_at=now,
             user=req.user,
         )
+        published = True
         try:
             for subject, event in ((subjects.USAGE_EVENT, usage_event), (subjects.TURN_EVENT, turn_event)):
-                await self._js.publish(
-                    subject, encode(event), headers=inject_headers({"Nats-Msg-Id": event.event_id})
+                # Retried through a NATS outage; the event ids are the message's, so a retry,
+                # or the gateway's report of this answer if it thought this worker dead, is stored once.
+                await publish_event(
+                    self._js,
+                    subject,
+                    event,
+                    msg_id=event.event_id,
+                    give_up_after=self._settings.event_publish_retry_s,
                 )
-        except Exception:  # NATS errors must not lose the answer already streamed
-            log.exception("could not publish usage for %s", message_id)
+        except DependencyUnavailable as exc:  # NATS errors must not lose the answer already streamed
+            log.error("usage of %s lost: %s", message_id, exc.message)
+            published = False
         try:
             await add_tokens(self._redis, req.key_id, usage.total_tokens)
         except RedisError as exc:  # budgets fail open, like rate limits (docs/security.md)
             log.warning("could not count tokens against the budget of %s: %s", req.key_id, exc)
         if finished and req.history is None:  # a client that sends its history keeps it itself
             await self._history.append(req.app_id, req.session_id, req.message, answer)
+        return published

@@ -12,6 +12,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from obdal_gateway.cors import PolicyHeadersMiddleware
 from obdal_gateway.error_responses import EXCEPTION_HANDLERS
 from obdal_gateway.instrumentation import name_span, prometheus_metrics, tracing_plugin
+from obdal_gateway.openapi_docs import complete_openapi
 from obdal_gateway.routes.admin import admin_router
 from obdal_gateway.routes.chat import chat
 from obdal_gateway.routes.completions import chat_completions
@@ -50,7 +51,7 @@ def _gateway(state: State) -> Gateway:
 def create_app(gateway: Gateway) -> Litestar:
     """Build the app around connected dependencies (owned and closed by the caller)."""
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             chat,
             chat_completions,
@@ -91,3 +92,5 @@ def create_app(gateway: Gateway) -> Litestar:
         logging_config=None,  # logging is configured once per process (obdal_common.logs)
         debug=False,
     )
+    complete_openapi(app)
+    return app

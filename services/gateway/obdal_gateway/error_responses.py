@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import nats.errors
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
@@ -58,6 +59,26 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, A
     )
 
 
+def _bus(_: Request[Any, Any, Any], exc: nats.errors.Error) -> Response[dict[str, Any]]:
+    # A NATS call that failed for want of the server (restarting, reconnecting): not the client's fault.
+    log.warning("message bus unavailable: %r", exc)
+    return Response(
+        error_body("nats_unavailable", "the message bus is unavailable, retry shortly"),
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+def _undecodable(
+    _: Request[Any, Any, Any], exc: UnicodeDecodeError | RecursionError
+) -> Response[dict[str, Any]]:
+    # Raised by the JSON decoder itself (not as a validation error) for bytes that are not
+    # UTF-8 and for pathologically nested documents: both are the client's input.
+    if isinstance(exc, UnicodeDecodeError):
+        return Response(error_body("invalid_encoding", "the body is not valid UTF-8"), status_code=400)
+    return Response(error_body("too_deeply_nested", "the JSON body is nested too deeply"), status_code=400)
+
+
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled error", exc_info=exc)
     return Response(error_body("internal_error", "internal error"), status_code=500)
@@ -67,5 +88,8 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ObdalError: _obdal,
     ValidationException: _validation,
     HTTPException: _http,
+    nats.errors.Error: _bus,
+    UnicodeDecodeError: _undecodable,
+    RecursionError: _undecodable,
     Exception: _unexpected,
 }

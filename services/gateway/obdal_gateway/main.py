@@ -26,6 +26,7 @@ from obdal_gateway.operator_token import resolve_admin_token
 from obdal_gateway.ratelimit import RateLimiter
 from obdal_gateway.relay import ChatRelay
 from obdal_gateway.settings import GatewaySettings
+from obdal_gateway.slow_clients import SendTimeout
 from obdal_gateway.state import Gateway
 
 __all__ = ["main", "serve"]
@@ -67,14 +68,17 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             files=FileStatusStore(await key_value(js, subjects.KV_FILES)),
             objects=await js.object_store(subjects.OBJECT_STORE_FILES),
             relay=ChatRelay(
-                nc, accept_timeout=settings.chat_accept_timeout_s, idle_timeout=settings.chat_idle_timeout_s
+                nc,
+                accept_timeout=settings.chat_accept_timeout_s,
+                idle_timeout=settings.chat_idle_timeout_s,
+                publish_retry_s=settings.event_publish_retry_s,
             ),
             audit=AuditLog(js),
             limiter=RateLimiter(redis),
         )
         server = _Server(
             uvicorn.Config(
-                RequestMetrics(create_app(gateway)),
+                RequestMetrics(SendTimeout(create_app(gateway), timeout_s=settings.client_send_timeout_s)),
                 host=settings.gateway_host,
                 port=settings.gateway_port,
                 log_config=None,

@@ -7,10 +7,13 @@ missing workers into typed errors so a client never hangs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -20,6 +23,8 @@ from opentelemetry import metrics
 
 from obdal_common import subjects
 from obdal_common.errors import DependencyUnavailable, error_for_code
+from obdal_common.ids import new_id
+from obdal_common.messaging import publish_event
 from obdal_common.schemas import (
     ChatAccepted,
     ChatDelta,
@@ -28,6 +33,8 @@ from obdal_common.schemas import (
     ChatReply,
     ChatRequest,
     ChatSources,
+    ChatStarted,
+    PartialAnswer,
     Source,
     decode_chat_reply,
     encode,
@@ -36,7 +43,11 @@ from obdal_common.telemetry import inject_headers
 
 __all__ = ["ChatRelay", "ChatStream", "CollectedAnswer"]
 
+log = logging.getLogger(__name__)
+
 _NO_RESPONDERS = "503"
+# Reports of partial answers still being published (a reference keeps each task alive).
+_reporting: set[asyncio.Task[None]] = set()
 
 _meter = metrics.get_meter(__name__)
 _ttft = _meter.create_histogram(
@@ -59,11 +70,17 @@ class CollectedAnswer:
 class ChatStream:
     """The replies of one accepted chat request. Iterate it; close it when done."""
 
-    def __init__(self, nc: NATS, sub: Any, request: ChatRequest, *, idle_timeout: float) -> None:
+    def __init__(
+        self, nc: NATS, sub: Any, request: ChatRequest, *, idle_timeout: float, publish_retry_s: float
+    ) -> None:
         self._nc = nc
         self._sub = sub
+        self._request = request
         self._request_id = request.request_id
         self._idle_timeout = idle_timeout
+        self._publish_retry_s = publish_retry_s
+        self._announced: ChatStarted | None = None
+        self._relayed: list[str] = []
         self._finished = False
         self._started = time.perf_counter()
         self._first_token = False
@@ -76,8 +93,9 @@ class ChatStream:
             try:
                 msg = await self._sub.next_msg(timeout=self._idle_timeout)
             except (TimeoutError, NatsTimeoutError):
-                self._finished = True
+                # Not finished: closing tells a worker that is only slow to stop.
                 self._outcome = "worker_timeout"
+                self._report_partial()
                 yield ChatError(
                     code="worker_timeout",
                     message="the chat worker stopped responding",
@@ -88,15 +106,42 @@ class ChatStream:
                 reply = decode_chat_reply(msg.data)
             except msgspec.ValidationError:
                 continue
-            if isinstance(reply, ChatDelta) and not self._first_token:
-                self._first_token = True
-                _ttft.record(time.perf_counter() - self._started, self._attrs)
+            if isinstance(reply, ChatStarted):  # the gateway's own: kept to meter a dead worker's answer
+                self._announced = reply
+                continue
+            if isinstance(reply, ChatDelta):
+                self._relayed.append(reply.content)
+                if not self._first_token:
+                    self._first_token = True
+                    _ttft.record(time.perf_counter() - self._started, self._attrs)
             if isinstance(reply, ChatEnd | ChatError):
                 self._finished = True
                 self._outcome = "end" if isinstance(reply, ChatEnd) else "error"
             yield reply
             if self._finished:
                 return
+
+    def _report_partial(self) -> None:
+        """Hand what the client received of a dead worker's answer to a surviving worker to meter."""
+        if self._announced is None:  # the worker died before counting the prompt: nothing was generated
+            return
+        req = self._request
+        partial = PartialAnswer(
+            event_id=new_id("evt"),
+            app_id=req.app_id,
+            key_id=req.key_id,
+            session_id=req.session_id,
+            message_id=self._announced.message_id,
+            model=self._announced.model,
+            prompt_tokens=self._announced.prompt_tokens,
+            user_message=req.message,
+            answer="".join(self._relayed),
+            occurred_at=datetime.now(UTC),
+            user=req.user,
+        )
+        task = asyncio.create_task(_publish_partial(self._nc, partial, give_up_after=self._publish_retry_s))
+        _reporting.add(task)
+        task.add_done_callback(_reporting.discard)
 
     async def collect(self) -> CollectedAnswer:
         """The whole answer (for non-streamed responses); a worker error is raised; closes the stream."""
@@ -129,11 +174,27 @@ class ChatStream:
             await self._sub.unsubscribe()
 
 
+async def _publish_partial(nc: NATS, partial: PartialAnswer, *, give_up_after: float) -> None:
+    try:
+        await publish_event(
+            nc.jetstream(),
+            subjects.CHAT_PARTIAL,
+            partial,
+            msg_id=partial.event_id,
+            give_up_after=give_up_after,
+        )
+    except DependencyUnavailable as exc:
+        log.error("the partial answer %s is not metered: %s", partial.message_id, exc.message)
+
+
 class ChatRelay:
-    def __init__(self, nc: NATS, *, accept_timeout: float, idle_timeout: float) -> None:
+    def __init__(
+        self, nc: NATS, *, accept_timeout: float, idle_timeout: float, publish_retry_s: float
+    ) -> None:
         self._nc = nc
         self._accept_timeout = accept_timeout
         self._idle_timeout = idle_timeout
+        self._publish_retry_s = publish_retry_s
 
     async def open(self, request: ChatRequest) -> ChatStream:
         """Hand ``request`` to a chat worker. Raises 503 if none takes it in time."""
@@ -141,7 +202,9 @@ class ChatRelay:
             raise DependencyUnavailable("the message bus is unavailable", code="nats_unavailable")
         inbox = self._nc.new_inbox()
         sub = await self._nc.subscribe(inbox)
-        stream = ChatStream(self._nc, sub, request, idle_timeout=self._idle_timeout)
+        stream = ChatStream(
+            self._nc, sub, request, idle_timeout=self._idle_timeout, publish_retry_s=self._publish_retry_s
+        )
         try:
             await self._nc.publish(
                 subjects.CHAT_REQUEST, encode(request), reply=inbox, headers=inject_headers()

@@ -10,14 +10,13 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from opentelemetry import trace
 
 from obdal_common import subjects
 from obdal_common.errors import ObdalError
-from obdal_common.messaging import serve_requests
+from obdal_common.messaging import pull_each, serve_requests
 from obdal_common.retrieval import HybridIndex
 from obdal_common.schemas import IngestDelete, IngestDeleteApp, IngestDeleted, IngestJob, decode
 from obdal_common.telemetry import extract_context
@@ -86,18 +85,7 @@ class IngestHandlers:
                 ack_wait=s.ingest_ack_wait_s,
             ),
         )
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(1, timeout=1.0)
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except Exception as exc:  # NATS reconnecting: wait and retry
-                log.warning("ingest fetch failed: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
-            for msg in msgs:
-                await self._handle(msg)
-        await sub.unsubscribe()
+        await pull_each(sub, self._handle, stop=stop, batch=1, what="ingest job")
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -108,6 +96,16 @@ class IngestHandlers:
             return
         attempt = msg.metadata.num_delivered
         pipeline = self._pipeline
+        if attempt >= self._settings.ingest_max_deliver > 1 and await self._died_on(job):
+            # The last delivery of a job whose previous attempt killed its worker (no outcome was
+            # recorded): trying again would most likely kill this one too, and then nobody would
+            # ever mark the file failed. Give up now, so the file ends `failed` and the queue moves on.
+            log.error("giving up on %s: the ingest worker died while processing it", job.file_id)
+            await self._index.delete_file(job.app_id, job.file_id)  # what the dead attempts indexed
+            await self._give_up(
+                job, msg, f"the ingest worker stopped while processing this file ({attempt - 1} attempts)"
+            )
+            return
         with tracer.start_as_current_span("ingest.job", context=extract_context(msg.headers)):
             progress = asyncio.create_task(self._keep_alive(msg))
             try:
@@ -119,14 +117,10 @@ class IngestHandlers:
                 return
             except Exception as exc:
                 log.exception("ingest of %s failed (attempt %d)", job.file_id, attempt)
+                # Recorded, so the next attempt knows this one did not die with its worker.
+                await pipeline.report(job, "processing", error=f"attempt {attempt} failed: {exc}")
                 if attempt >= self._settings.ingest_max_deliver:
-                    await pipeline.report(
-                        job,
-                        "failed",
-                        error=f"gave up after {attempt} attempts: {exc}",
-                        finished_at=datetime.now(UTC),
-                    )
-                    await msg.term()
+                    await self._give_up(job, msg, f"gave up after {attempt} attempts: {exc}")
                 else:
                     await msg.nak(delay=min(30.0, 2.0**attempt))
                 return
@@ -135,10 +129,25 @@ class IngestHandlers:
             log.info("indexed %s (%d chunks)", job.file_id, chunks)
             await msg.ack_sync()
 
+    async def _give_up(self, job: IngestJob, msg: Msg, error: str) -> None:
+        """The file ends ``failed`` with ``error``; the job is never delivered again."""
+        await self._pipeline.report(job, "failed", error=error, finished_at=datetime.now(UTC))
+        await msg.term()
+
+    async def _died_on(self, job: IngestJob) -> bool:
+        """Whether an earlier attempt at ``job`` started and then vanished without an outcome."""
+        status = await self._pipeline.statuses.get(job.app_id, job.file_id)
+        return (
+            status is not None
+            and status.version == job.version
+            and status.status == "processing"
+            and status.error is None
+        )
+
     async def _keep_alive(self, msg: Msg) -> None:
-        # Long files: tell JetStream we are still working so it does not redeliver.
+        # Long files: tell JetStream we are still working so it does not redeliver (well within ack_wait).
         while True:
-            await asyncio.sleep(_PROGRESS_S)
+            await asyncio.sleep(min(_PROGRESS_S, self._settings.ingest_ack_wait_s / 3))
             await msg.in_progress()
 
     async def stop(self) -> None:

@@ -15,6 +15,23 @@ from obdal_ingest.table_rows import record_text
 
 __all__ = ["parse_docx"]
 
+# A .docx is a ZIP archive: a small upload can expand to gigabytes (a decompression bomb).
+# Checked from the archive's directory before anything is inflated (zipfile never inflates
+# a member past its declared size). Real documents' XML compresses 5-20 times; bombs ~1000.
+MAX_EXPANDED_BYTES = 256 * 1024 * 1024
+MAX_EXPANSION_RATIO = 100
+_ALWAYS_ALLOWED_BYTES = 16 * 1024 * 1024  # below this any ratio is harmless
+
+
+def _check_expansion(data: bytes) -> None:
+    expanded = sum(info.file_size for info in zipfile.ZipFile(io.BytesIO(data)).infolist())
+    limit = min(MAX_EXPANDED_BYTES, max(_ALWAYS_ALLOWED_BYTES, MAX_EXPANSION_RATIO * len(data)))
+    if expanded > limit:
+        raise ParseError(
+            f"the Word document would expand to {expanded // 2**20} MB from {len(data) // 1024} KB, "
+            f"more than the {limit // 2**20} MB allowed (a decompression bomb?)"
+        )
+
 
 def _paragraph(paragraph: Paragraph) -> tuple[str, bool]:
     """(Markdown line, is a list item) of one paragraph."""
@@ -41,6 +58,7 @@ def _table(table: Table) -> list[str]:
 def parse_docx(data: bytes, _: int) -> ParsedDocument:
     """Blank lines between blocks; consecutive list items stay one block."""
     try:
+        _check_expansion(data)
         document = docx.Document(io.BytesIO(data))
         title = (document.core_properties.title or "").strip()
         blocks: list[str] = []

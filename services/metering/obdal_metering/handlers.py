@@ -20,6 +20,7 @@ from opentelemetry import trace
 from pymongo.errors import PyMongoError
 
 from obdal_common import subjects
+from obdal_common.errors import DependencyUnavailable
 from obdal_common.messaging import serve_requests
 from obdal_common.schemas import (
     AuditEvent,
@@ -63,6 +64,21 @@ def _inconsistency(event: UsageEvent | TurnEvent | AuditEvent) -> str | None:
     return None
 
 
+def _store_guarded(handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+    """``handler`` with MongoDB being down answered as a 503, not an internal error."""
+
+    async def guarded(request: Any) -> Any:
+        try:
+            return await handler(request)
+        except PyMongoError as exc:
+            log.warning("metering store unavailable: %s", exc)
+            raise DependencyUnavailable(
+                "the metering store (MongoDB) is unavailable, retry shortly", code="mongo_unavailable"
+            ) from None
+
+    return guarded
+
+
 class MeteringHandlers:
     def __init__(
         self,
@@ -98,7 +114,11 @@ class MeteringHandlers:
         for subject, request_type, handler in routes:
             self._subscriptions.append(
                 await serve_requests(
-                    self._nc, subject, request_type, handler, span_name=subject.removeprefix("obdal.")
+                    self._nc,
+                    subject,
+                    request_type,
+                    _store_guarded(handler),
+                    span_name=subject.removeprefix("obdal."),
                 )
             )
 
@@ -145,7 +165,10 @@ class MeteringHandlers:
                 log.warning("metering fetch failed: %s", exc)
                 await asyncio.sleep(_RETRY_S)
                 continue
-            await self._store_batch(msgs, stop)
+            try:
+                await self._store_batch(msgs, stop)
+            except Exception as exc:  # NATS lost mid-batch: the unacked events are redelivered, stored once
+                log.warning("metering batch interrupted, it will be redelivered: %r", exc)
         await sub.unsubscribe()
 
     async def _store_batch(self, msgs: list[Msg], stop: asyncio.Event) -> None:

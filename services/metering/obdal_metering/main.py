@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from typing import Any, Protocol
 
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from obdal_common import subjects
+from obdal_common.errors import DependencyUnavailable
 from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology, serve_requests
 from obdal_common.metrics import consumer_gauges
@@ -24,6 +27,12 @@ __all__ = ["main", "serve"]
 
 log = logging.getLogger(__name__)
 
+_MONGO_RETRY_S = 1.0
+
+
+class _Indexed(Protocol):
+    async def ensure_indexes(self) -> None: ...
+
 
 async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
     """Run metering until ``stop`` is set."""
@@ -37,8 +46,7 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
         store = MeteringStore(mongo, settings.mongo_db)
         sessions = SessionStore(mongo, settings.mongo_db)
         eraser = Eraser(mongo, settings.mongo_db, sessions)
-        for part in (store, sessions, eraser):
-            await part.ensure_indexes()
+        await _wait_for_mongo(settings, (store, sessions, eraser), stop)
         handlers = MeteringHandlers(nc, js, store, sessions, eraser, settings)
 
         async def status(_: object) -> ServiceStatus:
@@ -76,6 +84,25 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
     finally:
         await mongo.close()
         await close_nats(nc)
+
+
+async def _wait_for_mongo(
+    settings: MeteringSettings, parts: tuple[_Indexed, ...], stop: asyncio.Event
+) -> None:
+    """Create the indexes, waiting (bounded) for a MongoDB that starts after us or is restarting."""
+    deadline = time.monotonic() + settings.metering_mongo_wait_s
+    while True:
+        try:
+            for part in parts:
+                await part.ensure_indexes()
+            return
+        except PyMongoError as exc:
+            if stop.is_set() or time.monotonic() > deadline:
+                raise DependencyUnavailable(
+                    f"MongoDB is unreachable at {settings.mongo_url}: {exc}"
+                ) from None
+            log.warning("waiting for MongoDB: %s", exc)
+            await asyncio.sleep(_MONGO_RETRY_S)
 
 
 def main() -> None:

@@ -16,3 +16,6 @@ class MeteringSettings(ObdalSettings):
     metering_retention_sweep_s: float = Field(
         300.0, gt=0, description="How often session content past an app's retention is erased"
     )
+    metering_mongo_wait_s: float = Field(
+        120.0, gt=0, description="How long metering waits for MongoDB at start before giving up"
+    )

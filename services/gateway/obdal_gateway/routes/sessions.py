@@ -112,7 +112,11 @@ async def _ndjson(gw: Gateway, query: SessionExportQuery, first: SessionExportPa
             return
 
 
-@get("/v1/sessions/export", summary="Every session in a date range, as newline-delimited JSON (streamed)")
+@get(
+    "/v1/sessions/export",
+    summary="Every session in a date range, as newline-delimited JSON (streamed)",
+    media_type="application/x-ndjson",
+)
 async def export_sessions(
     request: Request[Any, Any, Any],
     gw: Gateway,

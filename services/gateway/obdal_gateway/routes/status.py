@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import Response, get
+from litestar.openapi import ResponseSpec
 
 from obdal_common import subjects
 from obdal_common.errors import ObdalError
@@ -40,7 +41,11 @@ async def _redis(gw: Gateway) -> dict[str, Any]:
     return {"ok": True}
 
 
-@get("/v1/status", summary="Readiness of the gateway, the workers and their dependencies")
+@get(
+    "/v1/status",
+    summary="Readiness of the gateway, the workers and their dependencies",
+    responses={503: ResponseSpec(data_container=dict[str, Any], description="Not ready (same body)")},
+)
 async def status(gw: Gateway) -> Response[dict[str, Any]]:
     """200 when everything can serve, 503 (same body) otherwise."""
     redis, *services = await asyncio.gather(_redis(gw), *(_service(gw, s) for s in _SERVICES))

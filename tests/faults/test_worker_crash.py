@@ -1,5 +1,5 @@
-"""A chat worker killed mid-answer: the client gets an error event within seconds, never a
-hung stream, and the next request is served by a surviving worker."""
+"""A chat worker killed (SIGKILL) mid-answer: the client gets an error event within seconds, never a
+hung stream; the tokens it received are metered by a surviving worker; the next request is served."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import signal
 import time
 from pathlib import Path
 
+import litellm
+
 from obdal.servers import free_port
 from tests.api import Api, parse_sse
 from tests.conftest import BIN, Servers, own_bus, start_process, wait_http
-from tests.upstream import MODEL, Upstream, serve_upstream
+from tests.upstream import MODEL, PROMPT_TOKENS, WORDS, Upstream, serve_upstream
 
 IDLE_TIMEOUT_S = 5.0  # the gateway's OBDAL_CHAT_IDLE_TIMEOUT_S default
 
@@ -25,7 +27,8 @@ def wait_served(api: Api, key: str, timeout: float = 240) -> str:
 
 
 def test_killed_worker_ends_the_stream_with_an_error(servers: Servers, tmp_path: Path) -> None:
-    upstream = serve_upstream(Upstream())
+    upstream = Upstream()
+    server = serve_upstream(upstream)
     port = free_port()
     with own_bus(tmp_path) as bus:
         env = bus.env(
@@ -35,20 +38,27 @@ def test_killed_worker_ends_the_stream_with_an_error(servers: Servers, tmp_path:
             OBDAL_MONGO_DB="crash",
             OBDAL_QDRANT_URL=":memory:",
             OBDAL_CHAT_MODEL=f"openai/{MODEL}",
-            OBDAL_CHAT_API_BASE=f"http://127.0.0.1:{upstream.server_address[1]}/v1",
-            OBDAL_CHAT_API_KEY="sk-loopback",
+            OBDAL_CHAT_API_BASE=f"http://127.0.0.1:{server.server_address[1]}/v1",
         )
         try:
-            _crash_and_recover(env, port, tmp_path)
+            _crash_and_recover(env, port, tmp_path, upstream)
         finally:
-            upstream.shutdown()
+            server.shutdown()
 
 
-def _crash_and_recover(env: dict[str, str], port: int, tmp_path: Path) -> None:
+def _crash_and_recover(env: dict[str, str], port: int, tmp_path: Path, upstream: Upstream) -> None:
     stack = start_process(
         [str(BIN / "obdal"), "up"], {**env, "OBDAL_SERVICES": "gateway,metering"}, tmp_path / "up.log"
     )
-    workers = [start_process([str(BIN / "obdal-chat")], env, tmp_path / f"chat{n}.log") for n in range(2)]
+    # Each worker calls the provider with its own key, so the provider tells which one answers.
+    workers = [
+        start_process(
+            [str(BIN / "obdal-chat")],
+            {**env, "OBDAL_CHAT_API_KEY": f"sk-worker{n}"},
+            tmp_path / f"chat{n}.log",
+        )
+        for n in range(2)
+    ]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/v1/status/live", stack)
@@ -64,18 +74,25 @@ def _crash_and_recover(env: dict[str, str], port: int, tmp_path: Path) -> None:
             for line in response.iter_lines():
                 lines.append(line)
                 if not killed_at and sum(x.startswith("event: message") for x in lines) == 3:
-                    # Kill whichever worker took the request: both, then restart one.
-                    for worker in workers:
-                        worker.stop(signal.SIGKILL)
+                    serving = int(upstream.auth[-1].removeprefix("Bearer sk-worker"))
+                    workers[serving].stop(signal.SIGKILL)
                     killed_at = time.monotonic()
         ended_after = time.monotonic() - killed_at
         events, _ = parse_sse(lines)
         assert events[-1].event == "error"
         assert events[-1].data["code"] == "worker_timeout"
         assert ended_after < IDLE_TIMEOUT_S + 2, f"stream ended {ended_after:.1f} s after the worker died"
+        received = "".join(e.data["content"] for e in events if e.event == "message")
+        assert received.startswith(" word0 word1 word2")
 
-        workers.append(start_process([str(BIN / "obdal-chat")], env, tmp_path / "survivor.log"))
-        assert wait_served(api, key) == "Hello from the provider."
+        # The survivor serves the next request at once, and has metered what the client received.
+        assert wait_served(api, key, timeout=10) == "".join(WORDS)
+        usage = api.wait_usage(key, 3)
+        assert usage["total_requests"] == 3
+        partial_tokens = litellm.token_counter(model=f"openai/{MODEL}", text=received)
+        assert usage["completion_tokens"] == 2 * len(WORDS) + partial_tokens
+        assert usage["prompt_tokens"] > 2 * PROMPT_TOKENS, "the partial answer's prompt is metered too"
+        assert "metered the partial answer" in workers[1 - serving].log()
     finally:
         for worker in workers:
             worker.stop()

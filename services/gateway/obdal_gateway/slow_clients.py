@@ -1,0 +1,60 @@
+"""Slow clients: a response the client does not read within a time limit is abandoned.
+
+What the gateway holds for a client that reads slowly (or not at all) is bounded by
+the socket buffers and uvicorn's write buffer; once those are full, sending waits.
+Without a limit a client that stops reading would keep its response (and, for a
+chat stream, its reply subscription) open forever; with it, a send that cannot
+complete within ``timeout_s`` ends the response and closes the connection. Chat
+workers never wait for the client at all: they publish to NATS and move on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["SendTimeout"]
+
+log = logging.getLogger(__name__)
+
+
+class _ClientTooSlow(Exception):
+    """The client did not take a response chunk within the time limit."""
+
+
+class SendTimeout:
+    """ASGI wrapper that drops an HTTP client whose response cannot be sent within ``timeout_s``."""
+
+    def __init__(self, app: ASGIApp, *, timeout_s: float) -> None:
+        self._app = app
+        self._timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
+        dropped = False
+
+        async def bounded_send(message: Message) -> None:
+            nonlocal dropped
+            if dropped:  # e.g. an error handler trying to answer after the drop
+                raise _ClientTooSlow
+            try:
+                await asyncio.wait_for(send(message), self._timeout_s)
+            except TimeoutError:
+                dropped = True
+                raise _ClientTooSlow from None
+
+        try:
+            await self._app(scope, receive, bounded_send)
+        except _ClientTooSlow:
+            client = scope.get("client") or ("?", 0)
+            log.info("dropped %s:%s: it read nothing for %g s", client[0], client[1], self._timeout_s)
+        except BaseException:
+            if not dropped:
+                raise
+            # The application reacted to the drop with an error of its own: the client is gone anyway.
+            log.info("dropped a slow client (its response ended with an error)")
