@@ -113,6 +113,9 @@ def outage_stack(base: Path) -> Iterator[OutageStack]:
         OBDAL_DATA_DIR=str(base / "data"),
         OBDAL_ADMIN_TOKEN=ADMIN,
         OBDAL_GATEWAY_PORT=str(port),
+        # Outages and redelivery, not retrieval quality: the hashing embedder indexes a big file
+        # in seconds (the MiniLM default needs minutes on a loaded CI machine).
+        OBDAL_EMBED_MODEL="obdal/hashing-384",
     )
     process = start_process(
         [str(BIN / "obdal"), "up"], {**env, "OBDAL_SERVICES": "gateway,metering"}, base / "obdal.log"

@@ -7,10 +7,14 @@ from typing import Any, Protocol
 
 from obdal_common.retrieval.chunks import Chunk, Hit, IndexPoint, SparseVector
 
-__all__ = ["DENSE", "SPARSE", "IndexBackend", "hit_from_payload", "payload_of"]
+__all__ = ["DENSE", "RRF_K", "SPARSE", "IndexBackend", "hit_from_payload", "payload_of"]
 
 DENSE = "dense"
 SPARSE = "bm25"
+# Reciprocal rank fusion's k: 1 / (k + rank). A small k trusts each list's top ranks; on
+# SciFact (MiniLM + BM25) k=5 measured 0.72-0.725 nDCG@10 against 0.714 for the usual 60
+# (docs/retrieval.md).
+RRF_K = 5
 
 
 class IndexBackend(Protocol):

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import qdrant_edge as qe
 
-from obdal_common.retrieval.backend import DENSE, SPARSE, hit_from_payload, payload_of
+from obdal_common.retrieval.backend import DENSE, RRF_K, SPARSE, hit_from_payload, payload_of
 from obdal_common.retrieval.chunks import Hit, IndexPoint, SparseVector, point_id
 
 __all__ = ["EdgeBackend"]
-
-_RRF_K = 60
 
 
 def _app_filter(app_id: str, file_id: str | None = None, except_version: int | None = None) -> qe.Filter:
@@ -78,7 +76,7 @@ class EdgeBackend:
             request = qe.QueryRequest(
                 limit=limit,
                 prefetches=[qe.Prefetch(limit=prefetch, query=q, filter=flt) for q in queries],
-                query=qe.Fusion.Rrf(k=_RRF_K),  # type: ignore[arg-type]  # stub omits the variants
+                query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # stub omits the variants
                 filter=flt,
                 with_payload=True,
             )

@@ -25,7 +25,7 @@ class HybridIndex:
         embedder: Embedder,
         *,
         batch_size: int = 64,
-        prefetch: int = 50,
+        prefetch: int = 200,
         mode: SearchMode = "hybrid",
     ) -> None:
         self.backend = backend

@@ -13,7 +13,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from obdal_common.errors import DependencyUnavailable
-from obdal_common.retrieval.backend import DENSE, SPARSE, hit_from_payload, payload_of
+from obdal_common.retrieval.backend import DENSE, RRF_K, SPARSE, hit_from_payload, payload_of
 from obdal_common.retrieval.chunks import Hit, IndexPoint, SparseVector, point_id
 
 __all__ = ["QdrantServerBackend"]
@@ -119,7 +119,7 @@ class QdrantServerBackend:
                 prefetch=[
                     models.Prefetch(query=q, using=name, limit=prefetch, filter=flt) for q, name in queries
                 ],
-                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
                 query_filter=flt,
                 limit=limit,
                 with_payload=True,
