@@ -67,8 +67,10 @@ class Generator:
     ) -> AsyncIterator[str]:
         """Yield text deltas; fill ``completion`` with text and token counts as they come.
 
-        The counts are completed in a ``finally`` so an answer cut short by a
-        disconnect or an error is still metered.
+        ``completion.prompt_tokens`` is the caller's count of ``messages`` (it announces it
+        before the first delta); the provider's own usage replaces both counts when it
+        reports one. The completion count is done in a ``finally`` so an answer cut short
+        by a disconnect or an error is still metered.
         """
         if options.model.startswith(_OPENAI) and self._lean_openai:
             source = self._openai.stream(
@@ -95,10 +97,6 @@ class Generator:
                         yield item
         finally:
             if not completion.provider_usage:
-                # The caller may have counted the prompt already (to announce it before the first delta).
-                completion.prompt_tokens = completion.prompt_tokens or self.count_tokens(
-                    options.model, messages=messages
-                )
                 completion.completion_tokens = self.count_tokens(options.model, text=completion.text)
 
     async def _litellm_stream(

@@ -12,7 +12,7 @@ from obdal_common.cursors import decode_cursor, encode_cursor
 from obdal_common.errors import BadRequest, NotFound
 from obdal_common.ids import is_id
 from obdal_common.messaging import request as nats_request
-from obdal_common.schemas import AuditPage, AuditQuery, ChatConfig
+from obdal_common.schemas import AppRecord, AuditPage, AuditQuery, ChatConfig
 from obdal_gateway.state import Gateway
 
 __all__ = ["APP_HANDLERS", "app_or_404"]
@@ -38,11 +38,11 @@ class ChatSettingsBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     output_cost_per_mtok: Annotated[float, _PRICE] | None = None
 
 
-async def app_or_404(gw: Gateway, app_id: str) -> None:
-    """Raise 404 unless ``app_id`` names an existing app."""
+async def app_or_404(gw: Gateway, app_id: str) -> AppRecord:
+    """The app ``app_id`` names; 404 unless it exists."""
     if not is_id("app", app_id):
         raise NotFound(f"no app {app_id}", code="app_not_found")
-    await gw.apps.get(app_id)
+    return await gw.apps.get(app_id)
 
 
 @post("/apps", status_code=201, summary="Create an app (a tenant)")
@@ -60,15 +60,13 @@ async def list_apps(gw: Gateway) -> dict[str, Any]:
 
 @get("/apps/{app_id:str}", summary="One app")
 async def get_app(gw: Gateway, app_id: str) -> dict[str, Any]:
-    await app_or_404(gw, app_id)
-    body: dict[str, Any] = msgspec.to_builtins(await gw.apps.get(app_id))
+    body: dict[str, Any] = msgspec.to_builtins(await app_or_404(gw, app_id))
     return body
 
 
 @get("/apps/{app_id:str}/chat", summary="An app's generation settings")
 async def get_chat_settings(gw: Gateway, app_id: str) -> dict[str, Any]:
-    await app_or_404(gw, app_id)
-    app = await gw.apps.get(app_id)
+    app = await app_or_404(gw, app_id)
     body: dict[str, Any] = msgspec.to_builtins(app.chat or ChatConfig())
     return body
 
