@@ -107,6 +107,9 @@ def open_widget(page: Page) -> None:
 
 
 def ask(page: Page, question: str) -> None:
+    # The widget ignores Enter while an answer is still streaming (Send is disabled until its
+    # `end`), and the answer's text shows before that: wait for Send, as a person would.
+    expect(page.get_by_role("button", name="Send")).to_be_enabled(timeout=20_000)
     box = page.get_by_role("textbox", name="Your question")
     box.fill(question)
     box.press("Enter")
