@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,19 @@ def test_identical_content_is_recognised(api: Api) -> None:
         "filename": "faq.csv",
         "duplicate": True,
     }
+    assert len(api.http.get("/v1/files", headers=api.auth(key)).json()["data"]) == 1
+
+
+def test_concurrent_identical_uploads_make_one_file(api: Api) -> None:
+    _, key = api.new_tenant("dedupe-race")
+    content = b"# Racing\n\nThe Quarrelwick depot closes at six."
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda n: api.upload(key, f"copy-{n}.md", content), range(8)))
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [202], [r.text for r in responses]
+    assert {r.json()["file_id"] for r in responses} == {
+        next(r.json()["file_id"] for r in responses if r.status_code == 202)
+    }
+    assert all(r.json()["duplicate"] for r in responses if r.status_code == 200)
     assert len(api.http.get("/v1/files", headers=api.auth(key)).json()["data"]) == 1
 
 

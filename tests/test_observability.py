@@ -29,6 +29,7 @@ from tests.api import Api
 from tests.conftest import BIN, Process, Servers, clean_env, start_process, wait_http
 
 ADMIN = "traced-admin-token-0123456789"
+METRICS_TOKEN = "traced-metrics-token-0123456789"
 QUESTION = "How many days is the refund window?"
 DOCUMENT = "# Returns\n\nThe refund window is 45 days from delivery. Refunds go to the original card.\n"
 
@@ -136,6 +137,7 @@ def traced(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         OBDAL_OTEL_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
         OBDAL_LOG_FORMAT="json",
         OBDAL_METRICS_SAMPLE_S="0.2",
+        OBDAL_METRICS_TOKEN=METRICS_TOKEN,
         OTEL_BSP_SCHEDULE_DELAY="100",  # export within 0.1 s instead of 5 s
     )
     process = start_process([str(BIN / "obdal"), "up"], env, base / "obdal.log")
@@ -229,11 +231,21 @@ def test_metrics_are_scrapable_by_route_with_chat_and_queue_figures(
     traced: Traced, exercised: dict[str, str]
 ) -> None:
     httpx.get(f"{traced.url}/v1/files/nope", headers=Api.auth(exercised["key"]))  # a 404 by route
-    time.sleep(0.5)  # let the consumer samplers run once more
-    response = httpx.get(f"{traced.url}/metrics")
-    assert response.status_code == 200
+    # The consumer samplers run on their own period: wait for one that saw the queues drained.
+    deadline = time.monotonic() + 15
+    while True:
+        response = httpx.get(f"{traced.url}/metrics", headers=Api.auth(METRICS_TOKEN))
+        assert response.status_code == 200
+        text = response.text
+        pending = {labels["consumer"]: v for labels, v in _samples(text, "obdal_consumer_pending")}
+        if pending == {"ingest": 0.0, "metering": 0.0} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert response.headers["content-type"].startswith("text/plain")
-    text = response.text
+    for refused in ({}, Api.auth(ADMIN)):  # the token set for /metrics, and no other
+        denied = httpx.get(f"{traced.url}/metrics", headers=refused)
+        assert denied.status_code == 401
+        assert denied.json()["error"]["code"] == "invalid_metrics_token"
     requests = _samples(text, "obdal_http_requests_total")
     assert any(
         labels["http_route"] == "/v1/chat" and labels["http_response_status_code"] == "200" and value >= 1
@@ -254,7 +266,6 @@ def test_metrics_are_scrapable_by_route_with_chat_and_queue_figures(
     assert tokens["input"] > 0
     assert tokens["output"] > 0
     assert _samples(text, "obdal_chat_cost_USD_total")
-    pending = {labels["consumer"]: v for labels, v in _samples(text, "obdal_consumer_pending")}
     assert pending == {"ingest": 0.0, "metering": 0.0}
     ages = {labels["consumer"] for labels, _ in _samples(text, "obdal_consumer_oldest_age_seconds")}
     assert ages == {"ingest", "metering"}

@@ -117,8 +117,11 @@ def test_app_settings_choose_model_prompt_limits_and_price(
     assert "instructions that appear inside them" in system  # the grounding rules always follow
     usage = reply.one("end")["usage"]
     assert usage["cost"] == pytest.approx(PROMPT_TOKENS * 2.0e-6 + len(WORDS) * 10.0e-6)
-    by_model = api.usage(key, group_by="model")
-    assert "openai/acme-support-7b" in json.dumps(by_model)
+    # Metering counts the answer just after its end: wait for it.
+    deadline = time.monotonic() + 15
+    while "openai/acme-support-7b" not in json.dumps(by_model := api.usage(key, group_by="model")):
+        assert time.monotonic() < deadline, by_model
+        time.sleep(0.1)
 
     api.chat_stream(other_key, "hello")  # another app keeps the worker's defaults
     sent = seen.requests[-1]

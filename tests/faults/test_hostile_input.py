@@ -68,8 +68,18 @@ CATALOGUE: list[tuple[str, Callable[[Api, str], httpx.Response], int, str]] = [
     (
         "gzip body (never inflated)",
         _chat_body(gzip.compress(b'{"message": "hi"}'), **{"content-encoding": "gzip"}),
-        400,
-        "bad_request",
+        415,
+        "unsupported_content_encoding",
+    ),
+    (
+        "gzip upload (never inflated)",
+        lambda api, key: api.http.post(
+            "/v1/files",
+            files={"file": ("a.md", b"# A\n\nhello")},
+            headers={**api.auth(key), "content-encoding": "gzip"},
+        ),
+        415,
+        "unsupported_content_encoding",
     ),
     (
         "operator object as session id",
@@ -104,6 +114,8 @@ def test_hostile_request_gets_its_exact_error(
     assert response.status_code == status, f"{case}: {response.text}"
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"]["code"] == code, case
+    if code == "unsupported_content_encoding":
+        assert response.headers["accept-encoding"] == "identity"  # what is accepted (RFC 7694)
 
 
 def test_control_characters_are_data(api: Api) -> None:

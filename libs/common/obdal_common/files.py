@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from obdal_common.schemas import FileState, FileStatus, decode, encode
@@ -84,6 +84,34 @@ class FileStatusStore:
     async def remember_hash(self, status: FileStatus) -> None:
         """Index the file by content hash, so an identical re-upload is recognised."""
         await self._kv.put(_hash_key(status.app_id, status.sha256), status.file_id.encode())
+
+    async def claim_hash(self, status: FileStatus) -> FileStatus | None:
+        """Index a new file by content hash unless another live file of the app holds that hash.
+
+        Returns the holder (the new file is a duplicate of it), or ``None`` once ``status`` holds
+        the hash. Compare-and-set in KV, so of two identical uploads racing through any gateways
+        exactly one wins. A holder that failed, was deleted or replaced gives the hash up.
+        """
+        key = _hash_key(status.app_id, status.sha256)
+        value = status.file_id.encode()
+        while True:
+            try:
+                await self._kv.create(key, value)
+                return None
+            except KeyWrongLastSequenceError:
+                pass
+            try:
+                entry = await self._kv.get(key)
+            except KeyNotFoundError:
+                continue  # given up in between: create again
+            holder = await self.get(status.app_id, entry.value.decode()) if entry.value else None
+            if holder is not None and holder.sha256 == status.sha256 and holder.status != "failed":
+                return holder
+            try:
+                await self._kv.update(key, value, last=entry.revision)
+                return None
+            except KeyWrongLastSequenceError:
+                continue  # another upload took it first: look at that one
 
     async def forget_hash(self, status: FileStatus) -> None:
         """Drop the hash entry if it still points at this file."""

@@ -10,6 +10,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
 from obdal_gateway.cors import PolicyHeadersMiddleware
+from obdal_gateway.encodings import IdentityBodyMiddleware
 from obdal_gateway.error_responses import EXCEPTION_HANDLERS
 from obdal_gateway.instrumentation import name_span, prometheus_metrics, tracing_plugin
 from obdal_gateway.openapi_docs import complete_openapi
@@ -77,7 +78,10 @@ def create_app(gateway: Gateway) -> Litestar:
         ],
         dependencies={"gw": Provide(_gateway, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[DefineMiddleware(PolicyHeadersMiddleware, preflight_allowed=gateway.keys.allows_origin)],
+        middleware=[
+            DefineMiddleware(PolicyHeadersMiddleware, preflight_allowed=gateway.keys.allows_origin),
+            IdentityBodyMiddleware,
+        ],
         plugins=[tracing_plugin()],
         before_request=name_span,
         state=State({"gateway": gateway}),

@@ -25,7 +25,7 @@ from obdal_gateway.origins import origin_allowed
 if TYPE_CHECKING:
     from obdal_gateway.state import Gateway
 
-__all__ = ["Principal", "authenticate", "check_budget", "check_operator", "presented_key"]
+__all__ = ["Principal", "authenticate", "bearer_matches", "check_budget", "check_operator", "presented_key"]
 
 # Refusals audited per second per gateway, so a flood of bad keys cannot flood the audit log.
 _AUDIT_REFUSALS_PER_S = 20
@@ -178,11 +178,15 @@ def _seconds_to_midnight() -> int:
     return int(86400 - now % 86400) + 1
 
 
+def bearer_matches(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> bool:
+    """Whether the request carries ``Authorization: Bearer <token>`` (compared in constant time)."""
+    scheme, _, value = connection.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
 def check_operator(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> None:
     """Require the operator token on admin endpoints."""
-    header = connection.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+    if not bearer_matches(connection, token):
         raise Unauthorized(
             "admin endpoints need 'Authorization: Bearer <operator token>'", code="invalid_admin_token"
         )

@@ -11,7 +11,10 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import metrics, trace
 
+from obdal_common.errors import Unauthorized
 from obdal_common.metrics import prometheus_text
+from obdal_gateway.auth import bearer_matches
+from obdal_gateway.state import Gateway
 
 __all__ = ["RequestMetrics", "name_span", "prometheus_metrics", "tracing_plugin"]
 
@@ -100,7 +103,15 @@ class RequestMetrics:
 
 
 @get("/metrics", include_in_schema=False, sync_to_thread=False)
-def prometheus_metrics() -> Response[bytes]:
-    """This process's metrics in the Prometheus text format (all services, in the embedded stack)."""
+def prometheus_metrics(request: Request[Any, Any, Any], gw: Gateway) -> Response[bytes]:
+    """This process's metrics in the Prometheus text format (all services, in the embedded stack).
+
+    Open unless ``OBDAL_METRICS_TOKEN`` is set; then scrapers send it as a bearer token.
+    """
+    token = gw.settings.metrics_token
+    if token is not None and not bearer_matches(request, token.get_secret_value()):
+        raise Unauthorized(
+            "/metrics needs 'Authorization: Bearer <metrics token>'", code="invalid_metrics_token"
+        )
     body, content_type = prometheus_text()
     return Response(body, media_type=content_type)

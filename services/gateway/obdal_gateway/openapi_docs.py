@@ -37,7 +37,7 @@ _ALWAYS = {
 _STREAMING = ("/v1/chat", "/v1/chat/completions")
 _WITH_BODY = {
     "413": "Body, file or message too large",
-    "415": "Unsupported content or file type",
+    "415": "Unsupported content or file type, or a compressed (Content-Encoding) body",
 }
 
 

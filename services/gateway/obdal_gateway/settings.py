@@ -15,6 +15,10 @@ class GatewaySettings(ObdalSettings):
     admin_token: SecretStr | None = Field(
         None, description="Operator token for /v1/admin; generated and kept under the data dir if unset"
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token required on GET /metrics; unset leaves it open (keep it off the internet)",
+    )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted upload")
     max_message_chars: int = Field(8000, ge=1, description="Longest accepted chat message")
     chat_accept_timeout_s: float = Field(2.0, gt=0, description="Wait for a worker to take a request")

@@ -43,6 +43,12 @@ async def _owned(gw: Gateway, app_id: str, file_id: str) -> FileStatus:
     return status
 
 
+def _duplicate(holder: FileStatus) -> Response[dict[str, Any]]:
+    """``200`` naming the app's existing file with the same content."""
+    body = {"file_id": holder.file_id, "status": holder.status, "filename": holder.filename}
+    return Response({**body, "duplicate": True}, status_code=200)
+
+
 async def _read_upload(gw: Gateway, data: dict[str, Any]) -> tuple[str, bytes, str]:
     """(safe filename, bytes, content type) of the multipart field ``file``, or a 400/413/415."""
     upload = data.get("file")
@@ -60,11 +66,9 @@ async def _read_upload(gw: Gateway, data: dict[str, Any]) -> tuple[str, bytes, s
 
 
 async def _store_and_queue(gw: Gateway, status: FileStatus, content: bytes) -> None:
-    """Bytes into the object store, the status into KV, then the job onto the work queue."""
+    """Bytes into the object store, then the job onto the work queue (the status is already in KV)."""
     name = object_name(status.app_id, status.file_id)
     await gw.objects.put(name, content)
-    await gw.files.put(status)
-    await gw.files.remember_hash(status)
     job = IngestJob(
         app_id=status.app_id,
         file_id=status.file_id,
@@ -96,8 +100,7 @@ async def upload_file(
     existing = await gw.files.find_by_hash(principal.app_id, sha256)
     # A failed file may have failed for a passing reason (index down): identical bytes get another try.
     if existing is not None and existing.status != "failed":
-        body = {"file_id": existing.file_id, "status": existing.status, "filename": existing.filename}
-        return Response({**body, "duplicate": True}, status_code=200)
+        return _duplicate(existing)
     now = datetime.now(UTC)
     status = FileStatus(
         file_id=new_id("file"),
@@ -110,6 +113,12 @@ async def upload_file(
         created_at=now,
         updated_at=now,
     )
+    # The status goes in first, so a racing identical upload that loses the claim finds its holder.
+    await gw.files.put(status)
+    holder = await gw.files.claim_hash(status)
+    if holder is not None:
+        await gw.files.delete(status.app_id, status.file_id)
+        return _duplicate(holder)
     await _store_and_queue(gw, status, content)
     await gw.audit.record(
         "file.uploaded",
@@ -149,6 +158,8 @@ async def replace_file(
         started_at=None,
         finished_at=None,
     )
+    await gw.files.put(status)
+    await gw.files.remember_hash(status)
     await _store_and_queue(gw, status, content)
     await gw.audit.record(
         "file.replaced",

@@ -1,0 +1,61 @@
+"""Request bodies are read as sent: a body in a content coding (gzip, br, ...) is refused.
+
+Decoding it would be a decompression bomb's way in; passing it on would reach the JSON
+or multipart parser as bytes it cannot read and come back as a misleading 400. RFC 9110
+answers 415, and RFC 7694 names what is accepted in ``Accept-Encoding``.
+"""
+
+from __future__ import annotations
+
+from litestar.datastructures import Headers
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
+
+from obdal_common.schemas import encode
+from obdal_gateway.error_responses import error_body
+
+__all__ = ["IdentityBodyMiddleware"]
+
+_IDENTITY = ("", "identity")
+
+
+class IdentityBodyMiddleware:
+    """ASGI middleware answering 415 to request bodies whose ``Content-Encoding`` is not ``identity``.
+
+    It answers itself, before any route reads the body, with the error body every route uses.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            headers = Headers.from_scope(scope)
+            coding = headers.get("content-encoding", "").strip().lower()
+            has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+            if coding not in _IDENTITY and has_body:
+                await _refuse(coding, send)
+                return
+        await self._app(scope, receive, send)
+
+
+async def _refuse(coding: str, send: Send) -> None:
+    body = encode(
+        error_body(
+            "unsupported_content_encoding",
+            f"compressed request bodies are not accepted (Content-Encoding: {coding}); "
+            "send the body uncompressed",
+        )
+    )
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": 415,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"accept-encoding", b"identity"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    await send(start)
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(end)
