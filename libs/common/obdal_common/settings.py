@@ -41,6 +41,11 @@ class ObdalSettings(BaseSettings):
         "or any litellm embedding model id",
     )
     embed_batch_size: int = Field(64, ge=1, le=2048)
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Where the offline embedder's int8 model is prepared once and kept "
+        "(default $XDG_CACHE_HOME/obdal/models or ~/.cache/obdal/models)",
+    )
     retrieval_mode: Literal["auto", "hybrid", "sparse", "dense"] = Field(
         "auto",
         description="auto: hybrid, but BM25 alone with the hashing embedder (it measured better)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -90,10 +91,10 @@ class LiteLLMEmbedder:
         return [(v / (np.linalg.norm(v) or 1.0)).tolist() for v in vectors]
 
 
-def make_embedder(model_id: str) -> Embedder:
-    """The embedder for ``OBDAL_EMBED_MODEL``."""
+def make_embedder(model_id: str, *, model_cache_dir: Path | None = None) -> Embedder:
+    """The embedder for ``OBDAL_EMBED_MODEL`` (offline models prepared in ``model_cache_dir``)."""
     if model_id == MINILM_MODEL_ID:
-        return MiniLMEmbedder()
+        return MiniLMEmbedder(cache_dir=model_cache_dir)
     match = re.fullmatch(r"obdal/hashing-(\d+)", model_id)
     if match:
         return HashingEmbedder(int(match.group(1)))

