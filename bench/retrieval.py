@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from obdal_common.retrieval import Chunk, close_indexes, open_index
 from obdal_common.retrieval.hybrid import HybridIndex, SearchMode
@@ -157,21 +158,15 @@ async def embed_latency(index: HybridIndex, queries: dict[str, str]) -> dict[str
     return percentiles(latencies)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument(
-        "--limit-docs", type=int, default=0, help="index only N documents (smoke runs; see above)"
-    )
-    parser.add_argument("--limit-queries", type=int, default=0, help="run only the first Q test queries")
-    parser.add_argument("--data-dir", type=Path, help="keep the index here; reuse it if already built")
-    args = parser.parse_args()
-    corpus, queries, qrels = load(args.dataset)
-    corpus, queries = subset(
-        corpus, queries, qrels, limit_queries=args.limit_queries, limit_docs=args.limit_docs
-    )
+async def evaluate(
+    dataset: Path, *, limit_queries: int = 0, limit_docs: int = 0, data_dir: Path | None = None
+) -> dict[str, Any]:
+    """Index the dataset (or reuse the index kept in ``data_dir``), run its queries in every mode,
+    print the table, and return the summary (bench/stream.py calls it in its own process)."""
+    corpus, queries, qrels = load(dataset)
+    corpus, queries = subset(corpus, queries, qrels, limit_queries=limit_queries, limit_docs=limit_docs)
     with tempfile.TemporaryDirectory() as scratch:
-        data_dir = args.data_dir or Path(scratch)
+        data_dir = data_dir or Path(scratch)
         data_dir.mkdir(parents=True, exist_ok=True)
         settings = ObdalSettings(data_dir=data_dir)
         started = time.perf_counter()
@@ -185,8 +180,7 @@ async def main() -> None:
             chunks, index_s = await build(index, corpus)
             built.write_text(json.dumps([chunks, index_s]))
         print(
-            f"dataset {args.dataset.name}: {len(corpus)} documents -> {chunks} chunks, "
-            f"{len(queries)} test queries"
+            f"dataset {dataset.name}: {len(corpus)} documents -> {chunks} chunks, {len(queries)} test queries"
         )
         print(f"default mode {LABEL[index.mode]} (OBDAL_RETRIEVAL_MODE={settings.retrieval_mode})")
         print(
@@ -221,7 +215,22 @@ async def main() -> None:
     }
     index_info["default_mode"] = LABEL[index.mode]
     summary = {name: results[name] for name in ("hybrid", "bm25", "dense")}
-    print(json.dumps({**summary, "index": index_info, "embedder": embedder_info}))
+    return {**summary, "index": index_info, "embedder": embedder_info}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument(
+        "--limit-docs", type=int, default=0, help="index only N documents (smoke runs; see above)"
+    )
+    parser.add_argument("--limit-queries", type=int, default=0, help="run only the first Q test queries")
+    parser.add_argument("--data-dir", type=Path, help="keep the index here; reuse it if already built")
+    args = parser.parse_args()
+    summary = await evaluate(
+        args.dataset, limit_queries=args.limit_queries, limit_docs=args.limit_docs, data_dir=args.data_dir
+    )
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -276,12 +276,6 @@ def obdal_key(url: str, admin_token: str) -> str:
     return str(created.json()["key"])
 
 
-def last_json(args: list[str]) -> dict[str, Any]:
-    """Run another benchmark and take its last line (its JSON summary)."""
-    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
-
-
 @dataclass
 class Report:
     paths: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
@@ -453,7 +447,7 @@ async def run_loads(
 ) -> None:
     print(f"paced answers ({1 / PACED_INTERVAL_S:.0f} words/s), opened {RAMP_PER_S}/s:", flush=True)
     with phases("paced_hold"):
-        await measure_hold(obdal, [50, 150] if args.quick else [100, 250, 500, 1000], report)
+        await measure_hold(obdal, [50, 100] if args.quick else [100, 250, 500, 1000], report)
     loads = {1: 8, 32: 64, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
     print("streams of", CHUNKS, "chunks:", flush=True)
     await measure_paths(targets, loads, report, obdal.memory, args.profile, phases)
@@ -508,6 +502,8 @@ def start_obdal(
         for server in servers:
             server.start()
             stack.callback(server.stop)
+        # Killed first: SecantusDB takes ~2 s to stop cleanly, and its data here is in memory, thrown away.
+        stack.callback(servers[2].kill)
     common = {
         "OBDAL_NATS_URL": servers[0].url,
         "OBDAL_REDIS_URL": servers[1].url,
@@ -536,6 +532,39 @@ def start_obdal(
     memory = {"gateway": gateway, "worker": worker.pid}
     target = Target("obdal", port, request, (gateway, worker.pid), databases, end=b"event: end")
     return Obdal(target, memory, url, admin_token, key)
+
+
+async def retrieval_and_ingest(*, quick: bool, phases: Phases) -> dict[str, Any]:
+    """bench/retrieval.py and bench/ingest.py, run in this process once the servers are stopped: one
+    interpreter start-up and one load of the embedder for both, instead of one each."""
+    # Imported only now: the index and embedder modules would add their import to the start-up phase.
+    import ingest
+    import retrieval
+
+    # Kept between runs: indexing SciFact with the MiniLM embedder takes minutes (the quick subset ~40 s).
+    index_dir = f"retrieval-quick-{QUICK_QUERIES}q-{QUICK_DOCS}d" if quick else "retrieval"
+    subset = {"limit_queries": QUICK_QUERIES, "limit_docs": QUICK_DOCS} if quick else {}
+    with phases("retrieval"):
+        scores = await retrieval.evaluate(
+            retrieval.DEFAULT_DATASET, data_dir=ROOT / ".bench" / index_dir, **subset
+        )
+    mode = scores["index"]["default_mode"]
+    with phases("ingest"):
+        formats = await ingest.run(1 if quick else 20)
+    ingest.print_table(formats)
+    chunks = sum(f["chunks"] for f in formats.values())
+    return {
+        "retrieval": {
+            "mode": mode,
+            **scores[mode],
+            **{name: scores["index"][name] for name in ("documents", "queries", "chunks")},
+            "index_s": scores["index"]["seconds"],
+        },
+        "ingest": {
+            "chunks_per_s": round(chunks / sum(f["seconds"] for f in formats.values()), 1),
+            **{f"{name}_chunks_per_s": f["chunks_per_s"] for name, f in formats.items()},
+        },
+    }
 
 
 def main() -> None:
@@ -583,28 +612,7 @@ def main() -> None:
             terminate([up.pid, *(proc.pid for _, proc in peers), *obdal.target.pids])
             stack.close()
     print("retrieval and ingest:", flush=True)
-    subset = ["--limit-queries", str(QUICK_QUERIES), "--limit-docs", str(QUICK_DOCS)] if args.quick else []
-    # Kept between runs: indexing SciFact with the MiniLM embedder takes minutes (the subset ~30 s).
-    index_dir = f"retrieval-quick-{QUICK_QUERIES}q-{QUICK_DOCS}d" if args.quick else "retrieval"
-    with phases("retrieval"):
-        retrieval = last_json(
-            [str(PYTHON), "bench/retrieval.py", "--data-dir", str(ROOT / ".bench" / index_dir), *subset]
-        )
-    mode = retrieval["index"]["default_mode"]
-    report.extra["retrieval"] = {
-        "mode": mode,
-        **retrieval[mode],
-        "documents": retrieval["index"]["documents"],
-        "queries": retrieval["index"]["queries"],
-        "index_s": retrieval["index"]["seconds"],
-    }
-    with phases("ingest"):
-        ingest = last_json([str(PYTHON), "bench/ingest.py", "--docs", "1" if args.quick else "20"])["formats"]
-    chunks = sum(f["chunks"] for f in ingest.values())
-    report.extra["ingest"] = {
-        "chunks_per_s": round(chunks / sum(f["seconds"] for f in ingest.values()), 1),
-        **{f"{name}_chunks_per_s": f["chunks_per_s"] for name, f in ingest.items()},
-    }
+    report.extra |= asyncio.run(retrieval_and_ingest(quick=args.quick, phases=phases))
     figures = summary(report)
     print_table(report, figures)
     for name, value in report.extra.items():

@@ -108,23 +108,29 @@ def _report(task: asyncio.Task[None]) -> None:
     log.error("%s stopped: %s", task.get_name(), message, exc_info=not isinstance(error, ObdalError))
 
 
-async def _serve_chat(settings: ChatSettings, stop: asyncio.Event) -> None:
-    # Imported only here: the chat worker imports litellm (7-8 s of CPU on 2 cores, ~20 s when no
-    # bytecode was compiled), which an `obdal up` running only the gateway (and metering) never needs.
-    from obdal_chat.main import serve
-
-    await serve(settings, stop)
+_Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
-async def _run_services(urls: dict[str, str], banner: Callable[[str], None], wanted: list[str]) -> None:
-    gateway = load_settings(GatewaySettings, **urls)
-    every: dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = {
+def _services(urls: dict[str, str], wanted: list[str]) -> dict[str, _Service]:
+    """The wanted services, in start order. Called before the event loop runs: the chat worker's module
+    is imported only if it is wanted (it imports litellm, 7-8 s of CPU, which an `obdal up` running only
+    the gateway never needs), and not on the loop, where it would stall the other services' start."""
+    every: dict[str, _Service] = {
         "metering": lambda stop: serve_metering(load_settings(MeteringSettings, **urls), stop),
         "ingest": lambda stop: serve_ingest(load_settings(IngestSettings, **urls), stop),
-        "chat": lambda stop: _serve_chat(load_settings(ChatSettings, **urls), stop),
-        "gateway": lambda stop: serve_gateway(gateway, stop),
+        "gateway": lambda stop: serve_gateway(load_settings(GatewaySettings, **urls), stop),
     }
-    services = {name: run for name, run in every.items() if name in wanted}
+    if "chat" in wanted:
+        from obdal_chat.main import serve as serve_chat
+
+        every["chat"] = lambda stop: serve_chat(load_settings(ChatSettings, **urls), stop)
+    return {name: every[name] for name in _ALL_SERVICES if name in wanted}
+
+
+async def _run_services(
+    urls: dict[str, str], banner: Callable[[str], None], services: dict[str, _Service]
+) -> None:
+    gateway = load_settings(GatewaySettings, **urls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -185,7 +191,8 @@ def run_stack() -> None:
         print(f"obdal: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     try:
-        uvloop.run(_run_services(urls, banner, base.services.split(",")))  # libuv: cheaper I/O per event
+        services = _services(urls, base.services.split(","))
+        uvloop.run(_run_services(urls, banner, services))  # libuv: cheaper I/O per event
     finally:
         for server in reversed(servers):
             server.stop()
