@@ -447,8 +447,8 @@ async def run_loads(
 ) -> None:
     print(f"paced answers ({1 / PACED_INTERVAL_S:.0f} words/s), opened {RAMP_PER_S}/s:", flush=True)
     with phases("paced_hold"):
-        await measure_hold(obdal, [50, 100] if args.quick else [100, 250, 500, 1000], report)
-    loads = {1: 8, 32: 64, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
+        await measure_hold(obdal, [100] if args.quick else [100, 250, 500, 1000], report)
+    loads = {1: 8, 32: 32, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
     print("streams of", CHUNKS, "chunks:", flush=True)
     await measure_paths(targets, loads, report, obdal.memory, args.profile, phases)
 
