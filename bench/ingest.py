@@ -162,11 +162,8 @@ async def run(docs: int) -> dict[str, dict[str, float]]:
         await close_indexes()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--docs", type=int, default=20, help="documents per format")
-    args = parser.parse_args()
-    results = asyncio.run(run(args.docs))
+def print_table(results: dict[str, dict[str, float]]) -> None:
+    """One line per format."""
     print(
         f"{'format':<6} {'docs':>5} {'chunks':>7} {'MB':>7} "
         f"{'docs/s':>8} {'chunks/s':>9} {'MB/s':>7} {'parse':>6}"
@@ -177,6 +174,14 @@ def main() -> None:
             f"{r['documents_per_s']:>8.2f} {r['chunks_per_s']:>9.1f} {r['mb_per_s']:>7.3f} "
             f"{r['parse_share']:>6.0%}"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--docs", type=int, default=20, help="documents per format")
+    args = parser.parse_args()
+    results = asyncio.run(run(args.docs))
+    print_table(results)
     print(json.dumps({"benchmark": "ingest", "formats": results}))
 
 

@@ -6,7 +6,12 @@ runs every test query in BM25-only, dense-only and hybrid mode, and prints
 nDCG@10 and recall@100 for each, index time, query latency, the embedder's own
 cost (model load, one query's embedding), and last a JSON line.
 
-    .venv/bin/python bench/retrieval.py [--dataset PATH] [--limit-docs N] [--data-dir DIR]
+    .venv/bin/python bench/retrieval.py [--dataset PATH] [--limit-queries Q] [--limit-docs N] [--data-dir DIR]
+
+--limit-queries and --limit-docs make a subset for smoke runs (bench/stream.py --quick): the
+first Q test queries, and N documents, those relevant to the queries kept first, then the
+others in corpus order. The subset's scores are higher than the whole corpus' (fewer
+distractors), so compare them only with runs of the same subset.
 
 With --data-dir the index is kept there, and a later run with the same DIR reuses it
 instead of indexing again (a full SciFact index with the MiniLM embedder takes minutes).
@@ -26,6 +31,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from obdal_common.retrieval import Chunk, close_indexes, open_index
 from obdal_common.retrieval.hybrid import HybridIndex, SearchMode
@@ -62,6 +68,24 @@ def load(dataset: Path) -> tuple[dict[str, dict[str, str]], dict[str, str], dict
             if str(query["_id"]) in qrels:
                 queries[str(query["_id"])] = query["text"]
     return corpus, queries, qrels
+
+
+def subset(
+    corpus: dict[str, dict[str, str]],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    *,
+    limit_queries: int,
+    limit_docs: int,
+) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """The first ``limit_queries`` queries, and ``limit_docs`` documents: theirs first (0: all)."""
+    if limit_queries:
+        queries = dict(list(queries.items())[:limit_queries])
+    if limit_docs:
+        relevant = [doc for query in queries for doc in qrels[query] if doc in corpus]
+        kept = list(dict.fromkeys([*relevant, *corpus]))[:limit_docs]
+        corpus = {doc: corpus[doc] for doc in kept}
+    return corpus, queries
 
 
 def ndcg_at_10(ranked: list[str], relevant: dict[str, int]) -> float:
@@ -134,19 +158,15 @@ async def embed_latency(index: HybridIndex, queries: dict[str, str]) -> dict[str
     return percentiles(latencies)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument(
-        "--limit-docs", type=int, default=0, help="index only the first N documents (smoke runs)"
-    )
-    parser.add_argument("--data-dir", type=Path, help="keep the index here; reuse it if already built")
-    args = parser.parse_args()
-    corpus, queries, qrels = load(args.dataset)
-    if args.limit_docs:
-        corpus = dict(list(corpus.items())[: args.limit_docs])
+async def evaluate(
+    dataset: Path, *, limit_queries: int = 0, limit_docs: int = 0, data_dir: Path | None = None
+) -> dict[str, Any]:
+    """Index the dataset (or reuse the index kept in ``data_dir``), run its queries in every mode,
+    print the table, and return the summary (bench/stream.py calls it in its own process)."""
+    corpus, queries, qrels = load(dataset)
+    corpus, queries = subset(corpus, queries, qrels, limit_queries=limit_queries, limit_docs=limit_docs)
     with tempfile.TemporaryDirectory() as scratch:
-        data_dir = args.data_dir or Path(scratch)
+        data_dir = data_dir or Path(scratch)
         data_dir.mkdir(parents=True, exist_ok=True)
         settings = ObdalSettings(data_dir=data_dir)
         started = time.perf_counter()
@@ -160,8 +180,7 @@ async def main() -> None:
             chunks, index_s = await build(index, corpus)
             built.write_text(json.dumps([chunks, index_s]))
         print(
-            f"dataset {args.dataset.name}: {len(corpus)} documents -> {chunks} chunks, "
-            f"{len(queries)} test queries"
+            f"dataset {dataset.name}: {len(corpus)} documents -> {chunks} chunks, {len(queries)} test queries"
         )
         print(f"default mode {LABEL[index.mode]} (OBDAL_RETRIEVAL_MODE={settings.retrieval_mode})")
         print(
@@ -188,10 +207,30 @@ async def main() -> None:
         )
         await close_indexes()
     embedder_info = {"model": index.embedder.model_id, "load_s": round(load_s, 2), "query": query_embedding}
-    index_info = {"documents": len(corpus), "chunks": chunks, "seconds": round(index_s, 2)}
+    index_info = {
+        "documents": len(corpus),
+        "queries": len(queries),
+        "chunks": chunks,
+        "seconds": round(index_s, 2),
+    }
     index_info["default_mode"] = LABEL[index.mode]
     summary = {name: results[name] for name in ("hybrid", "bm25", "dense")}
-    print(json.dumps({**summary, "index": index_info, "embedder": embedder_info}))
+    return {**summary, "index": index_info, "embedder": embedder_info}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument(
+        "--limit-docs", type=int, default=0, help="index only N documents (smoke runs; see above)"
+    )
+    parser.add_argument("--limit-queries", type=int, default=0, help="run only the first Q test queries")
+    parser.add_argument("--data-dir", type=Path, help="keep the index here; reuse it if already built")
+    args = parser.parse_args()
+    summary = await evaluate(
+        args.dataset, limit_queries=args.limit_queries, limit_docs=args.limit_docs, data_dir=args.data_dir
+    )
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

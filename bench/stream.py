@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,8 @@ RAMP_PER_S = 25  # paced streams opened per second
 HELD_S = 3.0  # how long all of a level's streams stay open together
 PACED_CHUNKS = int((1000 / RAMP_PER_S + HELD_S + 2) / PACED_INTERVAL_S)  # enough for the largest level
 TTFT_LIMIT_S = 0.5
+# The retrieval subset of --quick: these first test queries, on their relevant documents and others.
+QUICK_QUERIES, QUICK_DOCS = 30, 60
 MODEL = "gpt-4o-mini"
 QUESTION = "How long is the refund window?"
 
@@ -234,6 +236,14 @@ def process(
                 proc.kill()
 
 
+def kill(pids: list[int]) -> None:
+    """SIGKILL to each of these processes, without waiting: nothing of theirs is kept, and each one's
+    graceful stop takes a second or more."""
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def litellm_config(path: Path, upstream: str) -> Path:
     path.write_text(
         json.dumps(
@@ -267,17 +277,32 @@ def obdal_key(url: str, admin_token: str) -> str:
     return str(created.json()["key"])
 
 
-def last_json(args: list[str]) -> dict[str, Any]:
-    """Run another benchmark and take its last line (its JSON summary)."""
-    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
-
-
 @dataclass
 class Report:
     paths: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     hold: list[dict[str, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Phases:
+    """Wall-clock seconds of each phase of the run, in order: where the run's own time goes."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 1)
+            print(f"  [{name}: {self.seconds[name]:.1f} s]", flush=True)
+
+    def total(self) -> dict[str, float]:
+        """Every phase, and the whole run so far as ``total``."""
+        return {**self.seconds, "total": round(time.perf_counter() - self.started, 1)}
 
 
 @contextmanager
@@ -316,17 +341,23 @@ def profiled(pids: dict[str, int], out: Path | None) -> Iterator[None]:
 
 
 async def measure_paths(
-    targets: list[Target], loads: dict[int, int], report: Report, profile: dict[str, int], out: Path | None
+    targets: list[Target],
+    loads: dict[int, int],
+    report: Report,
+    profile: dict[str, int],
+    out: Path | None,
+    phases: Phases,
 ) -> None:
     for target in targets:
-        # Warm: imports, caches, and connection pools grown to the concurrency measured next.
-        await drive(target, concurrency=32, count=32)
-        report.paths[target.name] = {}
-        for concurrency, count in loads.items():
-            with profiled(profile, out if target.name == "obdal" and concurrency == 32 else None):
-                result = await drive(target, concurrency=concurrency, count=count)
-            report.paths[target.name][concurrency] = result
-            print(f"  {target.name:<8} c={concurrency:<4} {json.dumps(result)}", flush=True)
+        with phases(f"loads_{target.name}"):
+            # Warm: imports, caches, and connection pools grown to the concurrency measured next.
+            await drive(target, concurrency=32, count=32)
+            report.paths[target.name] = {}
+            for concurrency, count in loads.items():
+                with profiled(profile, out if target.name == "obdal" and concurrency == 32 else None):
+                    result = await drive(target, concurrency=concurrency, count=count)
+                report.paths[target.name][concurrency] = result
+                print(f"  {target.name:<8} c={concurrency:<4} {json.dumps(result)}", flush=True)
 
 
 async def measure_hold(obdal: Obdal, levels: list[int], report: Report) -> None:
@@ -412,14 +443,15 @@ def plot(report: Report, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-async def run_loads(targets: list[Target], obdal: Obdal, args: argparse.Namespace) -> Report:
-    report = Report()
+async def run_loads(
+    targets: list[Target], obdal: Obdal, args: argparse.Namespace, report: Report, phases: Phases
+) -> None:
     print(f"paced answers ({1 / PACED_INTERVAL_S:.0f} words/s), opened {RAMP_PER_S}/s:", flush=True)
-    await measure_hold(obdal, [50, 150] if args.quick else [100, 250, 500, 1000], report)
-    loads = {1: 8, 32: 64, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
+    with phases("paced_hold"):
+        await measure_hold(obdal, [100] if args.quick else [100, 250, 500, 1000], report)
+    loads = {1: 8, 32: 32, 256: 256} if args.quick else {1: 40, 32: 480, 256: 1024}
     print("streams of", CHUNKS, "chunks:", flush=True)
-    await measure_paths(targets, loads, report, obdal.memory, args.profile)
-    return report
+    await measure_paths(targets, loads, report, obdal.memory, args.profile, phases)
 
 
 def start_peers(
@@ -462,14 +494,17 @@ class Obdal:
 
 
 def start_obdal(
-    stack: ExitStack, upstream: str, logs: Path, env: dict[str, str], settings: list[str]
+    stack: ExitStack, upstream: str, logs: Path, env: dict[str, str], settings: list[str], phases: Phases
 ) -> Obdal:
     """Two ``obdal up`` processes on servers of their own: the gateway (and metering), and one chat
     worker (and ingest)."""
     servers = [nats_server(logs), redis_server(logs), mongo_server(None, log_dir=logs / "logs")]
-    for server in servers:
-        server.start()
-        stack.callback(server.stop)
+    with phases("obdal_servers"):
+        for server in servers:
+            server.start()
+            stack.callback(server.stop)
+        # Killed first: SecantusDB takes ~2 s to stop cleanly, and its data here is in memory, thrown away.
+        stack.callback(servers[2].kill)
     common = {
         "OBDAL_NATS_URL": servers[0].url,
         "OBDAL_REDIS_URL": servers[1].url,
@@ -486,7 +521,8 @@ def start_obdal(
     worker = stack.enter_context(
         process([str(PYTHON.parent / "obdal"), "up"], env=worker_env, log=logs / "chat.log")
     )
-    url, admin_token = stack.enter_context(embedded_stack(**common, OBDAL_SERVICES="gateway,metering"))
+    with phases("obdal_gateway_ready"):
+        url, admin_token = stack.enter_context(embedded_stack(**common, OBDAL_SERVICES="gateway,metering"))
     gateway = next(
         p.pid for p in psutil.Process().children() if "up" in p.cmdline()[1:] and p.pid != worker.pid
     )
@@ -497,6 +533,39 @@ def start_obdal(
     memory = {"gateway": gateway, "worker": worker.pid}
     target = Target("obdal", port, request, (gateway, worker.pid), databases, end=b"event: end")
     return Obdal(target, memory, url, admin_token, key)
+
+
+async def retrieval_and_ingest(*, quick: bool, phases: Phases) -> dict[str, Any]:
+    """bench/retrieval.py and bench/ingest.py, run in this process once the servers are stopped: one
+    interpreter start-up and one load of the embedder for both, instead of one each."""
+    # Imported only now: the index and embedder modules would add their import to the start-up phase.
+    import ingest
+    import retrieval
+
+    # Kept between runs: indexing SciFact with the MiniLM embedder takes minutes (the quick subset 15-30 s).
+    index_dir = f"retrieval-quick-{QUICK_QUERIES}q-{QUICK_DOCS}d" if quick else "retrieval"
+    subset = {"limit_queries": QUICK_QUERIES, "limit_docs": QUICK_DOCS} if quick else {}
+    with phases("retrieval"):
+        scores = await retrieval.evaluate(
+            retrieval.DEFAULT_DATASET, data_dir=ROOT / ".bench" / index_dir, **subset
+        )
+    mode = scores["index"]["default_mode"]
+    with phases("ingest"):
+        formats = await ingest.run(1 if quick else 20)
+    ingest.print_table(formats)
+    chunks = sum(f["chunks"] for f in formats.values())
+    return {
+        "retrieval": {
+            "mode": mode,
+            **scores[mode],
+            **{name: scores["index"][name] for name in ("documents", "queries", "chunks")},
+            "index_s": scores["index"]["seconds"],
+        },
+        "ingest": {
+            "chunks_per_s": round(chunks / sum(f["seconds"] for f in formats.values()), 1),
+            **{f"{name}_chunks_per_s": f["chunks_per_s"] for name, f in formats.items()},
+        },
+    }
 
 
 def main() -> None:
@@ -518,45 +587,33 @@ def main() -> None:
     port = free_port()
     upstream = f"http://127.0.0.1:{port}/v1"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OBDAL_")}
+    phases, report = Phases(), Report()
     with ExitStack() as stack:
         command = ["-m", "tests.upstream", "--port", str(port), "--chunks", str(CHUNKS)]
         paced = ["--paced-chunks", str(PACED_CHUNKS), "--paced-interval-s", str(PACED_INTERVAL_S)]
-        up = stack.enter_context(process([str(PYTHON), *command, *paced], log=logs / "upstream.log"))
-        wait_ready(f"{upstream}/models", up)
+        with phases("upstream_ready"):
+            up = stack.enter_context(process([str(PYTHON), *command, *paced], log=logs / "upstream.log"))
+            wait_ready(f"{upstream}/models", up)
         peers = start_peers(stack, upstream, logs, env, skip)
-        obdal = start_obdal(stack, upstream, logs, env, args.obdal_env)  # while the peers start
+        obdal = start_obdal(stack, upstream, logs, env, args.obdal_env, phases)  # while the peers start
         for target, proc in peers:
-            wait_ready(f"http://127.0.0.1:{target.port}/", proc)
+            with phases(f"{target.name}_ready"):
+                wait_ready(f"http://127.0.0.1:{target.port}/", proc)
         targets = [target for target, _ in peers]
         if "obdal" not in skip:
             targets.append(obdal.target)
         # First, on the quiet stack: after the loads, metering would still be storing their usage.
         print("usage lag:", flush=True)
-        lag = usage_lag(obdal.url, obdal.admin_token, 5 if args.quick else 50)
-        report = uvloop.run(run_loads(targets, obdal, args))
+        with phases("usage_lag"):
+            lag = usage_lag(obdal.url, obdal.admin_token, 5 if args.quick else 50)
+        uvloop.run(run_loads(targets, obdal, args, report, phases))
         report.extra["usage_lag"] = lag
+        with phases("teardown"):
+            # All at once, then each waited for in turn (the servers after the services using them).
+            kill([up.pid, *(proc.pid for _, proc in peers), *obdal.target.pids])
+            stack.close()
     print("retrieval and ingest:", flush=True)
-    retrieval = last_json(
-        [
-            str(PYTHON),
-            "bench/retrieval.py",
-            # Kept between runs: indexing SciFact with the MiniLM embedder takes minutes.
-            *("--data-dir", str(ROOT / ".bench" / ("retrieval-quick" if args.quick else "retrieval"))),
-            *(["--limit-docs", "300"] if args.quick else []),
-        ]
-    )
-    mode = retrieval["index"]["default_mode"]
-    report.extra["retrieval"] = {
-        "mode": mode,
-        **retrieval[mode],
-        "documents": retrieval["index"]["documents"],
-    }
-    ingest = last_json([str(PYTHON), "bench/ingest.py", "--docs", "2" if args.quick else "20"])["formats"]
-    chunks = sum(f["chunks"] for f in ingest.values())
-    report.extra["ingest"] = {
-        "chunks_per_s": round(chunks / sum(f["seconds"] for f in ingest.values()), 1),
-        **{f"{name}_chunks_per_s": f["chunks_per_s"] for name, f in ingest.items()},
-    }
+    report.extra |= asyncio.run(retrieval_and_ingest(quick=args.quick, phases=phases))
     figures = summary(report)
     print_table(report, figures)
     for name, value in report.extra.items():
@@ -576,6 +633,7 @@ def main() -> None:
                 "paced": report.hold,
                 **figures,
                 **report.extra,
+                "phase_seconds": phases.total(),
             }
         )
     )

@@ -23,7 +23,6 @@ import uvloop
 from pydantic import Field, field_validator
 
 from obdal.servers import ManagedServer, ServerError, mongo_server, nats_server, redis_server
-from obdal_chat.main import serve as serve_chat
 from obdal_chat.settings import ChatSettings
 from obdal_common.errors import ObdalError
 from obdal_common.logs import configure_logging
@@ -109,15 +108,29 @@ def _report(task: asyncio.Task[None]) -> None:
     log.error("%s stopped: %s", task.get_name(), message, exc_info=not isinstance(error, ObdalError))
 
 
-async def _run_services(urls: dict[str, str], banner: Callable[[str], None], wanted: list[str]) -> None:
-    gateway = load_settings(GatewaySettings, **urls)
-    every: dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = {
+_Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def _services(urls: dict[str, str], wanted: list[str]) -> dict[str, _Service]:
+    """The wanted services, in start order. Called before the event loop runs: the chat worker's module
+    is imported only if it is wanted (it imports litellm, 7-8 s of CPU, which an `obdal up` running only
+    the gateway never needs), and not on the loop, where it would stall the other services' start."""
+    every: dict[str, _Service] = {
         "metering": lambda stop: serve_metering(load_settings(MeteringSettings, **urls), stop),
         "ingest": lambda stop: serve_ingest(load_settings(IngestSettings, **urls), stop),
-        "chat": lambda stop: serve_chat(load_settings(ChatSettings, **urls), stop),
-        "gateway": lambda stop: serve_gateway(gateway, stop),
+        "gateway": lambda stop: serve_gateway(load_settings(GatewaySettings, **urls), stop),
     }
-    services = {name: run for name, run in every.items() if name in wanted}
+    if "chat" in wanted:
+        from obdal_chat.main import serve as serve_chat
+
+        every["chat"] = lambda stop: serve_chat(load_settings(ChatSettings, **urls), stop)
+    return {name: every[name] for name in _ALL_SERVICES if name in wanted}
+
+
+async def _run_services(
+    urls: dict[str, str], banner: Callable[[str], None], services: dict[str, _Service]
+) -> None:
+    gateway = load_settings(GatewaySettings, **urls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -178,7 +191,8 @@ def run_stack() -> None:
         print(f"obdal: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     try:
-        uvloop.run(_run_services(urls, banner, base.services.split(",")))  # libuv: cheaper I/O per event
+        services = _services(urls, base.services.split(","))
+        uvloop.run(_run_services(urls, banner, services))  # libuv: cheaper I/O per event
     finally:
         for server in reversed(servers):
             server.stop()
