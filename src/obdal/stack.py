@@ -111,14 +111,14 @@ def _report(task: asyncio.Task[None]) -> None:
 _Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
-def _services(urls: dict[str, str], wanted: list[str]) -> dict[str, _Service]:
+def _services(urls: dict[str, str], gateway: GatewaySettings, wanted: list[str]) -> dict[str, _Service]:
     """The wanted services, in start order. Called before the event loop runs: the chat worker's module
     is imported only if it is wanted (it imports litellm, 7-8 s of CPU, which an `obdal up` running only
     the gateway never needs), and not on the loop, where it would stall the other services' start."""
     every: dict[str, _Service] = {
         "metering": lambda stop: serve_metering(load_settings(MeteringSettings, **urls), stop),
         "ingest": lambda stop: serve_ingest(load_settings(IngestSettings, **urls), stop),
-        "gateway": lambda stop: serve_gateway(load_settings(GatewaySettings, **urls), stop),
+        "gateway": lambda stop: serve_gateway(gateway, stop),
     }
     if "chat" in wanted:
         from obdal_chat.main import serve as serve_chat
@@ -128,9 +128,8 @@ def _services(urls: dict[str, str], wanted: list[str]) -> dict[str, _Service]:
 
 
 async def _run_services(
-    urls: dict[str, str], banner: Callable[[str], None], services: dict[str, _Service]
+    gateway: GatewaySettings, banner: Callable[[str], None], services: dict[str, _Service]
 ) -> None:
-    gateway = load_settings(GatewaySettings, **urls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -191,8 +190,9 @@ def run_stack() -> None:
         print(f"obdal: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     try:
-        services = _services(urls, base.services.split(","))
-        uvloop.run(_run_services(urls, banner, services))  # libuv: cheaper I/O per event
+        gateway = load_settings(GatewaySettings, **urls)
+        services = _services(urls, gateway, base.services.split(","))
+        uvloop.run(_run_services(gateway, banner, services))  # libuv: cheaper I/O per event
     finally:
         for server in reversed(servers):
             server.stop()
