@@ -23,6 +23,12 @@ def _key(app_id: str, file_id: str) -> str:
     return f"{app_id}.{file_id}"
 
 
+def _holds(found: FileStatus | None, sha256: str) -> FileStatus | None:
+    """``found`` if it still holds content ``sha256``: a failed file gives its hash up (it may have
+    failed for a passing reason, e.g. the index was down, so identical bytes get another try)."""
+    return found if found is not None and found.sha256 == sha256 and found.status != "failed" else None
+
+
 def _hash_key(app_id: str, sha256: str) -> str:
     # Two tokens after the app id: never matched by list()'s ``<app_id>.*`` filter.
     return f"{app_id}.sha256.{sha256}"
@@ -104,14 +110,18 @@ class FileStatusStore:
                 entry = await self._kv.get(key)
             except KeyNotFoundError:
                 continue  # given up in between: create again
-            holder = await self.get(status.app_id, entry.value.decode()) if entry.value else None
-            if holder is not None and holder.sha256 == status.sha256 and holder.status != "failed":
+            found = await self.get(status.app_id, entry.value.decode()) if entry.value else None
+            if holder := _holds(found, status.sha256):
                 return holder
             try:
                 await self._kv.update(key, value, last=entry.revision)
                 return None
             except KeyWrongLastSequenceError:
                 continue  # another upload took it first: look at that one
+
+    async def holder(self, app_id: str, sha256: str) -> FileStatus | None:
+        """The app's file that holds this content (an upload of it is a duplicate), if any."""
+        return _holds(await self.find_by_hash(app_id, sha256), sha256)
 
     async def forget_hash(self, status: FileStatus) -> None:
         """Drop the hash entry if it still points at this file."""

@@ -97,9 +97,8 @@ async def upload_file(
     principal = await authenticate(request, gw, scope="files:write")
     filename, content, content_type = await _read_upload(gw, data)
     sha256 = hashlib.sha256(content).hexdigest()
-    existing = await gw.files.find_by_hash(principal.app_id, sha256)
-    # A failed file may have failed for a passing reason (index down): identical bytes get another try.
-    if existing is not None and existing.status != "failed":
+    # Most duplicates end here; claim_hash below settles identical uploads that race.
+    if existing := await gw.files.holder(principal.app_id, sha256):
         return _duplicate(existing)
     now = datetime.now(UTC)
     status = FileStatus(
