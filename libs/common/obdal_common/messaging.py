@@ -35,6 +35,7 @@ __all__ = [
     "ERROR_HEADER",
     "close",
     "connect",
+    "decode_or_term",
     "ensure_topology",
     "key_value",
     "publish_event",
@@ -239,6 +240,17 @@ async def pull_each(
             except Exception as exc:
                 log.warning("%s interrupted, it will be redelivered: %r", what, exc)
     await sub.unsubscribe()
+
+
+async def decode_or_term(msg: Msg, kind: type[T], *, what: str) -> T | None:
+    """The JetStream message as ``kind``; a malformed one is logged and terminated (``None``),
+    since no redelivery can mend it."""
+    try:
+        return decode(msg.data, kind)
+    except msgspec.ValidationError as exc:
+        log.error("dropping malformed %s: %s", what, exc)
+        await msg.term()
+        return None
 
 
 async def respond(msg: Msg, payload: Any) -> None:

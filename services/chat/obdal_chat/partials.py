@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import logging
 
-import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -21,8 +20,8 @@ from obdal_chat.app_settings import AppSettings
 from obdal_chat.generation import Completion, Generator
 from obdal_chat.pipeline import AnswerPipeline
 from obdal_common import subjects
-from obdal_common.messaging import pull_each
-from obdal_common.schemas import ChatRequest, PartialAnswer, Usage, decode
+from obdal_common.messaging import decode_or_term, pull_each
+from obdal_common.schemas import ChatRequest, PartialAnswer, Usage
 
 __all__ = ["PartialAnswers"]
 
@@ -58,11 +57,8 @@ class PartialAnswers:
         await pull_each(sub, self._meter, stop=stop, batch=_BATCH, what="partial answer")
 
     async def _meter(self, msg: Msg) -> None:
-        try:
-            partial = decode(msg.data, PartialAnswer)
-        except msgspec.ValidationError as exc:
-            log.error("dropping malformed partial answer: %s", exc)
-            await msg.term()
+        partial = await decode_or_term(msg, PartialAnswer, what="partial answer")
+        if partial is None:
             return
         options = await self._apps.for_app(partial.app_id)
         if options.model != partial.model:  # the app changed model since: the app's price was for another

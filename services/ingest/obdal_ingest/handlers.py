@@ -7,7 +7,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -16,9 +15,9 @@ from opentelemetry import trace
 
 from obdal_common import subjects
 from obdal_common.errors import ObdalError
-from obdal_common.messaging import pull_each, serve_requests
+from obdal_common.messaging import decode_or_term, pull_each, serve_requests
 from obdal_common.retrieval import HybridIndex
-from obdal_common.schemas import IngestDelete, IngestDeleteApp, IngestDeleted, IngestJob, decode
+from obdal_common.schemas import IngestDelete, IngestDeleteApp, IngestDeleted, IngestJob
 from obdal_common.telemetry import extract_context
 from obdal_ingest.parsing import ParseError
 from obdal_ingest.pipeline import IngestPipeline
@@ -88,11 +87,8 @@ class IngestHandlers:
         await pull_each(sub, self._handle, stop=stop, batch=1, what="ingest job")
 
     async def _handle(self, msg: Msg) -> None:
-        try:
-            job = decode(msg.data, IngestJob)
-        except msgspec.ValidationError as exc:
-            log.error("dropping malformed ingest job: %s", exc)
-            await msg.term()
+        job = await decode_or_term(msg, IngestJob, what="ingest job")
+        if job is None:
             return
         attempt = msg.metadata.num_delivered
         pipeline = self._pipeline
