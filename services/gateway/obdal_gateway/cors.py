@@ -23,7 +23,7 @@ from litestar.types import (
     Send,
 )
 
-from obdal_common.schemas import encode
+from obdal_gateway.error_responses import send_error
 
 __all__ = ["RESPONSE_HEADERS", "PolicyHeadersMiddleware", "add_response_headers", "allow_origin"]
 
@@ -79,23 +79,20 @@ class PolicyHeadersMiddleware:
         await self._app(scope, receive, send_with_headers)
 
     async def _preflight(self, origin: str, request_headers: Headers, send: Send) -> None:
-        if self._preflight_allowed(origin):
-            status = 204
-            body = b""
-            headers = [
-                (b"access-control-allow-origin", origin.encode()),
-                (b"access-control-allow-methods", b"GET, POST, PUT, DELETE"),
-                (b"access-control-allow-headers", _ALLOW_HEADERS.encode()),
-                (b"access-control-max-age", _PREFLIGHT_MAX_AGE.encode()),
-            ]
-        else:
-            status = 403
-            body = encode(
-                {"error": {"code": "origin_not_allowed", "message": "this origin is not allowed by any key"}}
-            )
-            headers = [(b"content-type", b"application/json")]
-        headers += [(b"vary", b"Origin"), (b"content-length", str(len(body)).encode())]
-        start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
+        vary = (b"vary", b"Origin")
+        if not self._preflight_allowed(origin):
+            message = "this origin is not allowed by any key"
+            await send_error(send, 403, "origin_not_allowed", message, headers=[vary])
+            return
+        headers = [
+            (b"access-control-allow-origin", origin.encode()),
+            (b"access-control-allow-methods", b"GET, POST, PUT, DELETE"),
+            (b"access-control-allow-headers", _ALLOW_HEADERS.encode()),
+            (b"access-control-max-age", _PREFLIGHT_MAX_AGE.encode()),
+            vary,
+            (b"content-length", b"0"),
+        ]
+        start: HTTPResponseStartEvent = {"type": "http.response.start", "status": 204, "headers": headers}
         await send(start)
-        end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+        end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": b"", "more_body": False}
         await send(end)

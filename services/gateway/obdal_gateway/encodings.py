@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from litestar.datastructures import Headers
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
-from obdal_common.schemas import encode
-from obdal_gateway.error_responses import error_body
+from obdal_gateway.error_responses import send_error
 
 __all__ = ["IdentityBodyMiddleware"]
 
@@ -34,28 +33,13 @@ class IdentityBodyMiddleware:
             coding = headers.get("content-encoding", "").strip().lower()
             has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
             if coding not in _IDENTITY and has_body:
-                await _refuse(coding, send)
+                await send_error(
+                    send,
+                    415,
+                    "unsupported_content_encoding",
+                    f"compressed request bodies are not accepted (Content-Encoding: {coding}); "
+                    "send the body uncompressed",
+                    headers=[(b"accept-encoding", b"identity")],
+                )
                 return
         await self._app(scope, receive, send)
-
-
-async def _refuse(coding: str, send: Send) -> None:
-    body = encode(
-        error_body(
-            "unsupported_content_encoding",
-            f"compressed request bodies are not accepted (Content-Encoding: {coding}); "
-            "send the body uncompressed",
-        )
-    )
-    start: HTTPResponseStartEvent = {
-        "type": "http.response.start",
-        "status": 415,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"accept-encoding", b"identity"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    await send(start)
-    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
-    await send(end)

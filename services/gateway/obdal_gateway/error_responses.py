@@ -8,11 +8,12 @@ from typing import Any
 import nats.errors
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ExceptionHandlersMap, HTTPResponseBodyEvent, HTTPResponseStartEvent, Send
 
 from obdal_common.errors import ObdalError, RateLimited
+from obdal_common.schemas import encode
 
-__all__ = ["EXCEPTION_HANDLERS", "error_body"]
+__all__ = ["EXCEPTION_HANDLERS", "error_body", "send_error"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,25 @@ _CODES = {
 
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+async def send_error(
+    send: Send, status: int, code: str, message: str, *, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer with the JSON error body straight from ASGI middleware, which runs before any route."""
+    body = encode(error_body(code, message))
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *(headers or []),
+        ],
+    }
+    await send(start)
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(end)
 
 
 def _obdal(_: Request[Any, Any, Any], exc: ObdalError) -> Response[dict[str, Any]]:
