@@ -39,7 +39,7 @@ def parse_sse(lines: list[str]) -> tuple[list[SseEvent], list[str]]:
     """Split an SSE body into events (``event:`` + ``data:``) and ``:`` comments."""
     events: list[SseEvent] = []
     comments: list[str] = []
-    name, data = "message", []
+    name, data = "message", list[str]()
     for line in [*lines, ""]:
         if not line:
             if data:
@@ -129,3 +129,17 @@ class Api:
             time.sleep(0.1)
             body = self.usage(key)
         return body
+
+    def wait_session(
+        self, key: str, session_id: str, *, messages: int, timeout: float = 30
+    ) -> dict[str, Any]:
+        """A session once it holds ``messages`` messages (turns are stored apart from usage)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.http.get(f"/v1/sessions/{session_id}", headers=self.auth(key))
+            assert response.status_code in (200, 404), response.text
+            if response.status_code == 200 and len(response.json()["messages"]) >= messages:
+                data: dict[str, Any] = response.json()
+                return data
+            assert time.monotonic() < deadline, f"{session_id}: {messages} messages not in {timeout} s"
+            time.sleep(0.1)

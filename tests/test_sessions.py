@@ -125,10 +125,7 @@ def test_session_history_listing_and_export(api: Api) -> None:
     other = chat_usage(api, key, "How are refunds paid?", user="bob")
 
     items = wait_sessions(api, key, 2)
-    detail = get(api, key, f"/v1/sessions/{session_id}")
-    while len(detail["messages"]) < 4:
-        time.sleep(0.1)
-        detail = get(api, key, f"/v1/sessions/{session_id}")
+    detail = api.wait_session(key, session_id, messages=4)
     assert [i["session_id"] for i in items] == [other["session_id"], session_id]  # newest first
     mine = items[1]
     assert mine["message_count"] == 4
@@ -206,8 +203,7 @@ def test_erasing_a_session_leaves_nothing_readable(api: Api, mongo: Any, hot: re
     assert follow_up["usage"]["prompt_tokens"] > fresh["usage"]["prompt_tokens"]
     wait_sessions(api, key, 2)
     before = api.wait_usage(key, 3)
-    while len(get(api, key, f"/v1/sessions/{session_id}")["messages"]) < 4:
-        time.sleep(0.1)
+    api.wait_session(key, session_id, messages=4)
 
     response = api.http.delete(f"/v1/sessions/{session_id}", headers=api.auth(key))
     assert response.status_code == 200, response.text

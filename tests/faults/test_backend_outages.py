@@ -99,9 +99,14 @@ def test_mongo_stopped_reads_fail_cleanly_and_writes_wait_in_jetstream(outage: O
     usage = api.usage(key)
     assert usage["total_requests"] == len(answers)
     assert usage["total_tokens"] == sum(a["usage"]["total_tokens"] for a in answers)
-    sessions = api.http.get("/v1/sessions", headers=auth, params={"limit": 50}).json()["data"]
-    assert sorted(s["session_id"] for s in sessions) == sorted(a["session_id"] for a in answers)
-    assert all(s["message_count"] == 2 for s in sessions)
+    # Turns are stored apart from usage: wait for every session to show its two messages.
+    expected = {a["session_id"]: 2 for a in answers}
+
+    def listed() -> dict[str, int]:
+        page = api.http.get("/v1/sessions", headers=auth, params={"limit": 50}).json()["data"]
+        return {s["session_id"]: s["message_count"] for s in page}
+
+    wait_until(lambda: listed() == expected, timeout=30, what="every session stored", detail=listed)
 
 
 def test_redis_stopped_chat_answers_without_history_and_recovers(outage: OutageStack) -> None:

@@ -123,8 +123,7 @@ def test_control_characters_are_data(api: Api) -> None:
     message = "hi\u0000 \u001b[31m red \u202e reversed \ud7ff"
     response = api.chat(key, message)
     assert response.status_code == 200, response.text
-    api.wait_usage(key, 1)  # the turn is stored asynchronously
-    session = api.http.get(f"/v1/sessions/{response.json()['session_id']}", headers=api.auth(key)).json()
+    session = api.wait_session(key, response.json()["session_id"], messages=2)
     assert session["messages"][0]["content"] == message, "stored as sent, not interpreted"
 
 

@@ -21,6 +21,7 @@ from obdal_common.errors import ConfigurationError
 from obdal_common.settings import load_settings
 from tests.api import Api
 from tests.conftest import BIN, Process, Servers, clean_env, start_process, wait_http
+from tests.faults.backends import wait_until
 
 SESSIONS = 10
 TURNS = 5  # 50 chats in all while metering is down
@@ -90,6 +91,18 @@ def converse(api: Api, key: str, turns: int) -> list[dict[str, Any]]:
     return usages
 
 
+def _listed(api: Api, key: str) -> dict[str, tuple[int, int]]:
+    """Every session of the key's app, paged four at a time: its message count and tokens."""
+    listed: dict[str, tuple[int, int]] = {}
+    cursor: dict[str, str] = {}
+    while True:
+        page = api.http.get("/v1/sessions", headers=api.auth(key), params={"limit": 4, **cursor}).json()
+        listed |= {i["session_id"]: (i["message_count"], i["total_tokens"]) for i in page["data"]}
+        if page["next_cursor"] is None:
+            return listed
+        cursor = {"cursor": page["next_cursor"]}
+
+
 def test_chats_while_metering_is_stopped_are_all_counted_once_it_starts(
     gateway: str, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -119,19 +132,12 @@ def test_chats_while_metering_is_stopped_are_all_counted_once_it_starts(
         assert body["total_tokens"] == sum(u["total_tokens"] for u in everything)
         assert body["prompt_tokens"] == sum(u["prompt_tokens"] for u in everything)
 
-        expected = {}
+        expected: dict[str, tuple[int, int]] = {}
         for usage in everything:
             count, tokens = expected.get(usage["session_id"], (0, 0))
             expected[usage["session_id"]] = (count + 2, tokens + usage["total_tokens"])
-        listed: dict[str, tuple[int, int]] = {}
-        cursor: dict[str, str] = {}
-        while True:
-            page = api.http.get("/v1/sessions", headers=api.auth(key), params={"limit": 4, **cursor}).json()
-            listed |= {i["session_id"]: (i["message_count"], i["total_tokens"]) for i in page["data"]}
-            if page["next_cursor"] is None:
-                break
-            cursor = {"cursor": page["next_cursor"]}
-        assert listed == expected
+        # Turns are stored apart from usage: wait until every session shows all of its turns.
+        wait_until(lambda: _listed(api, key) == expected, timeout=30, what="every turn stored")
     finally:
         assert metering.stop() == 0, metering.log()
 
