@@ -174,7 +174,7 @@ def test_a_copycat_origin_is_refused(
     open_widget(page)
     ask(page, "Which courier do you ship with?")
     alert = page.get_by_role("alert")
-    expect(alert).to_contain_text("not be allowed", timeout=20_000)
+    expect(alert).to_contain_text("not enabled for this website", timeout=20_000)
     expect(page.locator(".msg.bot")).to_have_count(1)  # the greeting only: no answer leaked
     assert refusals, "the browser request must fail"
     # And the API itself refused: preflight 403 and the request itself 403, from that origin.
@@ -283,7 +283,7 @@ def test_rate_limit_is_explained(
 
 
 def test_service_down_is_explained(browser: Browser, lone_gateway: LoneGateway) -> None:
-    """A gateway whose chat workers are all gone: the widget says so instead of spinning."""
+    """Chat workers gone, then the gateway itself: the widget says which, instead of spinning."""
     api = lone_gateway.api
     site_port = free_port()
     key = api.create_key(
@@ -296,6 +296,11 @@ def test_service_down_is_explained(browser: Browser, lone_gateway: LoneGateway) 
         open_widget(page)
         ask(page, "Is anyone there?")
         expect(page.get_by_role("alert")).to_contain_text("temporarily unavailable", timeout=20_000)
+        # Then the gateway itself goes: not mistaken for this website being refused.
+        assert lone_gateway.gateway.stop() == 0
+        ask(page, "Anyone at all?")
+        expect(page.get_by_role("alert").last).to_contain_text("cannot be reached", timeout=20_000)
+        expect(page.get_by_text("not enabled for this website")).to_have_count(0)
         page.close()
     finally:
         site.close()

@@ -152,6 +152,17 @@
     return "Something went wrong (" + (code || status) + "). Please try again.";
   }
 
+  // A refused CORS check and a service that is down fail fetch() alike. A no-cors request
+  // needs no CORS approval: if it gets any answer, the service is up and this origin was refused.
+  async function unreachable() {
+    try {
+      await fetch(apiBase + "/v1/status/live", { mode: "no-cors", cache: "no-store" });
+      return "This assistant is not enabled for this website.";
+    } catch (e) {
+      return "The assistant cannot be reached right now. Please check your connection and try again.";
+    }
+  }
+
   function finish() {
     busy = false;
     send.disabled = false;
@@ -179,9 +190,7 @@
       });
     } catch (e) {
       answer.remove();
-      if (e.name !== "AbortError") {
-        addMessage("error", "Could not reach the assistant from this page. This website may not be allowed to use it, or the service is down.");
-      }
+      if (e.name !== "AbortError") addMessage("error", await unreachable());
       return finish();
     }
     if (!response.ok || !response.body) {
