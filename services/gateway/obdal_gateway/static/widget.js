@@ -156,7 +156,8 @@
   // needs no CORS approval: if it gets any answer, the service is up and this origin was refused.
   async function unreachable() {
     try {
-      await fetch(apiBase + "/v1/status/live", { mode: "no-cors", cache: "no-store" });
+      // Bounded: after a connection that timed out, a second full timeout would keep Send disabled.
+      await fetch(apiBase + "/v1/status/live", { mode: "no-cors", cache: "no-store", signal: AbortSignal.timeout(5000) });
       return "This assistant is not enabled for this website.";
     } catch (e) {
       return "The assistant cannot be reached right now. Please check your connection and try again.";
