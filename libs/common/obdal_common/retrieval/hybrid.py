@@ -15,6 +15,15 @@ __all__ = ["HybridIndex", "SearchMode"]
 
 SearchMode = Literal["hybrid", "dense", "sparse"]
 
+# Equal fused scores are common (RRF gives ranks 1 and 3 the same score as 3 and 1) and the
+# engines order them differently from one call to the next. A few more hits than asked for, with
+# ties broken by passage, make the same question get the same passages every time.
+_TIE_MARGIN = 10
+
+
+def _ranking(hit: Hit) -> tuple[float, str, int, str]:
+    return (-hit.score, hit.file_id, hit.position, hit.text)
+
 
 class HybridIndex:
     """Dense + BM25 hybrid retrieval over an :class:`IndexBackend`, one app at a time."""
@@ -59,9 +68,11 @@ class HybridIndex:
         mode = mode or self.mode
         dense = (await self.embedder.embed([query]))[0] if mode != "sparse" else None
         sparse = self._sparse.query(query) if mode != "dense" else None
-        return await self.backend.search(
-            app_id, dense=dense, sparse=sparse, limit=limit, prefetch=max(self._prefetch, limit)
+        wanted = limit + _TIE_MARGIN
+        found = await self.backend.search(
+            app_id, dense=dense, sparse=sparse, limit=wanted, prefetch=max(self._prefetch, wanted)
         )
+        return sorted(found, key=_ranking)[:limit]
 
     async def status(self) -> DependencyStatus:
         """Health of the index, for a service's status report."""
