@@ -46,16 +46,15 @@ class Principal:
         return self.key.key_id
 
 
+def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (maybe empty), or ``None`` for another scheme."""
+    scheme, _, value = connection.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
 def presented_key(request: Request[Any, Any, Any], body_key: str | None = None) -> str | None:
     """The key from ``Authorization: Bearer``, else the body's or query's ``api_key``."""
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    if body_key:
-        return body_key
-    query_key = request.query_params.get("api_key")
-    return query_key or None
+    return _bearer(request) or body_key or request.query_params.get("api_key") or None
 
 
 def _check_origin(record: KeyRecord, origin: str | None) -> None:
@@ -180,8 +179,8 @@ def _seconds_to_midnight() -> int:
 
 def bearer_matches(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> bool:
     """Whether the request carries ``Authorization: Bearer <token>`` (compared in constant time)."""
-    scheme, _, value = connection.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+    presented = _bearer(connection)
+    return presented is not None and hmac.compare_digest(presented.encode(), token.encode())
 
 
 def check_operator(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> None:
