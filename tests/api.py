@@ -130,6 +130,19 @@ class Api:
             body = self.usage(key)
         return body
 
+    def sessions(self, key: str, **params: Any) -> list[dict[str, Any]]:
+        """Every session of the key's app that ``GET /v1/sessions`` lists, following its cursors."""
+        items: list[dict[str, Any]] = []
+        cursor: dict[str, str] = {}
+        while True:
+            response = self.http.get("/v1/sessions", headers=self.auth(key), params={**params, **cursor})
+            assert response.status_code == 200, response.text
+            page = response.json()
+            items += page["data"]
+            if page["next_cursor"] is None:
+                return items
+            cursor = {"cursor": page["next_cursor"]}
+
     def wait_session(
         self, key: str, session_id: str, *, messages: int, timeout: float = 30
     ) -> dict[str, Any]:
@@ -138,8 +151,8 @@ class Api:
         while True:
             response = self.http.get(f"/v1/sessions/{session_id}", headers=self.auth(key))
             assert response.status_code in (200, 404), response.text
-            if response.status_code == 200 and len(response.json()["messages"]) >= messages:
-                data: dict[str, Any] = response.json()
-                return data
+            session: dict[str, Any] = response.json()
+            if response.status_code == 200 and len(session["messages"]) >= messages:
+                return session
             assert time.monotonic() < deadline, f"{session_id}: {messages} messages not in {timeout} s"
             time.sleep(0.1)

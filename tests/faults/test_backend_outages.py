@@ -103,8 +103,7 @@ def test_mongo_stopped_reads_fail_cleanly_and_writes_wait_in_jetstream(outage: O
     expected = {a["session_id"]: 2 for a in answers}
 
     def listed() -> dict[str, int]:
-        page = api.http.get("/v1/sessions", headers=auth, params={"limit": 50}).json()["data"]
-        return {s["session_id"]: s["message_count"] for s in page}
+        return {s["session_id"]: s["message_count"] for s in api.sessions(key)}
 
     wait_until(lambda: listed() == expected, timeout=30, what="every session stored", detail=listed)
 

@@ -93,14 +93,7 @@ def converse(api: Api, key: str, turns: int) -> list[dict[str, Any]]:
 
 def _listed(api: Api, key: str) -> dict[str, tuple[int, int]]:
     """Every session of the key's app, paged four at a time: its message count and tokens."""
-    listed: dict[str, tuple[int, int]] = {}
-    cursor: dict[str, str] = {}
-    while True:
-        page = api.http.get("/v1/sessions", headers=api.auth(key), params={"limit": 4, **cursor}).json()
-        listed |= {i["session_id"]: (i["message_count"], i["total_tokens"]) for i in page["data"]}
-        if page["next_cursor"] is None:
-            return listed
-        cursor = {"cursor": page["next_cursor"]}
+    return {i["session_id"]: (i["message_count"], i["total_tokens"]) for i in api.sessions(key, limit=4)}
 
 
 def test_chats_while_metering_is_stopped_are_all_counted_once_it_starts(
