@@ -83,8 +83,15 @@ class Api:
     def auth(key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
-    def upload(self, key: str, filename: str, content: bytes) -> httpx.Response:
-        return self.http.post("/v1/files", headers=self.auth(key), files={"file": (filename, content)})
+    def upload(self, key: str, filename: str, content: bytes, **params: str) -> httpx.Response:
+        """``POST /v1/files``; ``params`` go in the query (``wait="true"``)."""
+        return self.http.post(
+            "/v1/files",
+            headers=self.auth(key),
+            params=params,
+            files={"file": (filename, content)},
+            timeout=150,  # longer than the longest wait an upload may ask for
+        )
 
     def wait_file(self, key: str, file_id: str, *, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -138,7 +145,7 @@ class Api:
             response = self.http.get("/v1/sessions", headers=self.auth(key), params={**params, **cursor})
             assert response.status_code == 200, response.text
             page = response.json()
-            items += page["data"]
+            items += page["sessions"]
             if page["next_cursor"] is None:
                 return items
             cursor = {"cursor": page["next_cursor"]}

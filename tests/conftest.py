@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -16,7 +17,15 @@ from typing import Any
 import httpx
 import pytest
 
-from obdal.servers import ManagedServer, free_port, mongo_server, nats_server, redis_server
+from obdal.servers import (
+    ManagedServer,
+    die_with_parent,
+    free_port,
+    mongo_server,
+    nats_server,
+    redis_server,
+)
+from tests import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -24,6 +33,40 @@ BIN = Path(sys.executable).parent
 MAX_UPLOAD_BYTES = 256 * 1024
 MAX_MESSAGE_CHARS = 2000
 MAX_PAGES = 12
+# How long the suite's processes get to exit after its last test before they count as leftovers:
+# enough for asynchronous exits (a resource tracker reading EOF, Chromium's helpers), not for a hang.
+LEFTOVER_GRACE_S = 5.0
+_SUBREAPER = pytest.StashKey[bool]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before the first child: from now on the suite's orphans are re-parented to pytest (tests/leftovers.py).
+    config.stash[_SUBREAPER] = leftovers.become_subreaper()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run if any process the suite started outlives it; kill those so none is left."""
+    if not session.config.stash.get(_SUBREAPER, False):
+        return
+    left = leftovers.outliving(grace_s=LEFTOVER_GRACE_S)
+    if left:
+        listed = "\n".join(f"  {process}" for process in left)
+        message = (
+            f"{len(left)} process(es) started by the suite still running {LEFTOVER_GRACE_S:g} s after it"
+            f" ended (now killed); whatever starts a process must stop and wait for it:\n{listed}"
+        )
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            print(message, file=sys.stderr)
+        else:
+            reporter.write("\n")  # after the progress line
+            reporter.write_sep("=", "leftover processes", red=True, bold=True)
+            reporter.write_line(message)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        leftovers.kill([process.pid for process in left])
+    leftovers.reap_adopted()
 
 
 @dataclass(frozen=True)
@@ -89,7 +132,15 @@ class Process:
 def start_process(args: list[str], env: dict[str, str], log_path: Path) -> Process:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     handle = log_path.open("wb")
-    proc = subprocess.Popen(args, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=log_path.parent)
+    # Dies with pytest even if pytest is SIGKILLed; its own children die with it in turn.
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        cwd=log_path.parent,
+        preexec_fn=functools.partial(die_with_parent, os.getpid()),
+    )
     return Process(proc=proc, log_path=log_path)
 
 
@@ -164,12 +215,14 @@ class Bus:
 @contextlib.contextmanager
 def own_bus(base: Path) -> Iterator[Bus]:
     nats = nats_server(base).start()
-    bus = Bus(nats=nats, redis=redis_server(base).start(), base=base)
     try:
-        yield bus
+        bus = Bus(nats=nats, redis=redis_server(base).start(), base=base)
+        try:
+            yield bus
+        finally:
+            bus.redis.stop()  # the test may have replaced it (Redis restarted)
     finally:
-        bus.redis.stop()  # the test may have replaced it (Redis restarted)
-        nats.stop()
+        nats.stop()  # also when Redis did not start
 
 
 @dataclass

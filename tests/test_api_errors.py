@@ -213,7 +213,7 @@ def test_keys_of_unknown_app_404(api: Api) -> None:
 def test_key_secret_is_shown_once_and_never_listed(api: Api) -> None:
     app_id = api.create_app("listing")
     created = api.create_key(app_id, name="once")
-    listed = api.admin.get(f"/v1/admin/apps/{app_id}/keys").json()["data"]
+    listed = api.admin.get(f"/v1/admin/apps/{app_id}/keys").json()["keys"]
     assert [k["key_id"] for k in listed] == [created["key_id"]]
     assert created["key"] not in str(listed)
     assert "secret_hash" not in listed[0]
@@ -284,7 +284,7 @@ def test_tenants_are_isolated(api: Api) -> None:
     file_a = api.index(key_a, "secret-plan.md", "Project Quokkaflight launches on the ninth of March.")
 
     # B cannot see, read or delete A's file.
-    assert api.http.get("/v1/files", headers=api.auth(key_b)).json()["data"] == []
+    assert api.http.get("/v1/files", headers=api.auth(key_b)).json()["files"] == []
     error_of(api.http.get(f"/v1/files/{file_a}", headers=api.auth(key_b)), 404)
     error_of(api.http.delete(f"/v1/files/{file_a}", headers=api.auth(key_b)), 404)
     # B's answers never draw on A's documents.

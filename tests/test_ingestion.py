@@ -109,7 +109,7 @@ def test_identical_content_is_recognised(api: Api) -> None:
         "filename": "faq.csv",
         "duplicate": True,
     }
-    assert len(api.http.get("/v1/files", headers=api.auth(key)).json()["data"]) == 1
+    assert len(api.http.get("/v1/files", headers=api.auth(key)).json()["files"]) == 1
 
 
 def test_concurrent_identical_uploads_make_one_file(api: Api) -> None:
@@ -122,7 +122,7 @@ def test_concurrent_identical_uploads_make_one_file(api: Api) -> None:
         next(r.json()["file_id"] for r in responses if r.status_code == 202)
     }
     assert all(r.json()["duplicate"] for r in responses if r.status_code == 200)
-    assert len(api.http.get("/v1/files", headers=api.auth(key)).json()["data"]) == 1
+    assert len(api.http.get("/v1/files", headers=api.auth(key)).json()["files"]) == 1
 
 
 def test_bad_files_fail_with_a_reason_and_others_still_ingest(api: Api) -> None:
@@ -152,6 +152,65 @@ def test_bad_files_fail_with_a_reason_and_others_still_ingest(api: Api) -> None:
     assert api.upload(key, "broken.pdf", cases["broken.pdf"][0]).status_code == 202
     # Not a Word document at all, although a ZIP: refused at upload.
     assert api.upload(key, "sheet.docx", b"PK\x03\x04junk").status_code == 415
+
+
+def test_upload_can_wait_for_its_outcome(api: Api) -> None:
+    _, key = api.new_tenant("wait")
+    hours = b"# Opening hours\n\nThe Pembrook shop opens at eight on weekdays."
+    ready = api.upload(key, "hours.md", hours, wait="true")
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert (body["status"], body["filename"], body["progress"]) == ("ready", "hours.md", 100)
+    assert body["chunks"] >= 1
+    assert body == api.http.get(f"/v1/files/{body['file_id']}", headers=api.auth(key)).json()
+    assert "eight" in ask(api, key, "When does the Pembrook shop open?")["content"]  # searchable at once
+
+    again = api.upload(key, "hours-copy.md", hours, wait="30")
+    assert again.status_code == 200, again.text
+    assert (again.json()["file_id"], again.json()["duplicate"]) == (body["file_id"], True)
+    replaced = api.http.put(
+        f"/v1/files/{body['file_id']}",
+        headers=api.auth(key),
+        params={"wait": "30"},
+        files={"file": ("hours.md", b"# Opening hours\n\nThe Pembrook shop opens at ten.")},
+    )
+    assert replaced.status_code == 200, replaced.text
+    assert (replaced.json()["status"], replaced.json()["version"]) == ("ready", 2)
+    assert "ten" in ask(api, key, "When does the Pembrook shop open?")["content"]
+
+    failed = api.upload(key, "broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R", wait="30")
+    assert failed.status_code == 422, failed.text
+    error = failed.json()
+    assert error["error"]["code"] == "file_failed"
+    assert "damaged" in error["error"]["message"]
+    assert error["file"]["status"] == "failed"
+    assert error["file"]["error"] == error["error"]["message"]
+    assert api.wait_file(key, error["file"]["file_id"])["status"] == "failed"
+
+
+def test_an_upload_waits_no_longer_than_asked(api: Api) -> None:
+    _, key = api.new_tenant("wait-bound")
+    # Dozens of passages: seconds of embedding, more than the one second asked for.
+    long_text = "\n\n".join(
+        f"Section {n}. The Ravelston depot {n} handles parcels for region {n} " + documents.FILLER
+        for n in range(40)
+    )
+    started = time.monotonic()
+    response = api.upload(key, "depots.md", long_text.encode(), wait="1")
+    took = time.monotonic() - started
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] in ("queued", "processing")
+    assert 1.0 <= took < 5.0, f"answered after {took:.1f} s"
+    api.http.delete(f"/v1/files/{response.json()['file_id']}", headers=api.auth(key))
+
+
+@pytest.mark.parametrize("wait", ["soon", "121", "-1", "1.5", "", "TRUE"])
+def test_bad_wait_values_are_refused_before_anything_is_stored(api: Api, wait: str) -> None:
+    _, key = api.new_tenant("wait-bad")
+    response = api.upload(key, "hours.md", b"# Hours\n\nOpen at nine.", wait=wait)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_wait"
+    assert api.http.get("/v1/files", headers=api.auth(key)).json()["files"] == []
 
 
 def test_replacement_is_never_unanswerable(api: Api) -> None:
@@ -211,7 +270,7 @@ def test_erasing_all_files_needs_confirmation(api: Api) -> None:
     assert erased.status_code == 200, erased.text
     assert erased.json()["files_deleted"] == 2
     assert erased.json()["vectors_deleted"] >= 2
-    assert api.http.get("/v1/files", headers=api.auth(key)).json()["data"] == []
+    assert api.http.get("/v1/files", headers=api.auth(key)).json()["files"] == []
     answer = ask(api, key, "Can I pay with Bitcoin?")
     assert answer["sources"] == []
     assert "Bitcoin" not in answer["content"]

@@ -179,7 +179,7 @@ def test_admin_lists_only_the_apps_own_keys(api: Api) -> None:
     app_a, app_b = api.create_app("list-a"), api.create_app("list-b")
     key_a = api.create_key(app_a)
     key_b = api.create_key(app_b)
-    listed = api.admin.get(f"/v1/admin/apps/{app_a}/keys").json()["data"]
+    listed = api.admin.get(f"/v1/admin/apps/{app_a}/keys").json()["keys"]
     assert [k["key_id"] for k in listed] == [key_a["key_id"]]
     assert key_b["key_id"] not in str(listed)
 
@@ -200,7 +200,7 @@ def test_audit_log_records_security_actions(api: Api) -> None:
     wanted = {"key.created", "key.updated", "key.rotated", "auth.refused", "key.revoked"}
     deadline = time.monotonic() + 15
     while True:
-        events = api.admin.get("/v1/admin/audit", params={"app_id": app_id, "limit": 50}).json()["data"]
+        events = api.admin.get("/v1/admin/audit", params={"app_id": app_id, "limit": 50}).json()["events"]
         if wanted <= {e["action"] for e in events} or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -220,7 +220,7 @@ def test_audit_log_records_security_actions(api: Api) -> None:
     second = api.admin.get(
         "/v1/admin/audit", params={"app_id": app_id, "limit": 2, "cursor": first["next_cursor"]}
     ).json()
-    assert [e["event_id"] for e in first["data"] + second["data"]] == [e["event_id"] for e in events[:4]]
+    assert [e["event_id"] for e in first["events"] + second["events"]] == [e["event_id"] for e in events[:4]]
     refused(api.admin.get("/v1/admin/audit", params={"cursor": "garbage!"}), 400, "invalid_cursor")
 
 

@@ -93,7 +93,7 @@ def test_usage_is_exact_after_concurrent_chats_per_key_and_model(api: Api) -> No
     assert body["prompt_tokens"] == sum(u["prompt_tokens"] for u in usages)
     assert body["completion_tokens"] == sum(u["completion_tokens"] for u in usages)
     by_key = {b["group"]: b for b in api.usage(key_a, group_by="key")["breakdown"]}
-    ids = {k["name"]: k["key_id"] for k in api.admin.get(f"/v1/admin/apps/{app_id}/keys").json()["data"]}
+    ids = {k["name"]: k["key_id"] for k in api.admin.get(f"/v1/admin/apps/{app_id}/keys").json()["keys"]}
     expected_b = [e["usage"]["total_tokens"] for e, job in zip(ends, jobs, strict=True) if job[0] == key_b]
     assert by_key[ids["second"]]["requests"] == len(expected_b)
     assert by_key[ids["second"]]["total_tokens"] == sum(expected_b)
@@ -167,8 +167,8 @@ def test_pagination_walks_every_session_once_while_sessions_are_created(api: Api
                 include_all="true",
                 **({"cursor": cursor} if cursor else {}),
             )
-            assert len(page["data"]) <= 2
-            seen += [i["session_id"] for i in page["data"]]
+            assert len(page["sessions"]) <= 2
+            seen += [i["session_id"] for i in page["sessions"]]
             cursor = page["next_cursor"]
             if cursor is None:
                 break

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import threading
 import time
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from obdal.servers import free_port
+from obdal.servers import die_with_parent, free_port
 
 __all__ = ["MODEL", "PROMPT_TOKENS", "WORDS", "Upstream", "serve_upstream", "serving"]
 
@@ -156,9 +157,12 @@ def serving() -> Iterator[tuple[Upstream, str]]:
         yield seen, f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:
         server.shutdown()
+        server.server_close()  # shutdown() only stops serving: the listening socket stays open
 
 
 def main() -> None:
+    # Run as a process (bench/stream.py): it would serve forever if whatever started it died.
+    die_with_parent(os.getppid())
     parser = argparse.ArgumentParser(description="a loopback OpenAI-compatible streaming upstream")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunks", type=int, default=50, help="words per answer")

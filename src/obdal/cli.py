@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -148,16 +147,15 @@ def _demo(args: argparse.Namespace) -> None:
     headers = {"Authorization": f"Bearer {uploader['key']}"}
     sample = resources.files("obdal").joinpath("demo.md").read_bytes()
     try:
+        # The page is useful only once the sample is searchable: the upload waits for that.
         upload = httpx.post(
-            f"{args.url}/v1/files", headers=headers, files={"file": ("help-center.md", sample)}
+            f"{args.url}/v1/files",
+            headers=headers,
+            params={"wait": "true"},
+            files={"file": ("help-center.md", sample)},
+            timeout=90,
         )
         upload.raise_for_status()
-        file_id = upload.json()["file_id"]
-        for _ in range(300):
-            status = httpx.get(f"{args.url}/v1/files/{file_id}", headers=headers).json()["status"]
-            if status in ("ready", "failed"):
-                break
-            time.sleep(0.1)
     finally:
         _call(args, "DELETE", f"/v1/admin/keys/{uploader['key_id']}")
     widget_key = _call(

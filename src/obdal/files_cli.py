@@ -152,7 +152,7 @@ def _upload(args: argparse.Namespace) -> None:
 
 def _ls(args: argparse.Namespace) -> None:
     with _client(args) as client:
-        files = _checked(client.get("/v1/files"))["data"]
+        files = _checked(client.get("/v1/files"))["files"]
     for f in files:
         sys.stdout.write(f"{f['file_id']}\t{f['status']}\t{f['chunks']}\t{f['size']}\t{f['filename']}\n")
 

@@ -81,7 +81,7 @@ def _start_servers(base: ObdalSettings) -> tuple[list[ManagedServer], dict[str, 
             started.append(server)
             urls[field] = server.url
             log.info("started %s on %s (log: %s)", server.name, server.url, server.log_path)
-    except ServerError:
+    except BaseException:  # a ServerError, or a Ctrl-C while a server starts: stop those already up
         for server in reversed(started):
             server.stop()
         raise

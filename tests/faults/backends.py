@@ -12,7 +12,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -39,17 +39,24 @@ class OutageStack:
     process: Process
     chat: Process
     ingest: Process | None = None
+    # Every server and process started, restarted ones included: all are stopped at the end.
+    servers: list[ManagedServer] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
+
+    def _started(self, server: ManagedServer) -> ManagedServer:
+        self.servers.append(server)
+        return server
 
     def restart_nats(self) -> None:
-        self.nats = nats_server(self.base, port=self.nats.port).start()
+        self.nats = self._started(nats_server(self.base, port=self.nats.port).start())
 
     def restart_redis(self) -> None:
-        self.redis = redis_server(self.base, port=self.redis.port).start()
+        self.redis = self._started(redis_server(self.base, port=self.redis.port).start())
 
     def restart_mongo(self) -> None:
-        self.mongo = mongo_server(
-            self.base / "mongo", port=self.mongo.port, log_dir=self.base / "logs"
-        ).start()
+        self.mongo = self._started(
+            mongo_server(self.base / "mongo", port=self.mongo.port, log_dir=self.base / "logs").start()
+        )
 
     def start_ingest(self) -> Process:
         """An ``obdal-ingest`` process on its own index directory (Qdrant local mode).
@@ -67,6 +74,7 @@ class OutageStack:
             },
             self.base / f"ingest-{time.monotonic()}.log",
         )
+        self.processes.append(self.ingest)
         return self.ingest
 
     def kill_ingest(self) -> None:
@@ -102,40 +110,52 @@ def wait_until(
 @contextlib.contextmanager
 def outage_stack(base: Path) -> Iterator[OutageStack]:
     (base / "mongo").mkdir(parents=True, exist_ok=True)
-    nats = nats_server(base).start()
-    redis = redis_server(base).start()
-    mongo = mongo_server(base / "mongo", log_dir=base / "logs").start()
-    port = free_port()
-    env = clean_env(
-        OBDAL_NATS_URL=nats.url,
-        OBDAL_REDIS_URL=redis.url,
-        OBDAL_MONGO_URL=mongo.url,
-        OBDAL_DATA_DIR=str(base / "data"),
-        OBDAL_ADMIN_TOKEN=ADMIN,
-        OBDAL_GATEWAY_PORT=str(port),
-        # Outages and redelivery, not retrieval quality: the hashing embedder indexes a big file
-        # in seconds (the MiniLM default needs minutes on a loaded CI machine).
-        OBDAL_EMBED_MODEL="obdal/hashing-384",
-    )
-    process = start_process(
-        [str(BIN / "obdal"), "up"], {**env, "OBDAL_SERVICES": "gateway,metering"}, base / "obdal.log"
-    )
-    # Its own process (as in production): its imports do not stall the gateway's event loop.
-    chat = start_process(
-        [str(BIN / "obdal-chat")], {**env, "OBDAL_QDRANT_URL": ":memory:"}, base / "chat.log"
-    )
-    url = f"http://127.0.0.1:{port}"
-    stack = OutageStack(base, nats, redis, mongo, url, Api(url, ADMIN), env, process, chat)
+    servers: list[ManagedServer] = []
+    processes: list[Process] = []
     try:
+        servers.append(nats := nats_server(base).start())
+        servers.append(redis := redis_server(base).start())
+        servers.append(mongo := mongo_server(base / "mongo", log_dir=base / "logs").start())
+        port = free_port()
+        env = clean_env(
+            OBDAL_NATS_URL=nats.url,
+            OBDAL_REDIS_URL=redis.url,
+            OBDAL_MONGO_URL=mongo.url,
+            OBDAL_DATA_DIR=str(base / "data"),
+            OBDAL_ADMIN_TOKEN=ADMIN,
+            OBDAL_GATEWAY_PORT=str(port),
+            # Outages and redelivery, not retrieval quality: the hashing embedder indexes a big file
+            # in seconds (the MiniLM default needs minutes on a loaded CI machine).
+            OBDAL_EMBED_MODEL="obdal/hashing-384",
+        )
+        up = {**env, "OBDAL_SERVICES": "gateway,metering"}
+        processes.append(process := start_process([str(BIN / "obdal"), "up"], up, base / "obdal.log"))
+        # Its own process (as in production): its imports do not stall the gateway's event loop.
+        chat_env = {**env, "OBDAL_QDRANT_URL": ":memory:"}
+        processes.append(chat := start_process([str(BIN / "obdal-chat")], chat_env, base / "chat.log"))
+        url = f"http://127.0.0.1:{port}"
+        stack = OutageStack(
+            base,
+            nats,
+            redis,
+            mongo,
+            url,
+            Api(url, ADMIN),
+            env,
+            process,
+            chat,
+            servers=servers,
+            processes=processes,
+        )
         wait_http(f"{url}/v1/status/live", process)
         stack.start_ingest()
         stack.ready()
         yield stack
     finally:
-        if stack.ingest is not None:
-            stack.ingest.stop()
-        assert chat.stop() == 0, chat.log()[-4000:]
-        code = process.stop()
-        for server in (stack.mongo, stack.redis, stack.nats):
+        # Everything stops before an exit code is judged: a failing one must not leave the rest running.
+        for started in reversed(processes):  # the ingest workers, chat, then obdal up
+            started.stop()
+        for server in reversed(servers):
             server.stop()
-        assert code == 0, process.log()[-4000:]
+    assert chat.proc.returncode == 0, chat.log()[-4000:]
+    assert process.proc.returncode == 0, process.log()[-4000:]

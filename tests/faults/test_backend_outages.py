@@ -55,6 +55,7 @@ def test_nats_restart_fails_cleanly_then_recovers_without_losing_events(outage: 
         lambda: api.http.get("/v1/sessions", headers=auth),
         lambda: api.http.get("/v1/files", headers=auth),
         lambda: api.upload(key, "during.txt", b"Not now."),
+        lambda: api.upload(key, "waiting.txt", b"Not now either.", wait="true"),
     ):
         assert_unavailable(*timed(call))
     status = outage.status()

@@ -131,7 +131,7 @@ def test_operator_strings_never_reach_mongodb_as_operators(api: Api) -> None:
     _, key = api.new_tenant("operators")
     assert api.chat(key, "hello", user="alice").status_code == 200
     assert api.wait_usage(key, 1)["total_requests"] == 1
-    sessions = lambda **p: api.http.get("/v1/sessions", params=p, headers=api.auth(key)).json()["data"]  # noqa: E731
+    sessions = lambda **p: api.http.get("/v1/sessions", params=p, headers=api.auth(key)).json()["sessions"]  # noqa: E731
     # The turn is stored apart from the usage: wait for the session itself.
     wait_until(lambda: len(sessions(user="alice")) == 1, timeout=30, what="alice's session")
     # As an operator {"$gt": ""} would match alice; as the literal user name it matches nobody.

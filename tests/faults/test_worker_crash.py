@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import litellm
 
 from obdal.servers import free_port
 from tests.api import Api, parse_sse
-from tests.conftest import BIN, Servers, own_bus, start_process, wait_http
+from tests.conftest import BIN, Process, Servers, own_bus, start_process, wait_http
 from tests.upstream import MODEL, PROMPT_TOKENS, WORDS, Upstream, serve_upstream
 
 IDLE_TIMEOUT_S = 5.0  # the gateway's OBDAL_CHAT_IDLE_TIMEOUT_S default
@@ -93,7 +94,34 @@ def _crash_and_recover(env: dict[str, str], port: int, tmp_path: Path, upstream:
         assert usage["completion_tokens"] == 2 * len(WORDS) + partial_tokens
         assert usage["prompt_tokens"] > 2 * PROMPT_TOKENS, "the partial answer's prompt is metered too"
         assert "metered the partial answer" in workers[1 - serving].log()
+        _kill_mid_json_answer(api, key, upstream, workers[1 - serving])
     finally:
         for worker in workers:
             worker.stop()
         stack.stop()
+
+
+def _kill_mid_json_answer(api: Api, key: str, upstream: Upstream, worker: Process) -> None:
+    """The last worker dies during a non-streamed answer: a 504 JSON error in the stream's bound."""
+    asked = len(upstream.auth)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(api.chat, key, "[long] hi again")
+        deadline = time.monotonic() + 30
+        while len(upstream.auth) == asked:  # not yet at the provider
+            assert time.monotonic() < deadline, "the worker never called the provider"
+            time.sleep(0.05)
+        time.sleep(0.5)  # mid-answer: a score of its 400 words generated
+        worker.stop(signal.SIGKILL)
+        killed_at = time.monotonic()
+        reply = pending.result()
+    ended_after = time.monotonic() - killed_at
+    assert reply.status_code == 504, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    assert reply.json() == {
+        "error": {"code": "worker_timeout", "message": "the chat worker stopped responding"}
+    }
+    assert ended_after < IDLE_TIMEOUT_S + 2, f"answered {ended_after:.1f} s after the worker died"
+    # No worker is left: the next request is refused at once, before any answer starts.
+    refused = api.chat(key, "anyone there?")
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "no_worker_available"

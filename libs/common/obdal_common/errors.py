@@ -10,17 +10,22 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "BadGateway",
     "BadRequest",
     "ConfigurationError",
     "Conflict",
     "DependencyUnavailable",
     "Forbidden",
+    "GatewayTimeout",
+    "MethodNotAllowed",
     "NotFound",
     "ObdalError",
     "PayloadTooLarge",
     "RateLimited",
     "Unauthorized",
+    "UnprocessableContent",
     "UnsupportedMediaType",
+    "error_class",
     "error_for_code",
 ]
 
@@ -67,6 +72,11 @@ class NotFound(ObdalError):
     default_code = "not_found"
 
 
+class MethodNotAllowed(ObdalError):
+    status = 405
+    default_code = "method_not_allowed"
+
+
 class Conflict(ObdalError):
     status = 409
     default_code = "conflict"
@@ -80,6 +90,13 @@ class PayloadTooLarge(ObdalError):
 class UnsupportedMediaType(ObdalError):
     status = 415
     default_code = "unsupported_media_type"
+
+
+class UnprocessableContent(ObdalError):
+    """Well-formed input that cannot be processed (e.g. an uploaded file whose ingestion failed)."""
+
+    status = 422
+    default_code = "unprocessable_content"
 
 
 class RateLimited(ObdalError):
@@ -98,6 +115,20 @@ class DependencyUnavailable(ObdalError):
     default_code = "service_unavailable"
 
 
+class BadGateway(ObdalError):
+    """A worker answered wrongly or ended its answer before finishing it."""
+
+    status = 502
+    default_code = "bad_gateway"
+
+
+class GatewayTimeout(ObdalError):
+    """A worker took a request and then went silent."""
+
+    status = 504
+    default_code = "gateway_timeout"
+
+
 _BY_STATUS: dict[int, type[ObdalError]] = {
     cls.status: cls
     for cls in (
@@ -105,16 +136,29 @@ _BY_STATUS: dict[int, type[ObdalError]] = {
         Unauthorized,
         Forbidden,
         NotFound,
+        MethodNotAllowed,
         Conflict,
         PayloadTooLarge,
         UnsupportedMediaType,
+        UnprocessableContent,
         RateLimited,
+        ObdalError,
+        BadGateway,
         DependencyUnavailable,
+        GatewayTimeout,
     )
 }
 
 
-def error_for_code(status: int, code: str, message: str) -> ObdalError:
-    """Rebuild an error received over NATS (status, code, message) as an exception."""
-    cls = _BY_STATUS.get(status, ObdalError)
-    return cls(message, code=code)
+def error_class(status: int) -> type[ObdalError]:
+    """The class of an HTTP status; a status without one of its own falls back to its family's
+    (4xx: :class:`BadRequest`, else :class:`ObdalError`), so a client's error never becomes a 500."""
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    return BadRequest if 400 <= status < 500 else ObdalError
+
+
+def error_for_code(status: int, code: str | None, message: str) -> ObdalError:
+    """Rebuild an error received over NATS (status, code, message) as an exception;
+    ``code`` ``None`` is the class's default."""
+    return error_class(status)(message, code=code)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from obdal_common.errors import DependencyUnavailable
 from obdal_common.schemas import FileState, FileStatus, decode, encode
 
 __all__ = ["FileStatusStore", "object_name"]
@@ -17,6 +22,11 @@ __all__ = ["FileStatusStore", "object_name"]
 def object_name(app_id: str, file_id: str) -> str:
     """Object Store name of a file's bytes: ids only, nothing the client chose."""
     return f"{app_id}/{file_id}"
+
+
+_OUTCOMES: tuple[FileState, ...] = ("ready", "failed")
+# How often a wait for an outcome checks that NATS is still there to deliver it.
+_CHECK_S = 1.0
 
 
 def _key(app_id: str, file_id: str) -> str:
@@ -66,6 +76,41 @@ class FileStatusStore:
         updated = msgspec.structs.replace(current, status=state, updated_at=datetime.now(UTC), **changes)
         await self.put(updated)
         return updated
+
+    async def outcome(
+        self, app_id: str, file_id: str, *, version: int, wait_s: float, connected: Callable[[], bool]
+    ) -> FileStatus | None:
+        """The file's status once ``version`` (or a later one) is ``ready`` or ``failed``, else as it
+        stands when ``wait_s`` seconds have passed; ``None`` if the file is deleted meanwhile.
+
+        A watch of the file's key, so the outcome is seen the moment ingest writes it. Without NATS
+        no update can come: ``connected`` is checked every second and its loss is a 503 at once.
+        """
+        watcher = await self._kv.watch(_key(app_id, file_id))
+        deadline = time.monotonic() + wait_s
+        latest: FileStatus | None = None
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    entry = await watcher.updates(timeout=min(left, _CHECK_S))  # type: ignore[no-untyped-call]
+                except NatsTimeoutError:
+                    if not connected():
+                        raise DependencyUnavailable(
+                            "the message bus is unavailable", code="nats_unavailable"
+                        ) from None
+                    continue
+                if entry is None:  # the end of the current value; changes follow
+                    continue
+                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                    return None
+                latest = decode(entry.value, FileStatus)
+                if latest.version >= version and latest.status in _OUTCOMES:
+                    return latest
+        finally:
+            with contextlib.suppress(Exception):  # NATS gone: the server drops the watch by itself
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        # A wait too short for even the current value to arrive: read it.
+        return latest if latest is not None else await self.get(app_id, file_id)
 
     async def list(self, app_id: str) -> list[FileStatus]:
         """Every file of an app, newest first."""

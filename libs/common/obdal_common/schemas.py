@@ -8,7 +8,7 @@ renaming or removing one is not.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 
 import msgspec
 
@@ -54,6 +54,7 @@ __all__ = [
     "SessionSummary",
     "Source",
     "TurnEvent",
+    "TurnOutcome",
     "Usage",
     "UsageBucket",
     "UsageEvent",
@@ -154,6 +155,11 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     history: list[HistoryMessage] | None = None
 
 
+# What became of a turn: answered from passages, declined (nothing relevant), or small talk
+# answered without any. Metering keeps it, so unanswered questions can be counted.
+TurnOutcome: TypeAlias = Literal["answered", "declined", "smalltalk"]
+
+
 class Source(msgspec.Struct, frozen=True, kw_only=True):
     file_id: str
     filename: str
@@ -192,6 +198,8 @@ class ChatEnd(msgspec.Struct, frozen=True, kw_only=True, tag="end"):
     message_id: str
     model: str
     usage: Usage
+    # False when no passage was relevant and the question was declined (small talk is answered).
+    answered: bool = True
 
 
 class ChatError(msgspec.Struct, frozen=True, kw_only=True, tag="error"):
@@ -247,6 +255,7 @@ class TurnEvent(msgspec.Struct, frozen=True, kw_only=True):
     usage: Usage
     occurred_at: datetime
     user: str | None = None
+    outcome: TurnOutcome = "answered"
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -333,11 +342,16 @@ class IngestDeleteApp(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UsageQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Totals over the whole range; the breakdown in pages of ``limit`` groups (``None``: all),
+    ``cursor`` being the ``next_cursor`` of the previous page."""
+
     app_id: str
     start_date: date
     end_date: date
     group_by: UsageGroup = "day"
     key_id: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    cursor: str | None = None
 
 
 class UsageBucket(msgspec.Struct, frozen=True, kw_only=True):
@@ -359,6 +373,7 @@ class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
     total_tokens: int
     total_cost: float
     breakdown: list[UsageBucket]
+    next_cursor: str | None = None
 
 
 # --- health and errors -----------------------------------------------------------
@@ -448,6 +463,7 @@ class SessionMessage(msgspec.Struct, frozen=True, kw_only=True):
     timestamp: datetime
     usage: Usage | None = None
     sources: list[Source] = msgspec.field(default_factory=list)
+    outcome: TurnOutcome | None = None
 
 
 class SessionDetail(SessionSummary, frozen=True, kw_only=True):

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from obdal_chat.app_settings import AppSettings, GenerationOptions
 from obdal_chat.coalesce import coalesce
 from obdal_chat.generation import Completion, Generator, answers_at_once
+from obdal_chat.grounding import ground
 from obdal_chat.history import SessionHistory
 from obdal_chat.prompts import build_messages
 from obdal_chat.settings import ChatSettings
@@ -25,6 +26,7 @@ from obdal_common.errors import DependencyUnavailable, ObdalError
 from obdal_common.ids import new_id
 from obdal_common.messaging import publish_event
 from obdal_common.retrieval import Hit, HybridIndex
+from obdal_common.retrieval.embedders import relevance_floor
 from obdal_common.schemas import (
     ChatDelta,
     ChatEnd,
@@ -35,6 +37,7 @@ from obdal_common.schemas import (
     ChatStarted,
     Source,
     TurnEvent,
+    TurnOutcome,
     Usage,
     UsageEvent,
 )
@@ -54,8 +57,13 @@ _SNIPPET_CHARS = 240
 
 def _source(hit: Hit) -> Source:
     snippet = hit.text if len(hit.text) <= _SNIPPET_CHARS else hit.text[:_SNIPPET_CHARS].rstrip() + "…"
+    # A source's score is its relevance (comparable across questions), not its rank-fusion score.
     return Source(
-        file_id=hit.file_id, filename=hit.filename, snippet=snippet, score=round(hit.score, 4), page=hit.page
+        file_id=hit.file_id,
+        filename=hit.filename,
+        snippet=snippet,
+        score=round(max(hit.relevance, 0.0), 4),
+        page=hit.page,
     )
 
 
@@ -80,6 +88,11 @@ class AnswerPipeline:
         self._generator = generator
         self._js = js
         self._redis = redis
+        self._min_relevance = (
+            relevance_floor(index.embedder.model_id)
+            if settings.chat_min_relevance is None
+            else settings.chat_min_relevance
+        )
 
     async def answer(self, req: ChatRequest) -> AsyncIterator[ChatReply]:
         """Yield deltas, then sources, then the end (or an error). Always meters what was generated."""
@@ -95,10 +108,19 @@ class AnswerPipeline:
         # Retrieval sees the conversation, so a follow-up finds its topic's passages.
         previous = [m["content"] for m in history if m["role"] == "user"][-1:]
         with tracer.start_as_current_span("chat.retrieve") as rspan:
-            hits = await self._index.search(
-                req.app_id, "\n".join([*previous, req.message]), limit=self._settings.chat_top_k
+            grounding = await ground(
+                self._index,
+                req.app_id,
+                req.message,
+                context=previous,
+                limit=self._settings.chat_top_k,
+                min_relevance=self._min_relevance,
             )
-            rspan.set_attribute("obdal.hits", len(hits))
+            hits = grounding.passages
+            rspan.set_attribute("obdal.hits", grounding.found)
+            rspan.set_attribute("obdal.hits.relevant", len(hits))
+            rspan.set_attribute("obdal.hits.best_relevance", round(grounding.best_relevance, 4))
+            rspan.set_attribute("obdal.turn.outcome", grounding.outcome)
         messages = build_messages(
             system_prompt=options.system_prompt,
             hits=hits,
@@ -142,11 +164,19 @@ class AnswerPipeline:
             sources = [_source(hit) for hit in hits]
             # Shielded: a cancelled answer (client gone) is still metered and kept.
             await asyncio.shield(
-                self.record(req, message_id, options, completion.text, sources, usage, finished)
+                self.record(
+                    req, message_id, options, completion.text, sources, usage, finished, grounding.outcome
+                )
             )
         if finished:
             yield ChatSources(sources=sources)
-            yield ChatEnd(session_id=req.session_id, message_id=message_id, model=options.model, usage=usage)
+            yield ChatEnd(
+                session_id=req.session_id,
+                message_id=message_id,
+                model=options.model,
+                usage=usage,
+                answered=grounding.outcome != "declined",
+            )
 
     async def record(
         self,
@@ -157,6 +187,7 @@ class AnswerPipeline:
         sources: list[Source],
         usage: Usage,
         finished: bool,
+        outcome: TurnOutcome = "answered",
     ) -> bool:
         """Publish the answer's usage and turn events, count its tokens against the key's budget
         and, if it finished, append it to the session history. ``False`` if the events were lost."""
@@ -186,6 +217,7 @@ class AnswerPipeline:
             usage=usage,
             occurred_at=now,
             user=req.user,
+            outcome=outcome,
         )
         published = True
         try:

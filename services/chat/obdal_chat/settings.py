@@ -20,6 +20,13 @@ class ChatSettings(ObdalSettings):
     chat_temperature: float = Field(0.2, ge=0.0, le=2.0)
     chat_max_tokens: int = Field(512, ge=1, le=32768)
     chat_top_k: int = Field(5, ge=1, le=50, description="Passages put into the prompt")
+    chat_min_relevance: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity a passage needs to be used and cited (unset: the embedder's "
+        "calibrated value, docs/chat.md)",
+    )
     chat_history_messages: int = Field(12, ge=0, le=200)
     chat_session_ttl_s: int = Field(86400, ge=60)
     chat_heartbeat_s: float = Field(1.0, gt=0, description="Ping interval while generating")

@@ -53,8 +53,11 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
 
 
 def presented_key(request: Request[Any, Any, Any], body_key: str | None = None) -> str | None:
-    """The key from ``Authorization: Bearer``, else the body's or query's ``api_key``."""
-    return _bearer(request) or body_key or request.query_params.get("api_key") or None
+    """The key from ``Authorization: Bearer``, else the body's ``api_key``, else (GET only, as
+    documented) the query's ``api_key``: a request that changes something never takes its key from
+    a URL, which ends up in logs and browser history."""
+    query_key = request.query_params.get("api_key") if request.method == "GET" else None
+    return _bearer(request) or body_key or query_key or None
 
 
 def _check_origin(record: KeyRecord, origin: str | None) -> None:

@@ -1,4 +1,9 @@
-"""Date-range query parameters (``start_date``, ``end_date``): ISO dates, UTC days, both ends inclusive."""
+"""Date-range query parameters (``start_date``, ``end_date``): ISO dates, UTC days, both ends inclusive.
+
+Any range is allowed: ``start_date`` alone means from that day through today, however long ago
+it was (the product page's ``GET /v1/usage?start_date=2024-01-01``). What a long range could make
+large is paged by the endpoint itself, never refused here.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +14,31 @@ from obdal_common.errors import BadRequest
 __all__ = ["DEFAULT_DAYS", "day_bounds", "parse_date_range"]
 
 DEFAULT_DAYS = 30
+# The day after the last one must still be a date (day_bounds' exclusive end).
+_LAST = date.max - timedelta(days=1)
 
 
 def _date(name: str, value: str | None, default: date) -> date:
     if value is None:
         return default
     try:
-        return date.fromisoformat(value)
+        parsed = date.fromisoformat(value)
     except ValueError:
         raise BadRequest(
             f"{name} must be an ISO date (YYYY-MM-DD), got {value!r}", code="invalid_date"
         ) from None
+    if parsed > _LAST:
+        raise BadRequest(f"{name} must be on or before {_LAST.isoformat()}", code="invalid_date")
+    return parsed
 
 
-def parse_date_range(
-    start_date: str | None, end_date: str | None, *, max_days: int | None = None
-) -> tuple[date, date]:
+def parse_date_range(start_date: str | None, end_date: str | None) -> tuple[date, date]:
     """The validated range; ``end_date`` defaults to today, ``start_date`` to 30 days before it."""
     end = _date("end_date", end_date, datetime.now(UTC).date())
-    start = _date("start_date", start_date, end - timedelta(days=DEFAULT_DAYS - 1))
+    default_start = date.fromordinal(max(1, end.toordinal() - (DEFAULT_DAYS - 1)))
+    start = _date("start_date", start_date, default_start)
     if start > end:
         raise BadRequest("start_date is after end_date", code="invalid_date_range")
-    if max_days is not None and (end - start).days >= max_days:
-        raise BadRequest(f"a query covers at most {max_days} days", code="invalid_date_range")
     return start, end
 
 

@@ -10,23 +10,12 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap, HTTPResponseBodyEvent, HTTPResponseStartEvent, Send
 
-from obdal_common.errors import ObdalError, RateLimited
+from obdal_common.errors import ObdalError, RateLimited, error_class
 from obdal_common.schemas import encode
 
 __all__ = ["EXCEPTION_HANDLERS", "error_body", "send_error"]
 
 log = logging.getLogger(__name__)
-
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-}
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -74,9 +63,9 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, A
     status = exc.status_code
     if status >= 500:
         log.error("http error %s: %s", status, exc.detail)
-    return Response(
-        error_body(_CODES.get(status, "error"), str(exc.detail)), status_code=status, headers=exc.headers
-    )
+    # Litestar's own errors (unknown route, wrong method, body too large) get the hierarchy's codes.
+    code = error_class(status).default_code
+    return Response(error_body(code, str(exc.detail)), status_code=status, headers=exc.headers)
 
 
 def _bus(_: Request[Any, Any, Any], exc: nats.errors.Error) -> Response[dict[str, Any]]:

@@ -22,7 +22,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import metrics
 
 from obdal_common import subjects
-from obdal_common.errors import DependencyUnavailable, error_for_code
+from obdal_common.errors import BadGateway, DependencyUnavailable, GatewayTimeout, error_for_code
 from obdal_common.ids import new_id
 from obdal_common.messaging import publish_event
 from obdal_common.schemas import (
@@ -99,7 +99,7 @@ class ChatStream:
                 yield ChatError(
                     code="worker_timeout",
                     message="the chat worker stopped responding",
-                    status=504,
+                    status=GatewayTimeout.status,
                 )
                 return
             try:
@@ -159,7 +159,7 @@ class ChatStream:
                     raise error_for_code(reply.status, reply.code, reply.message)
         finally:
             await self.close()
-        raise error_for_code(502, "incomplete_answer", "the answer ended unexpectedly")
+        raise BadGateway("the answer ended unexpectedly", code="incomplete_answer")
 
     async def close(self, *, cancel_worker: bool = True) -> None:
         """Release the reply subscription; tell the worker to stop if the answer is unfinished."""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import multiprocessing
+import os
 import resource
 import signal
 from concurrent.futures import ProcessPoolExecutor
@@ -40,10 +41,15 @@ def extract(
     return Extracted(title=document.title, pages=document.pages, chunks=chunks)
 
 
-def _prepare_child(limit_bytes: int) -> None:
-    # Linux: the parser dies with the worker, even a SIGKILLed one (PR_SET_PDEATHSIG = 1).
+def _prepare_child(limit_bytes: int, worker_pid: int) -> None:
+    # Linux: the parser dies with the worker, even a SIGKILLed one (PR_SET_PDEATHSIG = 1). The signal
+    # follows the thread that started the child: the event loop's, which lives as long as the worker.
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    # A worker killed while this child was starting (a spawned child first re-imports the worker's
+    # modules, seconds) sent no signal: the child would wait forever for work. Re-parented: exit.
+    if os.getppid() != worker_pid:
+        os._exit(1)
     # Decompression bombs and runaway parsers hit this ceiling (MemoryError) instead of the machine's.
     resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
     load_parsers()  # imports pypdf, python-docx and selectolax before the first file, not during it
@@ -66,7 +72,7 @@ class ParserPool:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_prepare_child,
-            initargs=(self._memory_bytes,),
+            initargs=(self._memory_bytes, os.getpid()),
         )
 
     def _stop(self, *, wait: bool) -> None:

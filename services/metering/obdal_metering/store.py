@@ -10,6 +10,7 @@ import msgspec
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from obdal_common.cursors import decode_group_cursor, encode_group_cursor
 from obdal_common.errors import DependencyUnavailable
 from obdal_common.schemas import AuditEvent, AuditPage, AuditQuery, UsageBucket, UsageQuery, UsageReport
 
@@ -65,7 +66,8 @@ class MeteringStore:
             return int(exc.details.get("nInserted", len(documents) - len(errors)))
 
     async def usage(self, query: UsageQuery) -> UsageReport:
-        """Totals and breakdown of an app's usage over whole UTC days, both ends inclusive."""
+        """Totals of an app's usage over whole UTC days, both ends inclusive, and a page of their
+        breakdown (groups in ascending order)."""
         start = datetime.combine(query.start_date, time.min, tzinfo=UTC)
         end = datetime.combine(query.end_date + timedelta(days=1), time.min, tzinfo=UTC)
         match: dict[str, Any] = {"app_id": query.app_id, "occurred_at": {"$gte": start, "$lt": end}}
@@ -83,7 +85,6 @@ class MeteringStore:
                     "cost": {"$sum": "$cost"},
                 }
             },
-            {"$sort": {"_id": 1}},
         ]
         try:
             cursor = await self._db.usage_events.aggregate(pipeline)
@@ -103,6 +104,12 @@ class MeteringStore:
             )
             for row in rows
         ]
+        # Sorted here, not in MongoDB, so the order is the one the cursor compares with.
+        buckets.sort(key=lambda b: b.group)
+        after = decode_group_cursor(query.cursor, query.group_by) if query.cursor else None
+        rest = [b for b in buckets if after is None or b.group > after]
+        page = rest if query.limit is None else rest[: query.limit]
+        more = len(page) < len(rest)
         return UsageReport(
             start_date=query.start_date,
             end_date=query.end_date,
@@ -112,7 +119,8 @@ class MeteringStore:
             completion_tokens=sum(b.completion_tokens for b in buckets),
             total_tokens=sum(b.total_tokens for b in buckets),
             total_cost=round(sum(b.cost for b in buckets), 8),
-            breakdown=buckets,
+            breakdown=page,
+            next_cursor=encode_group_cursor(query.group_by, page[-1].group) if more else None,
         )
 
     async def ping(self) -> None:

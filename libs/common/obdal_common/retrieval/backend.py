@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from obdal_common.retrieval.chunks import Chunk, Hit, IndexPoint, SparseVector
 
-__all__ = ["DENSE", "RRF_K", "SPARSE", "IndexBackend", "hit_from_payload", "payload_of"]
+__all__ = ["DENSE", "RRF_K", "SPARSE", "IndexBackend", "cosine", "hit_from_payload", "payload_of"]
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -32,8 +33,12 @@ class IndexBackend(Protocol):
         sparse: SparseVector | None,
         limit: int,
         prefetch: int,
+        relevance_to: list[float] | None = None,
     ) -> list[Hit]:
-        """One app's nearest points: by one vector, or both fused by reciprocal rank fusion."""
+        """One app's nearest points: by one vector, or both fused by reciprocal rank fusion.
+
+        With ``relevance_to``, each hit's ``relevance`` is its stored dense vector's cosine
+        similarity to that vector (whatever ranked it)."""
         ...
 
     async def count(self, app_id: str, file_id: str | None = None) -> int:
@@ -71,7 +76,16 @@ def payload_of(chunk: Chunk) -> dict[str, Any]:
     }
 
 
-def hit_from_payload(payload: dict[str, Any], score: float) -> Hit:
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    """Cosine similarity; 0 for a zero vector."""
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norms if norms else 0.0
+
+
+def hit_from_payload(
+    payload: dict[str, Any], score: float, *, vector: Sequence[float] | None = None, to: list[float] | None = None
+) -> Hit:
     return Hit(
         app_id=payload["app_id"],
         file_id=payload["file_id"],
@@ -81,4 +95,5 @@ def hit_from_payload(payload: dict[str, Any], score: float) -> Hit:
         heading=payload.get("heading", ""),
         score=float(score),
         page=payload.get("page"),
+        relevance=cosine(vector, to) if vector is not None and to is not None else 0.0,
     )

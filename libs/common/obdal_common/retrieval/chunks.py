@@ -48,7 +48,9 @@ class IndexPoint(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Hit(msgspec.Struct, frozen=True, kw_only=True):
-    """A retrieved passage with its fused score."""
+    """A retrieved passage with its fused score (its rank among the hits) and its relevance:
+    the cosine similarity of its dense vector to the question's, comparable across questions,
+    which the chat's relevance threshold is calibrated on (docs/chat.md)."""
 
     app_id: str
     file_id: str
@@ -58,3 +60,4 @@ class Hit(msgspec.Struct, frozen=True, kw_only=True):
     heading: str
     score: float
     page: int | None = None
+    relevance: float = 0.0

@@ -62,16 +62,25 @@ class EdgeBackend:
         await asyncio.to_thread(self._upsert, points)
 
     def _search(
-        self, app_id: str, dense: list[float] | None, sparse: SparseVector | None, limit: int, prefetch: int
+        self,
+        app_id: str,
+        dense: list[float] | None,
+        sparse: SparseVector | None,
+        limit: int,
+        prefetch: int,
+        relevance_to: list[float] | None,
     ) -> list[Hit]:
         flt = _app_filter(app_id)
+        with_vector = [DENSE] if relevance_to else False
         queries = []
         if dense is not None:
             queries.append(qe.Query.Nearest(dense, using=DENSE))
         if sparse is not None:
             queries.append(qe.Query.Nearest(qe.SparseVector(sparse[0], sparse[1]), using=SPARSE))
         if len(queries) == 1:
-            request = qe.QueryRequest(limit=limit, query=queries[0], filter=flt, with_payload=True)
+            request = qe.QueryRequest(
+                limit=limit, query=queries[0], filter=flt, with_payload=True, with_vector=with_vector
+            )
         else:
             request = qe.QueryRequest(
                 limit=limit,
@@ -79,8 +88,17 @@ class EdgeBackend:
                 query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # stub omits the variants
                 filter=flt,
                 with_payload=True,
+                with_vector=with_vector,
             )
-        return [hit_from_payload(p.payload or {}, p.score) for p in self._shard.query(request)]
+        return [
+            hit_from_payload(
+                p.payload or {},
+                p.score,
+                vector=(p.vector or {}).get(DENSE) if relevance_to else None,  # type: ignore[union-attr, arg-type]
+                to=relevance_to,
+            )
+            for p in self._shard.query(request)
+        ]
 
     async def search(
         self,
@@ -90,8 +108,9 @@ class EdgeBackend:
         sparse: SparseVector | None,
         limit: int,
         prefetch: int,
+        relevance_to: list[float] | None = None,
     ) -> list[Hit]:
-        return await asyncio.to_thread(self._search, app_id, dense, sparse, limit, prefetch)
+        return await asyncio.to_thread(self._search, app_id, dense, sparse, limit, prefetch, relevance_to)
 
     async def count(self, app_id: str, file_id: str | None = None) -> int:
         return await asyncio.to_thread(

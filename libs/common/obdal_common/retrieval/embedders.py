@@ -13,9 +13,15 @@ import numpy as np
 from obdal_common.errors import ConfigurationError, DependencyUnavailable
 from obdal_common.retrieval.minilm import MINILM_MODEL_ID, MiniLMEmbedder
 
-__all__ = ["Embedder", "HashingEmbedder", "LiteLLMEmbedder", "make_embedder"]
+__all__ = ["Embedder", "HashingEmbedder", "LiteLLMEmbedder", "make_embedder", "relevance_floor"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+# The cosine similarity under which a passage is not relevant to a question, per embedder,
+# calibrated by bench/answers.py on the labelled help-centre set and SciFact (docs/chat.md).
+_RELEVANCE_FLOORS = {MINILM_MODEL_ID: 0.40, "obdal/hashing-384": 0.20}
+# Hosted models were not measured here; their cosines run in the same range as MiniLM's.
+_UNCALIBRATED_FLOOR = 0.30
 
 
 class Embedder(Protocol):
@@ -103,3 +109,8 @@ def make_embedder(model_id: str, *, model_cache_dir: Path | None = None) -> Embe
             f"unknown built-in embedder {model_id!r} (try {MINILM_MODEL_ID} or obdal/hashing-384)"
         )
     return LiteLLMEmbedder(model_id)
+
+
+def relevance_floor(model_id: str) -> float:
+    """The calibrated relevance threshold of an embedder (``OBDAL_CHAT_MIN_RELEVANCE`` overrides it)."""
+    return _RELEVANCE_FLOORS.get(model_id, _UNCALIBRATED_FLOOR)

@@ -66,11 +66,17 @@ class HybridIndex:
         if not query.strip():
             return []
         mode = mode or self.mode
-        dense = (await self.embedder.embed([query]))[0] if mode != "sparse" else None
+        # Embedded in every mode: the dense similarity is each hit's relevance, even when BM25 alone ranks.
+        dense = (await self.embedder.embed([query]))[0]
         sparse = self._sparse.query(query) if mode != "dense" else None
         wanted = limit + _TIE_MARGIN
         found = await self.backend.search(
-            app_id, dense=dense, sparse=sparse, limit=wanted, prefetch=max(self._prefetch, wanted)
+            app_id,
+            dense=dense if mode != "sparse" else None,
+            sparse=sparse,
+            limit=wanted,
+            prefetch=max(self._prefetch, wanted),
+            relevance_to=dense,
         )
         return sorted(found, key=_ranking)[:limit]
 

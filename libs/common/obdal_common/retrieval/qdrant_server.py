@@ -97,8 +97,10 @@ class QdrantServerBackend:
         sparse: SparseVector | None,
         limit: int,
         prefetch: int,
+        relevance_to: list[float] | None = None,
     ) -> list[Hit]:
         flt = _app_filter(app_id)
+        with_vectors = [DENSE] if relevance_to else False
         queries: list[tuple[Any, str]] = []
         if dense is not None:
             queries.append((dense, DENSE))
@@ -112,6 +114,7 @@ class QdrantServerBackend:
                 query_filter=flt,
                 limit=limit,
                 with_payload=True,
+                with_vectors=with_vectors,
             )
         else:
             result = await self._client.query_points(
@@ -123,8 +126,17 @@ class QdrantServerBackend:
                 query_filter=flt,
                 limit=limit,
                 with_payload=True,
+                with_vectors=with_vectors,
             )
-        return [hit_from_payload(p.payload or {}, p.score) for p in result.points]
+        return [
+            hit_from_payload(
+                p.payload or {},
+                p.score,
+                vector=p.vector.get(DENSE) if relevance_to and isinstance(p.vector, dict) else None,  # type: ignore[arg-type]
+                to=relevance_to,
+            )
+            for p in result.points
+        ]
 
     async def count(self, app_id: str, file_id: str | None = None) -> int:
         result = await self._client.count(

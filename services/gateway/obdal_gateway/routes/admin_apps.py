@@ -55,7 +55,7 @@ async def create_app(gw: Gateway, data: NewApp) -> dict[str, Any]:
 
 @get("/apps", summary="List apps")
 async def list_apps(gw: Gateway) -> dict[str, Any]:
-    return {"data": msgspec.to_builtins(await gw.apps.list())}
+    return {"apps": msgspec.to_builtins(await gw.apps.list())}
 
 
 @get("/apps/{app_id:str}", summary="One app")
@@ -113,7 +113,7 @@ async def audit_log(
         what="metering",
     )
     return {
-        "data": msgspec.to_builtins(page.items),
+        "events": msgspec.to_builtins(page.items),
         "next_cursor": (
             encode_cursor(page.items[-1].occurred_at, page.items[-1].event_id) if page.has_more else None
         ),

@@ -119,7 +119,7 @@ async def list_keys(gw: Gateway, app_id: str) -> dict[str, Any]:
     await app_or_404(gw, app_id)
     records = gw.keys.for_app(app_id)
     last_used = await gw.keys.last_used([k.key_id for k in records])
-    return {"data": [_view(k, last_used[k.key_id]) for k in records]}
+    return {"keys": [_view(k, last_used[k.key_id]) for k in records]}
 
 
 @get("/keys/{key_id:str}", summary="One key")

@@ -11,17 +11,19 @@ import msgspec
 from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.openapi import ResponseSpec
+from litestar.params import Body, Parameter
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from obdal_common import subjects
-from obdal_common.errors import BadRequest, NotFound, PayloadTooLarge
+from obdal_common.errors import BadRequest, NotFound, PayloadTooLarge, UnprocessableContent
 from obdal_common.files import object_name
 from obdal_common.ids import is_id, new_id
 from obdal_common.messaging import request as nats_request
 from obdal_common.schemas import FileStatus, IngestDelete, IngestDeleteApp, IngestDeleted, IngestJob, encode
 from obdal_common.telemetry import inject_headers
 from obdal_gateway.auth import Principal, authenticate
+from obdal_gateway.error_responses import error_body
 from obdal_gateway.state import Gateway
 from obdal_gateway.uploads import detect_content_type, safe_filename
 
@@ -29,11 +31,69 @@ __all__ = ["delete_all_files", "delete_file", "get_file", "list_files", "replace
 
 Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
 
+_DEFAULT_WAIT_S = 60
+_MAX_WAIT_S = 120
+Wait = Annotated[
+    str | None,
+    Parameter(
+        description=f"Answer with the outcome: `true` waits up to {_DEFAULT_WAIT_S} s, a number up to "
+        f"{_MAX_WAIT_S} s; 200 once ready, 422 if it failed, 202 with the status as it stands if "
+        "the time runs out. Absent, `false` or `0`: 202 at once.",
+    ),
+]
+# What an upload may answer besides its 202, for the OpenAPI document (and clients made from it).
+_OUTCOMES = {
+    200: ResponseSpec(
+        data_container=dict[str, Any],
+        description="Ready (with `wait`; the file's status as `GET /v1/files/{id}` shows it), or a "
+        "duplicate of an existing file (`duplicate: true`)",
+    ),
+    422: ResponseSpec(
+        data_container=dict[str, Any],
+        description="With `wait`: ingestion failed; `error` says why and `file` is the file's status",
+    ),
+}
+
 
 def _public(status: FileStatus) -> dict[str, Any]:
     body: dict[str, Any] = msgspec.to_builtins(status)
     body.pop("app_id", None)
     return body
+
+
+def _wait_s(wait: str | None) -> int:
+    """Seconds an upload waits for its outcome (0: none); checked before anything is stored."""
+    if wait is None or wait == "false":
+        return 0
+    if wait == "true":
+        return _DEFAULT_WAIT_S
+    if wait.isascii() and wait.isdigit() and int(wait) <= _MAX_WAIT_S:
+        return int(wait)
+    raise BadRequest(
+        f"wait must be true, false or a number of seconds from 0 to {_MAX_WAIT_S}", code="invalid_wait"
+    )
+
+
+async def _outcome(
+    gw: Gateway, status: FileStatus, wait_s: int, *, extra: dict[str, Any] | None = None
+) -> Response[dict[str, Any]]:
+    """The outcome of ``status``'s version within ``wait_s`` seconds: 200 ready, 422 failed (the
+    reason as the error, the status as ``file``), or, when the wait runs out first, 202 with the
+    status as it stands. ``extra`` joins the status (``duplicate``)."""
+    found = await gw.files.outcome(
+        status.app_id,
+        status.file_id,
+        version=status.version,
+        wait_s=wait_s,
+        connected=lambda: gw.nc.is_connected,
+    )
+    if found is None:
+        raise NotFound(f"file {status.file_id} was deleted while waiting for it", code="file_not_found")
+    body = {**_public(found), **(extra or {})}
+    if found.status == "failed":
+        error = error_body("file_failed", found.error or "the file could not be ingested")
+        return Response({**error, "file": body}, status_code=UnprocessableContent.status)
+    return Response(body, status_code=200 if found.status == "ready" else 202)
 
 
 async def _owned(gw: Gateway, app_id: str, file_id: str) -> FileStatus:
@@ -43,8 +103,10 @@ async def _owned(gw: Gateway, app_id: str, file_id: str) -> FileStatus:
     return status
 
 
-def _duplicate(holder: FileStatus) -> Response[dict[str, Any]]:
-    """``200`` naming the app's existing file with the same content."""
+async def _duplicate(gw: Gateway, holder: FileStatus, wait_s: int) -> Response[dict[str, Any]]:
+    """``200`` naming the app's existing file with the same content; with a wait, its outcome."""
+    if wait_s:
+        return await _outcome(gw, holder, wait_s, extra={"duplicate": True})
     body = {"file_id": holder.file_id, "status": holder.status, "filename": holder.filename}
     return Response({**body, "duplicate": True}, status_code=200)
 
@@ -88,18 +150,21 @@ async def _store_and_queue(gw: Gateway, status: FileStatus, content: bytes) -> N
     status_code=202,
     summary="Upload a document (multipart, field 'file')",
     description="202 when queued; 200 with `duplicate: true` and the existing file when the app "
-    "already has a file with identical content (unless that one failed).",
+    "already has a file with identical content (unless that one failed). With `wait`, the answer "
+    "waits for the outcome: 200 ready, 422 failed, 202 if the wait ran out first.",
+    responses=_OUTCOMES,
 )
 async def upload_file(
-    request: Request[Any, Any, Any], gw: Gateway, data: Multipart
+    request: Request[Any, Any, Any], gw: Gateway, data: Multipart, wait: Wait = None
 ) -> Response[dict[str, Any]]:
     """Store the bytes and queue ingestion: ``202 {"file_id","status":"queued"}``."""
     principal = await authenticate(request, gw, scope="files:write")
+    wait_s = _wait_s(wait)
     filename, content, content_type = await _read_upload(gw, data)
     sha256 = hashlib.sha256(content).hexdigest()
     # Most duplicates end here; claim_hash below settles identical uploads that race.
     if existing := await gw.files.holder(principal.app_id, sha256):
-        return _duplicate(existing)
+        return await _duplicate(gw, existing, wait_s)
     now = datetime.now(UTC)
     status = FileStatus(
         file_id=new_id("file"),
@@ -117,7 +182,7 @@ async def upload_file(
     holder = await gw.files.claim_hash(status)
     if holder is not None:
         await gw.files.delete(status.app_id, status.file_id)
-        return _duplicate(holder)
+        return await _duplicate(gw, holder, wait_s)
     await _store_and_queue(gw, status, content)
     await gw.audit.record(
         "file.uploaded",
@@ -126,6 +191,8 @@ async def upload_file(
         target=status.file_id,
         detail={"filename": filename, "sha256": sha256},
     )
+    if wait_s:
+        return await _outcome(gw, status, wait_s)
     return Response({"file_id": status.file_id, "status": "queued", "filename": filename}, status_code=202)
 
 
@@ -134,12 +201,15 @@ async def upload_file(
     status_code=202,
     summary="Replace a file's content (multipart, field 'file')",
     description="The new version is indexed before the old one's passages are removed: the file "
-    "stays answerable throughout. If the new version fails, the old one stays searchable.",
+    "stays answerable throughout. If the new version fails, the old one stays searchable. "
+    "`wait` as for uploads: 200 ready, 422 failed, 202 if the wait ran out first.",
+    responses={422: _OUTCOMES[422]},
 )
 async def replace_file(
-    request: Request[Any, Any, Any], gw: Gateway, file_id: str, data: Multipart
+    request: Request[Any, Any, Any], gw: Gateway, file_id: str, data: Multipart, wait: Wait = None
 ) -> Response[dict[str, Any]]:
     principal = await authenticate(request, gw, scope="files:write")
+    wait_s = _wait_s(wait)
     current = await _owned(gw, principal.app_id, file_id)
     filename, content, content_type = await _read_upload(gw, data)
     await gw.files.forget_hash(current)
@@ -167,6 +237,8 @@ async def replace_file(
         target=file_id,
         detail={"filename": filename, "version": str(status.version), "sha256": status.sha256},
     )
+    if wait_s:
+        return await _outcome(gw, status, wait_s)
     body = {"file_id": file_id, "status": "queued", "filename": filename, "version": status.version}
     return Response(body, status_code=202)
 
@@ -174,7 +246,7 @@ async def replace_file(
 @get("/v1/files", summary="List the app's files")
 async def list_files(request: Request[Any, Any, Any], gw: Gateway) -> dict[str, Any]:
     principal = await authenticate(request, gw, scope="files:read")
-    return {"data": [_public(s) for s in await gw.files.list(principal.app_id)]}
+    return {"files": [_public(s) for s in await gw.files.list(principal.app_id)]}
 
 
 @get("/v1/files/{file_id:str}", summary="A file's ingestion status")

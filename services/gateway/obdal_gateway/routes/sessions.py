@@ -13,6 +13,7 @@ from litestar.response import Stream
 from redis.exceptions import RedisError
 
 from obdal_common import subjects
+from obdal_common.cursors import checked_cursor
 from obdal_common.errors import BadRequest, DependencyUnavailable, NotFound, ObdalError
 from obdal_common.messaging import request as nats_request
 from obdal_common.schemas import (
@@ -36,7 +37,6 @@ __all__ = ["delete_session", "delete_user", "export_sessions", "get_session", "l
 log = logging.getLogger(__name__)
 
 _MAX_LIMIT = 100
-_MAX_CURSOR_CHARS = 512
 _MAX_USER_CHARS = 256
 
 
@@ -55,12 +55,6 @@ def _user(user: str | None) -> str | None:
     if user is not None and not 1 <= len(user) <= _MAX_USER_CHARS:
         raise BadRequest(f"user must be 1 to {_MAX_USER_CHARS} characters", code="invalid_user")
     return user
-
-
-def _cursor(cursor: str | None) -> str | None:
-    if cursor is not None and not (cursor and len(cursor) <= _MAX_CURSOR_CHARS):
-        raise BadRequest("cursor is not a next_cursor returned by this API", code="invalid_cursor")
-    return cursor
 
 
 async def _metering(gw: Gateway, subject: str, payload: Any, response_type: type[Any]) -> Any:
@@ -88,11 +82,15 @@ async def list_sessions(
         raise BadRequest(f"limit must be between 1 and {_MAX_LIMIT}", code="invalid_limit")
     start, end = _window(start_date, end_date, include_all)
     query = SessionQuery(
-        app_id=principal.app_id, limit=limit, cursor=_cursor(cursor), start=start, end=end, user=_user(user)
+        app_id=principal.app_id,
+        limit=limit,
+        cursor=checked_cursor(cursor),
+        start=start,
+        end=end,
+        user=_user(user),
     )
     page: SessionPage = await _metering(gw, subjects.METERING_SESSIONS, query, SessionPage)
-    body: dict[str, Any] = msgspec.to_builtins(page)
-    return body
+    return {"sessions": msgspec.to_builtins(page.data), "next_cursor": page.next_cursor}
 
 
 async def _ndjson(gw: Gateway, query: SessionExportQuery, first: SessionExportPage) -> AsyncIterator[bytes]:

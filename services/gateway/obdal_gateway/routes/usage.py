@@ -8,6 +8,7 @@ import msgspec
 from litestar import Request, get
 
 from obdal_common import subjects
+from obdal_common.cursors import checked_cursor
 from obdal_common.errors import BadRequest
 from obdal_common.ids import is_id
 from obdal_common.messaging import request as nats_request
@@ -18,7 +19,8 @@ from obdal_gateway.state import Gateway
 
 __all__ = ["usage"]
 
-_MAX_DAYS = 366
+# Breakdown groups per answer: a year of days. Totals always cover the whole range.
+_MAX_ROWS = 366
 _GROUPS = ("day", "model", "key")
 
 
@@ -30,20 +32,35 @@ async def usage(
     end_date: str | None = None,
     group_by: str = "day",
     key_id: str | None = None,
+    limit: int = _MAX_ROWS,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
-    """Totals and a breakdown by ``day``, ``model`` or ``key`` (UTC days, both ends inclusive;
-    default: the last 30 days)."""
+    """Totals over ``start_date``..``end_date`` (UTC days, both ends inclusive; default the last
+    30 days; ``start_date`` alone: from then through today, any range) and a breakdown by
+    ``day``, ``model`` or ``key``, at most ``limit`` (1-366) groups per answer: pass
+    ``next_cursor`` back as ``cursor`` for the next groups."""
     principal = await authenticate(request, gw, scope="usage:read")
-    start, end = parse_date_range(start_date, end_date, max_days=_MAX_DAYS)
+    start, end = parse_date_range(start_date, end_date)
     if group_by not in _GROUPS:
         raise BadRequest(f"group_by must be one of {', '.join(_GROUPS)}", code="invalid_group_by")
     if key_id is not None and not is_id("key", key_id):
         raise BadRequest("key_id is not a key id", code="invalid_key_id")
+    if not 1 <= limit <= _MAX_ROWS:
+        raise BadRequest(f"limit must be between 1 and {_MAX_ROWS}", code="invalid_limit")
     group: UsageGroup = group_by  # type: ignore[assignment]
+    query = UsageQuery(
+        app_id=principal.app_id,
+        start_date=start,
+        end_date=end,
+        group_by=group,
+        key_id=key_id,
+        limit=limit,
+        cursor=checked_cursor(cursor),
+    )
     report = await nats_request(
         gw.nc,
         subjects.METERING_USAGE,
-        UsageQuery(app_id=principal.app_id, start_date=start, end_date=end, group_by=group, key_id=key_id),
+        query,
         UsageReport,
         timeout=gw.settings.request_timeout_s,
         what="metering",

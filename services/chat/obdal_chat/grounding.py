@@ -1,0 +1,54 @@
+"""Which passages a turn may use: none for small talk, only relevant ones for a question.
+
+Retrieval always returns the best passages it has, related or not; an answer built on
+unrelated ones cited three of them under a refusal. Each hit's relevance (its cosine
+similarity to the question, :class:`obdal_common.retrieval.Hit`) is compared with the
+embedder's calibrated floor (:func:`obdal_common.retrieval.embedders.relevance_floor`):
+passages under it are neither given to the model nor cited, for every model, and a turn
+left with none is declined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from obdal_chat import smalltalk
+from obdal_common.retrieval import Hit, HybridIndex
+from obdal_common.schemas import TurnOutcome
+
+__all__ = ["Grounding", "ground"]
+
+
+@dataclass(frozen=True, slots=True)
+class Grounding:
+    """The passages one turn may use, and what the turn is therefore going to be."""
+
+    passages: list[Hit]
+    outcome: TurnOutcome
+    # How many hits retrieval found, relevant or not, and the best relevance among them
+    # (traces and the answer bench report them).
+    found: int = 0
+    best_relevance: float = 0.0
+
+
+async def ground(
+    index: HybridIndex,
+    app_id: str,
+    question: str,
+    *,
+    context: Sequence[str] = (),
+    limit: int,
+    min_relevance: float,
+) -> Grounding:
+    """Retrieve for ``question`` (with the conversation's earlier ``context``) and keep what is relevant."""
+    if smalltalk.classify(question) is not None:
+        return Grounding(passages=[], outcome="smalltalk")
+    hits = await index.search(app_id, "\n".join([*context, question]), limit=limit)
+    passages = [hit for hit in hits if hit.relevance >= min_relevance]
+    return Grounding(
+        passages=passages,
+        outcome="answered" if passages else "declined",
+        found=len(hits),
+        best_relevance=max((hit.relevance for hit in hits), default=0.0),
+    )
