@@ -190,10 +190,11 @@ def test_upload_can_wait_for_its_outcome(api: Api) -> None:
 
 def test_an_upload_waits_no_longer_than_asked(api: Api) -> None:
     _, key = api.new_tenant("wait-bound")
-    # Dozens of passages: seconds of embedding, more than the one second asked for.
+    # Hundreds of passages (~200 KB, under the suite's upload limit): seconds of embedding, more
+    # than the one second asked for.
     long_text = "\n\n".join(
-        f"Section {n}. The Ravelston depot {n} handles parcels for region {n} " + documents.FILLER
-        for n in range(40)
+        f"Section {n}. The Ravelston depot {n} handles parcels for region {n}. " + documents.FILLER * 8
+        for n in range(300)
     )
     started = time.monotonic()
     response = api.upload(key, "depots.md", long_text.encode(), wait="1")

@@ -99,6 +99,16 @@ def test_usage_is_exact_after_concurrent_chats_per_key_and_model(api: Api) -> No
     assert by_key[ids["second"]]["total_tokens"] == sum(expected_b)
     assert by_key[ids["test key"]]["requests"] == len(jobs) - len(expected_b)
     assert len(by_key) == 2
+    # The breakdown pages (a year of days at most per answer); the totals always cover the range.
+    first = api.usage(key_a, group_by="key", limit="1")
+    second = api.usage(key_a, group_by="key", limit="1", cursor=first["next_cursor"])
+    assert [b["group"] for b in first["breakdown"] + second["breakdown"]] == sorted(by_key)
+    assert second["next_cursor"] is None
+    assert first["total_tokens"] == second["total_tokens"] == expected_tokens
+    wrong = api.http.get(
+        "/v1/usage", headers=api.auth(key_a), params={"group_by": "model", "cursor": first["next_cursor"]}
+    )
+    assert (wrong.status_code, wrong.json()["error"]["code"]) == (400, "invalid_cursor")
     only_b = api.usage(key_a, key_id=ids["second"])
     assert (only_b["total_requests"], only_b["total_tokens"]) == (len(expected_b), sum(expected_b))
     by_model = api.usage(key_a, group_by="model")["breakdown"]

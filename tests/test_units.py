@@ -119,12 +119,18 @@ def test_extractive_quotes_the_best_sentence_with_its_citation() -> None:
     assert "Gift cards" not in answer
 
 
-def test_extractive_says_when_nothing_matches() -> None:
+def test_extractive_declines_without_passages_and_answers_small_talk() -> None:
+    # Relevance is the pipeline's to judge (obdal_chat.grounding): given passages, the answerer
+    # answers from them; given none, it declines, unless the message is small talk.
+    assert extract_answer(build_messages(system_prompt="s", hits=[], history=[], question="x")) == NOT_FOUND
+    hello = extract_answer(
+        build_messages(system_prompt="You are Ada, Acme's assistant.", hits=[], history=[], question="Hi!")
+    )
+    assert hello.startswith("Hello! I am Ada, Acme's assistant")
     messages = build_messages(
         system_prompt="s", hits=[hit("Shipping is free.")], history=[], question="Quantum?"
     )
-    assert extract_answer(messages) == NOT_FOUND
-    assert extract_answer(build_messages(system_prompt="s", hits=[], history=[], question="x")) == NOT_FOUND
+    assert extract_answer(messages) == "Shipping is free. [1]"
 
 
 def test_documents_cannot_break_out_of_their_source_block() -> None:

@@ -7,13 +7,20 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from obdal.servers import nats_server
+from obdal_common import subjects
+from obdal_common.errors import DependencyUnavailable
+from obdal_common.files import FileStatusStore
+from obdal_common.messaging import close, connect, key_value
 from obdal_common.retrieval.qdrant_server import QdrantServerBackend
+from obdal_common.schemas import FileStatus
 from tests.faults.backends import INGEST_MAX_DELIVER, OutageStack, outage_stack, wait_until
 
 RECOVERY_S = 10.0  # the issue's bound: requests succeed within 10 s of the server being back
@@ -75,6 +82,56 @@ def test_nats_restart_fails_cleanly_then_recovers_without_losing_events(outage: 
     # A key created after the restart works at once: the key watch followed the restart.
     _, fresh = api.new_tenant("after-restart")
     assert api.chat(fresh, "hello").status_code == 200
+
+
+async def test_a_wait_for_an_upload_ends_when_nats_goes(tmp_path: Path) -> None:
+    """What ``POST /v1/files?wait=`` waits on: the outcome as soon as it is written, and a 503
+    within a second or two when NATS goes away mid-wait, not at the end of the wait."""
+    bus = nats_server(tmp_path).start()
+    nc = await connect(bus.url, name="upload-wait")
+    try:
+        store = FileStatusStore(await key_value(nc.jetstream(), subjects.KV_FILES))
+        now = datetime.now(UTC)
+        queued = FileStatus(
+            file_id="file_waiting00000000",
+            app_id="app_waiting000000000",
+            filename="hours.md",
+            status="queued",
+            size=5,
+            content_type="text/markdown",
+            sha256="0" * 64,
+            created_at=now,
+            updated_at=now,
+        )
+        await store.put(queued)
+
+        def outcome() -> asyncio.Task[FileStatus | None]:
+            return asyncio.create_task(
+                store.outcome(
+                    queued.app_id, queued.file_id, version=1, wait_s=60, connected=lambda: nc.is_connected
+                )
+            )
+
+        ready = outcome()
+        await asyncio.sleep(0.3)
+        assert not ready.done()
+        await store.update(queued.app_id, queued.file_id, "ready", chunks=1)
+        settled = await asyncio.wait_for(ready, 2)
+        assert settled is not None
+        assert (settled.status, settled.chunks) == ("ready", 1)
+
+        await store.update(queued.app_id, queued.file_id, "processing", version=1)
+        waiting = outcome()
+        await asyncio.sleep(0.3)
+        bus.stop()
+        started = time.monotonic()
+        with pytest.raises(DependencyUnavailable) as lost:
+            await asyncio.wait_for(waiting, 10)
+        assert lost.value.code == "nats_unavailable"
+        assert time.monotonic() - started < 3
+    finally:
+        await close(nc)
+        bus.stop()
 
 
 def test_mongo_stopped_reads_fail_cleanly_and_writes_wait_in_jetstream(outage: OutageStack) -> None:

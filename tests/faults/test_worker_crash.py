@@ -1,5 +1,6 @@
-"""A chat worker killed (SIGKILL) mid-answer: the client gets an error event within seconds, never a
-hung stream; the tokens it received are metered by a surviving worker; the next request is served."""
+"""A chat worker killed (SIGKILL) mid-answer: the client gets an error event (not streamed: a 504 JSON
+error) within seconds, never a hung request; the tokens it received are metered by a surviving worker;
+the next request is served."""
 
 from __future__ import annotations
 

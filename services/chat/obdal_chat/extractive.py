@@ -42,11 +42,16 @@ NOT_FOUND = (
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n{2,}|\n(?=[-*#\d])")
 _TOKEN = re.compile(r"\S+\s*")
 _SUMMARY = re.compile(
-    r"^\s*(?:please\s+)?(?:summari[sz]e|sum up|(?:give|show|tell) me (?:an? )?(?:overview|summary|gist|rundown)"
+    r"^\s*(?:please\s+)?(?:summari[sz]e|sum up"
+    r"|(?:give|show|tell) me (?:an? )?(?:overview|summary|gist|rundown)"
     r"|(?:an? )?(?:overview|summary) of|tl;?dr|what are the (?:key|main) points|what is in)\b",
     re.IGNORECASE,
 )
-_QUANTITY = re.compile(r"\b(?:how (?:long|much|many|soon|fast|often|old)|when|what time|what (?:is|are) the (?:cost|fee|price))\b", re.IGNORECASE)
+_QUANTITY = re.compile(
+    r"\b(?:how (?:long|much|many|soon|fast|often|old)|when|what time"
+    r"|what (?:is|are) the (?:cost|fee|price))\b",
+    re.IGNORECASE,
+)
 _NUMBER = re.compile(r"\d")
 _MAX_SUMMARY_POINTS = 6
 # At most this many sentences are quoted, each scoring at least this share of the best one.

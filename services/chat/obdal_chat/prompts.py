@@ -35,8 +35,8 @@ def build_messages(
     """The chat messages for one turn. Sources go in a system message as quoted data."""
     blocks = [
         # The section and the part (the passage's place in its file) let a summary keep document order.
-        f'<source id="{n}" file="{_quote(hit.filename)}" section="{_quote(hit.heading)}" part="{hit.position}">'
-        f"\n{_quote(hit.text)}\n</source>"
+        f'<source id="{n}" file="{_quote(hit.filename)}" section="{_quote(hit.heading)}" '
+        f'part="{hit.position}">\n{_quote(hit.text)}\n</source>'
         for n, hit in enumerate(hits, start=1)
     ]
     context = "Sources:\n" + ("\n".join(blocks) if blocks else "(no matching documents)")

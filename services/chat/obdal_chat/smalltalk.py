@@ -18,22 +18,20 @@ __all__ = ["SmallTalk", "classify", "reply"]
 
 SmallTalk = Literal["greeting", "thanks", "goodbye", "identity"]
 
+_PATTERNS: dict[SmallTalk, str] = {
+    "thanks": r"thanks?(?: you)?(?: (?:so|very) much)?(?: a lot)?|thx|ty|cheers|much appreciated",
+    "goodbye": r"bye|goodbye|good ?bye|see you|have a (?:nice|good|great) day|that'?s all",
+    "greeting": (
+        r"hello|hi|hiya|hey|howdy|greetings|yo|good (?:morning|afternoon|evening|day)"
+        r"|are you there|is anyone there|anybody there|how are you"
+    ),
+    "identity": (
+        r"who are you|what are you|are you (?:a )?(?:bot|robot|human|real|an? ai)"
+        r"|what can you do|what do you do|how can you help|what is your name|what's your name"
+    ),
+}
 _KINDS: tuple[tuple[SmallTalk, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(rf"^(?:{pattern})\b", re.IGNORECASE))
-    for kind, pattern in (
-        ("thanks", r"thanks?(?: you)?(?: (?:so|very) much)?(?: a lot)?|thx|ty|cheers|much appreciated"),
-        ("goodbye", r"bye|goodbye|good ?bye|see you|have a (?:nice|good|great) day|that'?s all"),
-        (
-            "greeting",
-            r"hello|hi|hiya|hey|howdy|greetings|yo|good (?:morning|afternoon|evening|day)"
-            r"|are you there|is anyone there|anybody there|how are you",
-        ),
-        (
-            "identity",
-            r"who are you|what are you|are you (?:a )?(?:bot|robot|human|real|an? ai)"
-            r"|what can you do|what do you do|how can you help|what is your name|what's your name",
-        ),
-    )
+    (kind, re.compile(rf"^(?:{pattern})\b", re.IGNORECASE)) for kind, pattern in _PATTERNS.items()
 )
 # Words that may pad small talk without making it a question ("ok thanks", "hi there").
 _FILLER = re.compile(
@@ -42,7 +40,7 @@ _FILLER = re.compile(
     r"(?:so|very) much|a lot)\b",
     re.IGNORECASE,
 )
-_PUNCTUATION = re.compile(r"^[\s,.;:!?\-–—'\"()]+")
+_PUNCTUATION = re.compile(r"^[\s,.;:!?'\"()\u2013\u2014-]+")
 _MAX_CHARS = 80
 
 

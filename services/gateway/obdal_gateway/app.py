@@ -42,6 +42,19 @@ __all__ = ["create_app"]
 
 # Multipart overhead on top of the largest accepted file.
 _BODY_SLACK = 64 * 1024
+# The conventions every route follows (docs/api.md), where generated clients read them.
+_DESCRIPTION = """Chat with your documents: grounded, streamed answers with metered usage.
+
+**Keys**: `Authorization: Bearer <key>`; also the `api_key` field of `POST /v1/chat` and the
+`api_key` query parameter of GET requests.
+
+**Lists**: an object whose array is named for what it holds (`sessions`, `files`, `apps`, `keys`,
+`events`, the usage `breakdown`); where paged, `next_cursor` (`null` on the last page) goes back
+as `cursor`.
+
+**Dates**: ISO dates, UTC days, both ends inclusive; `start_date` alone runs through today.
+
+**Errors**: `{"error": {"code", "message"}}` with the status of the error's class."""
 
 
 def _gateway(state: State) -> Gateway:
@@ -89,7 +102,7 @@ def create_app(gateway: Gateway) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="Obdal API",
             version="0.1.0",
-            description="Chat with your documents: grounded, streamed answers with metered usage.",
+            description=_DESCRIPTION,
             path="/docs",
             render_plugins=[ScalarRenderPlugin()],
         ),

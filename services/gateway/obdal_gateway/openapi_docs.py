@@ -3,7 +3,7 @@
 Errors leave the gateway as ``{"error": {"code", "message"}}`` (error_responses.py)
 whatever the route, so they are documented once here rather than on each
 handler: Litestar would otherwise describe 400 with its own validation body and
-leave 401, 403, 404, 413, 415, 429 and 503 out. The chat endpoints answer
+leave 401, 403, 404, 413, 415, 429, 502, 503 and 504 out. The chat endpoints answer
 ``text/event-stream`` when asked to stream, which a return annotation cannot say.
 A client generated from the schema (or a schema-driven fuzzer) would otherwise
 reject the real answers.
@@ -35,6 +35,11 @@ _ALWAYS = {
 }
 # Routes that answer with server-sent events when the body says ``"stream": true``.
 _STREAMING = ("/v1/chat", "/v1/chat/completions")
+# What a worker that fails mid-answer gives these routes when they do not stream.
+_ANSWERING = {
+    "502": "The chat worker ended its answer unfinished",
+    "504": "The chat worker stopped responding mid-answer",
+}
 _WITH_BODY = {
     "413": "Body, file or message too large",
     "415": "Unsupported content or file type, or a compressed (Content-Encoding) body",
@@ -65,7 +70,14 @@ def _operations(app: Litestar) -> list[tuple[str, Operation]]:
 def _document_stream(operation: Operation) -> None:
     ok = (operation.responses or {}).get("200")
     if isinstance(ok, OpenAPIResponse):
-        events = Schema(type=OpenAPIType.STRING, description="Server-sent events (see the description)")
+        # Schema of one event, as SSE-aware clients and validators read the stream: event by event.
+        text = Schema(type=OpenAPIType.STRING)
+        events = Schema(
+            type=OpenAPIType.OBJECT,
+            required=["data"],
+            properties={"event": text, "data": text, "id": text, "retry": Schema(type=OpenAPIType.INTEGER)},
+            description="One server-sent event: its name and its JSON `data` (see the description)",
+        )
         ok.content = {**(ok.content or {}), "text/event-stream": OpenAPIMediaType(schema=events)}
 
 
@@ -81,6 +93,8 @@ def complete_openapi(app: Litestar) -> None:
         if path in _STREAMING:
             _document_stream(operation)
         statuses = dict(_ALWAYS)
+        if path in _STREAMING:
+            statuses |= _ANSWERING
         if operation.request_body is not None:
             statuses |= _WITH_BODY
         responses = dict(operation.responses or {})

@@ -78,6 +78,8 @@ def _messages(turns: Iterable[dict[str, Any]]) -> list[SessionMessage]:
                 timestamp=at,
                 usage=msgspec.convert(turn["usage"], Usage),
                 sources=msgspec.convert(turn["sources"], list[Source]),
+                # Turns stored before outcomes were recorded were answered or declined: unknown.
+                outcome=turn.get("outcome"),
             )
         )
     return messages

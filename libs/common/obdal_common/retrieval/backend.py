@@ -84,7 +84,11 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def hit_from_payload(
-    payload: dict[str, Any], score: float, *, vector: Sequence[float] | None = None, to: list[float] | None = None
+    payload: dict[str, Any],
+    score: float,
+    *,
+    vector: Sequence[float] | None = None,
+    to: list[float] | None = None,
 ) -> Hit:
     return Hit(
         app_id=payload["app_id"],
@@ -95,5 +99,6 @@ def hit_from_payload(
         heading=payload.get("heading", ""),
         score=float(score),
         page=payload.get("page"),
-        relevance=cosine(vector, to) if vector is not None and to is not None else 0.0,
+        # Rounded: qdrant-client's local mode returns the same vector with float noise from call to call.
+        relevance=round(cosine(vector, to), 4) if vector is not None and to is not None else 0.0,
     )

@@ -46,6 +46,7 @@ def _end_payload(end: ChatEnd) -> dict[str, Any]:
         "session_id": end.session_id,
         "message_id": end.message_id,
         "usage": msgspec.to_builtins(end.usage),
+        "answered": end.answered,
     }
 
 
@@ -76,7 +77,8 @@ async def chat(
     request: Request[Any, Any, Any], data: ChatBody, gw: Gateway
 ) -> Response[dict[str, Any]] | Stream:
     """Answer from the app's documents. ``stream: true`` answers with SSE:
-    ``message`` events (text deltas), ``sources``, then ``end`` (session, message id, usage);
+    ``message`` events (text deltas), ``sources``, then ``end`` (session, message id, usage, and
+    ``answered``: false when nothing in the documents was relevant and the question was declined);
     a failure after the stream started is an ``error`` event."""
     principal = await authenticate(request, gw, scope="chat", body_key=data.api_key)
     await check_budget(gw, principal)
