@@ -31,10 +31,11 @@ from litellm.llms.custom_llm import CustomLLM
 from litellm.types.utils import GenericStreamingChunk, ModelResponse
 
 from obdal_chat import smalltalk
+from obdal_chat.grounding import is_summary_request
 from obdal_chat.prompts import ParsedSource, parse_sources, persona
 from obdal_common.retrieval.sparse import Bm25Encoder
 
-__all__ = ["NOT_FOUND", "ExtractiveLLM", "extract_answer", "is_summary_request"]
+__all__ = ["NOT_FOUND", "ExtractiveLLM", "extract_answer"]
 
 NOT_FOUND = (
     "I could not find an answer to that in the documents I have. "
@@ -42,19 +43,13 @@ NOT_FOUND = (
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n{2,}|\n(?=[-*#\d])")
 _TOKEN = re.compile(r"\S+\s*")
-_SUMMARY = re.compile(
-    r"^\s*(?:please\s+)?(?:summari[sz]e|sum up"
-    r"|(?:give|show|tell) me (?:an? )?(?:overview|summary|gist|rundown)"
-    r"|(?:an? )?(?:overview|summary) of|tl;?dr|what are the (?:key|main) points|what is in)\b",
-    re.IGNORECASE,
-)
 _QUANTITY = re.compile(
     r"\b(?:how (?:long|much|many|soon|fast|often|old)|when|what time"
     r"|what (?:is|are) the (?:cost|fee|price))\b",
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"\d")
-_MAX_SUMMARY_POINTS = 6
+_MAX_SUMMARY_POINTS = 8
 # At most this many sentences are quoted, each scoring at least this share of the best one.
 _MAX_SENTENCES = 3
 _SECOND_PLACE = 0.3
@@ -76,11 +71,6 @@ def _question(messages: Sequence[dict[str, Any]]) -> str:
         if message.get("role") == "user":
             return str(message.get("content", ""))
     return ""
-
-
-def is_summary_request(question: str) -> bool:
-    """Whether ``question`` asks for an overview rather than for one fact."""
-    return bool(_SUMMARY.match(question))
 
 
 def _sentences(source: ParsedSource) -> list[str]:

@@ -10,6 +10,7 @@ left with none is declined.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,22 @@ from obdal_chat import smalltalk
 from obdal_common.retrieval import Hit, HybridIndex
 from obdal_common.schemas import TurnOutcome
 
-__all__ = ["Grounding", "ground"]
+__all__ = ["Grounding", "ground", "is_summary_request"]
+
+_SUMMARY = re.compile(
+    r"^\s*(?:please\s+)?(?:summari[sz]e|sum up"
+    r"|(?:give|show|tell) me (?:an? )?(?:overview|summary|gist|rundown)"
+    r"|(?:an? )?(?:overview|summary) of|tl;?dr|what are the (?:key|main) points|what is in)\b",
+    re.IGNORECASE,
+)
+# A summary covers a document, not the one passage that matches best: it gets this many times
+# the passages of a question (a help-centre article is 5-8 passages).
+_SUMMARY_DEPTH = 2
+
+
+def is_summary_request(question: str) -> bool:
+    """Whether ``question`` asks for an overview rather than for one fact."""
+    return bool(_SUMMARY.match(question))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +60,8 @@ async def ground(
     """Retrieve for ``question`` (with the conversation's earlier ``context``) and keep what is relevant."""
     if smalltalk.classify(question) is not None:
         return Grounding(passages=[], outcome="smalltalk")
+    if is_summary_request(question):
+        limit *= _SUMMARY_DEPTH
     hits = await index.search(app_id, "\n".join([*context, question]), limit=limit)
     passages = [hit for hit in hits if hit.relevance >= min_relevance]
     return Grounding(
