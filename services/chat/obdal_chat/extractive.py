@@ -9,7 +9,7 @@ relevance threshold reach it, and small talk reaches it with none. So it:
 - for "summarize / give me an overview of …", gives the key sentence of each passage of
   the best-matching document, in document order;
 - for any other question, gives the sentences that best match it (at most three, each
-  scoring at least 0.3 of the best), in their passage's order.
+  scoring at least 0.3 of the best one), in their passage's order.
 
 Sentences are scored by the question's stemmed terms they share, each weighted by how rare
 it is among the candidate sentences, with a bonus when the question asks for a quantity
@@ -52,7 +52,7 @@ _NUMBER = re.compile(r"\d")
 _MAX_SUMMARY_POINTS = 8
 # At most this many sentences are quoted, each scoring at least this share of the best one.
 _MAX_SENTENCES = 3
-_SECOND_PLACE = 0.3
+_SHARE_OF_BEST = 0.3
 # A question asking for a quantity prefers sentences with a number by this factor.
 _QUANTITY_BOOST = 1.25
 
@@ -105,39 +105,43 @@ def _summary(sources: Sequence[ParsedSource]) -> str:
 def _best_sentences(question: str, sources: Sequence[ParsedSource]) -> str:
     wanted = _terms(question)
     quantity = bool(_QUANTITY.search(question))
-    candidates = [(source, _sentences(source)) for source in sources]
-    terms = [[_terms(sentence) for sentence in sentences] for _, sentences in candidates]
-    total = sum(len(t) for t in terms) or 1
-    frequency = {term: sum(term in s for ts in terms for s in ts) for term in wanted}
-    weight = {term: math.log(1 + total / count) for term, count in frequency.items() if count}
-    scored: list[tuple[float, int, int]] = []
-    for i, (_, sentences) in enumerate(candidates):
-        for j, sentence in enumerate(sentences):
-            score = sum(weight.get(term, 0.0) for term in wanted & terms[i][j])
-            if score and quantity and _NUMBER.search(sentence):
-                score *= _QUANTITY_BOOST
-            # Ties go to the better-ranked passage, then to the earlier sentence.
-            scored.append((score, -i, -j))
-    scored.sort(reverse=True)
-    if not scored or scored[0][0] == 0:
-        # Relevant by meaning (the pipeline's threshold) but sharing no word: lead with the passage.
-        places = {(0, 0)}
-    else:
-        best = scored[0][0]
-        places = set()
-        seen: set[str] = set()
-        for score, i, j in scored:
-            sentence = candidates[-i][1][-j]
-            if score < best * _SECOND_PLACE or len(places) == _MAX_SENTENCES:
-                break
-            if sentence not in seen:  # overlapping passages repeat sentences
-                seen.add(sentence)
-                places.add((-i, -j))
+    sentences = [_sentences(source) for source in sources]
+    terms = {
+        (i, j): _terms(sentence) for i, group in enumerate(sentences) for j, sentence in enumerate(group)
+    }
+    if not terms:
+        return NOT_FOUND
+    frequency = {term: sum(term in found for found in terms.values()) for term in wanted}
+    weight = {term: math.log(1 + len(terms) / count) for term, count in frequency.items() if count}
+
+    def score(place: tuple[int, int]) -> float:
+        value = sum(weight.get(term, 0.0) for term in wanted & terms[place])
+        if value and quantity and _NUMBER.search(sentences[place[0]][place[1]]):
+            value *= _QUANTITY_BOOST
+        return value
+
+    scores = {place: score(place) for place in terms}
+    # Best first; ties go to the better-ranked passage, then to the earlier sentence.
+    ranked = sorted(terms, key=lambda place: (-scores[place], place))
+    best = scores[ranked[0]]
+    places: list[tuple[int, int]] = []
+    quoted: set[str] = set()
+    for place in ranked:
+        if len(places) == _MAX_SENTENCES or scores[place] < best * _SHARE_OF_BEST:
+            break
+        sentence = sentences[place[0]][place[1]]
+        if sentence not in quoted:  # overlapping passages repeat sentences
+            quoted.add(sentence)
+            places.append(place)
+        if (
+            best == 0
+        ):  # relevant by meaning (the pipeline's floor) but sharing no word: the best passage's lead
+            break
     # Quoted in the order they stand in each passage, best passage first, each with its citation.
     lines = []
     for i in sorted({i for i, _ in places}):
-        source, sentences = candidates[i]
-        lines.append(_cite([sentences[j] for j in sorted(j for k, j in places if k == i)], source.number))
+        picked = [sentences[i][j] for k, j in sorted(places) if k == i]
+        lines.append(_cite(picked, sources[i].number))
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 # The cosine similarity under which a passage is not relevant to a question, per embedder,
 # calibrated by bench/answers.py on the labelled help-centre set and SciFact (docs/chat.md).
 _RELEVANCE_FLOORS = {MINILM_MODEL_ID: 0.40, "obdal/hashing-384": 0.20}
-# Hosted models were not measured here; their cosines run in the same range as MiniLM's.
+# Hosted embedders were not measured here: a middle value, to be calibrated with bench/answers.py.
 _UNCALIBRATED_FLOOR = 0.30
 
 
