@@ -17,14 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from obdal.servers import (
-    ManagedServer,
-    die_with_parent,
-    free_port,
-    mongo_server,
-    nats_server,
-    redis_server,
-)
+from obdal.servers import ManagedServer, free_port, mongo_server, nats_server, redis_server
+from obdal_common.processes import die_with_parent
 from tests import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -39,7 +39,7 @@ def test_an_orphaned_grandchild_is_found_then_killed() -> None:
 # A child whose parent died before it asked to die with it would never be signalled: it must exit.
 STARTS = {
     "parser child": "from obdal_ingest.parser_pool import _prepare_child; _prepare_child(2**34, {parent})",
-    "server": "from obdal.servers import die_with_parent; die_with_parent({parent})",
+    "server": "from obdal_common.processes import die_with_parent; die_with_parent({parent})",
 }
 
 

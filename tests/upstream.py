@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from obdal.servers import die_with_parent, free_port
+from obdal.servers import free_port
+from obdal_common.processes import die_with_parent
 
 __all__ = ["MODEL", "PROMPT_TOKENS", "WORDS", "Upstream", "serve_upstream", "serving"]
 

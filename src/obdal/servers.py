@@ -7,11 +7,9 @@ children get ``PR_SET_PDEATHSIG`` so even a SIGKILLed parent leaves no orphan.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from obdal_common.processes import die_with_parent
+
 __all__ = [
     "ManagedServer",
     "ServerError",
-    "die_with_parent",
     "free_port",
     "mongo_server",
     "nats_server",
@@ -42,28 +41,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-# The C library's symbols (CDLL(None): this process's own, glibc or musl), resolved once, here:
-# a dlopen between fork and exec can deadlock on a lock another thread held at the fork.
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-
-
-def die_with_parent(parent: int) -> None:
-    """Have this process SIGKILLed when ``parent``, the pid that started it, dies (Linux; else nothing).
-
-    Call it in the child: as ``preexec_fn`` (``functools.partial(die_with_parent, os.getpid())``)
-    or first thing in its own code. The kernel signals when the thread that started the child
-    ends, so start children from a thread that lives as long as its process (the main one).
-    """
-    if _LIBC is None:
-        return
-    # Kill the child when the parent dies without stopping it (a SIGKILLed obdal or pytest).
-    # SIGKILL, not SIGTERM: SecantusDB was seen ignoring a SIGTERM that arrived this way,
-    # and JetStream and WiredTiger both recover from a hard stop. Normal stops use stop().
-    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # it died before the prctl, so no signal will come: already orphaned
-        os._exit(1)
 
 
 def _venv_binary(name: str) -> str | None:

@@ -9,16 +9,14 @@ the file ends ``failed`` with the reason, while the ingest worker carries on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import multiprocessing
 import os
 import resource
-import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from obdal_common.processes import die_with_parent
 from obdal_ingest.chunking import TextChunk, chunk_text
 from obdal_ingest.parsing import ParseError, load_parsers, parse
 
@@ -42,14 +40,9 @@ def extract(
 
 
 def _prepare_child(limit_bytes: int, worker_pid: int) -> None:
-    # Linux: the parser dies with the worker, even a SIGKILLed one (PR_SET_PDEATHSIG = 1). The signal
-    # follows the thread that started the child: the event loop's, which lives as long as the worker.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-    # A worker killed while this child was starting (a spawned child first re-imports the worker's
-    # modules, seconds) sent no signal: the child would wait forever for work. Re-parented: exit.
-    if os.getppid() != worker_pid:
-        os._exit(1)
+    # The parser dies with the worker, even a SIGKILLed one, and even one killed while this child
+    # was still importing. The pool starts it from the event loop's thread, which lives as long as the worker.
+    die_with_parent(worker_pid)
     # Decompression bombs and runaway parsers hit this ceiling (MemoryError) instead of the machine's.
     resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
     load_parsers()  # imports pypdf, python-docx and selectolax before the first file, not during it
