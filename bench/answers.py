@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from retrieval import DEFAULT_DATASET, build, load, subset  # noqa: E402
 
 from obdal_chat.grounding import ground  # noqa: E402
-from obdal_common.retrieval import HybridIndex, close_indexes, open_index  # noqa: E402
-from obdal_common.retrieval.embedders import relevance_floor  # noqa: E402
-from obdal_common.retrieval.minilm import MINILM_MODEL_ID  # noqa: E402
 from obdal_common.settings import ObdalSettings  # noqa: E402
+from obdal_retrieval import HybridIndex, close_indexes, open_index  # noqa: E402
+from obdal_retrieval.embedders import relevance_floor  # noqa: E402
+from obdal_retrieval.minilm import MINILM_MODEL_ID  # noqa: E402
 from tests.answer_set import APP as HELPCENTRE_APP  # noqa: E402
 from tests.answer_set import Report, ask_all, index_helpcentre, load_questions  # noqa: E402
 

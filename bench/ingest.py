@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from obdal_common.retrieval import Chunk, HybridIndex, close_indexes, open_index
+from obdal_common.formats import CSV, DOCX, HTML, MARKDOWN, PDF
 from obdal_ingest.parser_pool import ParserPool
-from obdal_ingest.parsing import CSV, DOCX, HTML, MARKDOWN, PDF
 from obdal_ingest.settings import IngestSettings
+from obdal_retrieval import Chunk, HybridIndex, close_indexes, open_index
 from tests import documents
 
 VOCABULARY = (

@@ -33,10 +33,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from obdal_common.retrieval import Chunk, close_indexes, open_index
-from obdal_common.retrieval.hybrid import HybridIndex, SearchMode
 from obdal_common.settings import ObdalSettings
 from obdal_ingest.chunking import chunk_text
+from obdal_retrieval import Chunk, close_indexes, open_index
+from obdal_retrieval.hybrid import HybridIndex, SearchMode
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "scifact"

@@ -15,10 +15,9 @@ from pathlib import Path
 
 from obdal_chat.extractive import NOT_FOUND, extract_answer
 from obdal_chat.grounding import ground
-from obdal_chat.prompts import build_messages
 from obdal_chat.settings import DEFAULT_SYSTEM_PROMPT
-from obdal_common.retrieval import Chunk, HybridIndex
 from obdal_ingest.chunking import chunk_text
+from obdal_retrieval import Chunk, HybridIndex
 
 __all__ = ["HELPCENTRE", "Judged", "Question", "Report", "ask_all", "index_helpcentre", "load_questions"]
 
@@ -108,10 +107,7 @@ async def ask_all(
     report = Report()
     for question in questions:
         grounding = await ground(index, app_id, question.text, limit=top_k, min_relevance=min_relevance)
-        messages = build_messages(
-            system_prompt=DEFAULT_SYSTEM_PROMPT, hits=grounding.passages, history=[], question=question.text
-        )
-        answer = extract_answer(messages)
+        answer = extract_answer(question.text, grounding.passages, persona=DEFAULT_SYSTEM_PROMPT)
         sources = len(grounding.passages)
         report.judged.append(
             Judged(

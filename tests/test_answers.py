@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from obdal_chat.extractive import NOT_FOUND
-from obdal_common.retrieval import HybridIndex, close_indexes, open_index
-from obdal_common.retrieval.embedders import relevance_floor
-from obdal_common.retrieval.minilm import MINILM_MODEL_ID
 from obdal_common.settings import ObdalSettings
+from obdal_retrieval import HybridIndex, close_indexes, open_index
+from obdal_retrieval.embedders import relevance_floor
+from obdal_retrieval.minilm import MINILM_MODEL_ID
 from tests.answer_set import HELPCENTRE, Report, ask_all, index_helpcentre, load_questions
 from tests.api import Api
 from tests.conftest import Stack

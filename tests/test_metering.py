@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -13,8 +13,9 @@ from pymongo import AsyncMongoClient
 
 from obdal.servers import ManagedServer, nats_server
 from obdal_common import subjects
+from obdal_common.contract import Metering, NatsBus, Rpc
 from obdal_common.errors import NotFound
-from obdal_common.messaging import close, connect, request
+from obdal_common.messaging import close, connect
 from obdal_common.schemas import (
     EraseRequest,
     EraseResult,
@@ -24,6 +25,7 @@ from obdal_common.schemas import (
     SessionPage,
     SessionQuery,
     Source,
+    StatusQuery,
     TurnEvent,
     Usage,
     UsageEvent,
@@ -35,6 +37,9 @@ from obdal_metering.main import serve
 from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
 from tests.conftest import Servers
+
+Req = TypeVar("Req")
+Rep = TypeVar("Rep")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +62,7 @@ async def metering(bus: ManagedServer, servers: Servers) -> AsyncIterator[Meteri
     nc = await connect(bus.url, name="probe")
     for _ in range(100):  # until metering answers
         try:
-            await request(nc, subjects.status_subject("metering"), {}, dict, timeout=1, what="metering")
+            await Metering.status.call(NatsBus(nc), StatusQuery(), timeout=1)
             break
         except Exception:
             await asyncio.sleep(0.1)
@@ -90,7 +95,7 @@ async def query(url: str, app_id: str, group_by: str = "day") -> UsageReport:
     try:
         today = date.today()
         q = UsageQuery(app_id=app_id, start_date=today, end_date=today, group_by=group_by)  # type: ignore[arg-type]
-        return await request(nc, subjects.METERING_USAGE, q, UsageReport, timeout=5, what="metering")
+        return await Metering(NatsBus(nc)).usage(q)
     finally:
         await close(nc)
 
@@ -141,7 +146,7 @@ async def test_undecodable_events_are_dead_lettered(bus: ManagedServer, metering
     assert report.total_requests == 1  # the poison message did not block the good one
     info = await js.stream_info(subjects.DEADLETTER_STREAM)
     assert info.state.messages >= 1
-    status = await request(nc, subjects.status_subject("metering"), {}, dict, timeout=2, what="metering")
+    status = await Metering(NatsBus(nc)).status(StatusQuery())
     assert "1 dead-lettered" in str(status)
     await close(nc)
 
@@ -176,10 +181,10 @@ def turn_event(
     )
 
 
-async def ask(url: str, subject: str, payload: Any, response_type: type[Any]) -> Any:
+async def ask(url: str, rpc: Rpc[Req, Rep], payload: Req) -> Rep:
     nc = await connect(url, name="query")
     try:
-        return await request(nc, subject, payload, response_type, timeout=5, what="metering")
+        return await rpc.call(NatsBus(nc), payload)
     finally:
         await close(nc)
 
@@ -195,7 +200,7 @@ async def publish_turns(url: str, events: list[TurnEvent], *, msg_id_suffix: str
 
 async def lookup(url: str, app_id: str, session_id: str) -> SessionDetail:
     detail: SessionDetail = await ask(
-        url, subjects.METERING_SESSION, SessionLookup(app_id=app_id, session_id=session_id), SessionDetail
+        url, Metering.session, SessionLookup(app_id=app_id, session_id=session_id)
     )
     return detail
 
@@ -228,7 +233,7 @@ async def test_duplicated_turns_count_once_in_the_session(
 
     detail = await wait_session(bus.url, app_id, "sess_a", 6)
     await asyncio.sleep(0.5)  # the duplicates have now been consumed too
-    page = await ask(bus.url, subjects.METERING_SESSIONS, SessionQuery(app_id=app_id), SessionPage)
+    page = await ask(bus.url, Metering.sessions, SessionQuery(app_id=app_id))
     assert [(s.session_id, s.message_count, s.total_tokens) for s in page.data] == [("sess_a", 6, 30)]
     assert page.data[0].preview == "question evt_t0"
     detail = await wait_session(bus.url, app_id, "sess_a", 6)
@@ -247,9 +252,7 @@ async def test_erased_session_drops_late_turns_and_starts_fresh(
     await publish_turns(bus.url, [turn_event("evt_e0", app_id=app_id, session_id="sess_e", at=before)])
     assert await wait_session(bus.url, app_id, "sess_e", 2) is not None
 
-    result = await ask(
-        bus.url, subjects.METERING_ERASE, EraseRequest(app_id=app_id, session_id="sess_e"), EraseResult
-    )
+    result = await ask(bus.url, Metering.erase, EraseRequest(app_id=app_id, session_id="sess_e"))
     assert result == EraseResult(session_ids=["sess_e"], messages_erased=2)
     # A turn from before the erasure arriving late (it was in flight) is dropped ...
     late = turn_event("evt_e1", app_id=app_id, session_id="sess_e", at=before + timedelta(seconds=1))
@@ -277,10 +280,10 @@ async def test_retention_erases_old_session_content(bus: ManagedServer, metering
     assert await wait_session(bus.url, app_id, "sess_mixed", 4) is not None
 
     policy = RetentionPolicy(app_id=app_id, session_ttl_days=1)
-    assert await ask(bus.url, subjects.METERING_RETENTION_SET, policy, RetentionPolicy) == policy
+    assert await ask(bus.url, Metering.set_retention, policy) == policy
     page = SessionPage(data=[])
     for _ in range(50):
-        page = await ask(bus.url, subjects.METERING_SESSIONS, SessionQuery(app_id=app_id), SessionPage)
+        page = await ask(bus.url, Metering.sessions, SessionQuery(app_id=app_id))
         if [s.session_id for s in page.data] == ["sess_mixed"] and page.data[0].message_count == 2:
             break
         await asyncio.sleep(0.1)
@@ -339,7 +342,7 @@ async def test_events_whose_numbers_disagree_are_dead_lettered_not_counted(
     last = await js.get_last_msg(subjects.DEADLETTER_STREAM, subjects.deadletter_subject("metering"))
     assert last.headers is not None
     assert "evt_negative: negative tokens or cost" in last.headers["Obdal-Reason"]
-    status = await request(nc, subjects.status_subject("metering"), {}, dict, timeout=2, what="metering")
+    status = await Metering(NatsBus(nc)).status(StatusQuery())
     assert "2 dead-lettered" in str(status)
     with pytest.raises(NotFound):
         await lookup(bus.url, app_id, "sess_n")

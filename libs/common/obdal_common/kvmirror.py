@@ -67,10 +67,6 @@ class KVMirror(Generic[T]):
         except msgspec.ValidationError:
             log.error("ignoring malformed %s record %s", self._typ.__name__, key)
 
-    def cached(self, key: str) -> T | None:
-        """The record as last seen by the watch."""
-        return self._records.get(key)
-
     def values(self) -> Iterable[T]:
         return self._records.values()
 

@@ -211,6 +211,38 @@ async def publish_event(
         delay = min(_PUBLISH_RETRY_MAX_S, delay * 2)
 
 
+async def pull_batches(
+    sub: JetStreamContext.PullSubscription,
+    handle: Callable[[list[Msg]], Awaitable[None]],
+    *,
+    stop: asyncio.Event,
+    batch: int,
+    wait_s: float = 1.0,
+    what: str,
+) -> None:
+    """Fetch up to ``batch`` messages at a time (waiting ``wait_s`` to fill one) and ``handle``
+    them until ``stop``; then unsubscribe.
+
+    Fetching rides out NATS reconnecting. A handler that fails (typically NATS lost
+    before its ack) leaves its messages unacked: JetStream redelivers them, and the
+    consumer carries on instead of dying with it.
+    """
+    while not stop.is_set():
+        try:
+            msgs = await sub.fetch(batch, timeout=wait_s)
+        except (TimeoutError, NatsTimeoutError):
+            continue
+        except Exception as exc:  # NATS reconnecting: wait and retry
+            log.warning("%s fetch failed: %s", what, exc)
+            await asyncio.sleep(1.0)
+            continue
+        try:
+            await handle(msgs)
+        except Exception as exc:
+            log.warning("%s interrupted, it will be redelivered: %r", what, exc)
+    await sub.unsubscribe()
+
+
 async def pull_each(
     sub: JetStreamContext.PullSubscription,
     handle: Callable[[Msg], Awaitable[None]],
@@ -219,27 +251,17 @@ async def pull_each(
     batch: int,
     what: str,
 ) -> None:
-    """Fetch messages of a pull subscription and ``handle`` each one until ``stop``; then unsubscribe.
+    """:func:`pull_batches` handling one message at a time: one that fails does not stop the
+    rest of its batch."""
 
-    Fetching rides out NATS reconnecting. A handler that fails (typically NATS lost
-    before its ack) leaves the message unacked: JetStream redelivers it, and the
-    consumer carries on instead of dying with it.
-    """
-    while not stop.is_set():
-        try:
-            msgs = await sub.fetch(batch, timeout=1.0)
-        except (TimeoutError, NatsTimeoutError):
-            continue
-        except Exception as exc:  # NATS reconnecting: wait and retry
-            log.warning("%s fetch failed: %s", what, exc)
-            await asyncio.sleep(1.0)
-            continue
+    async def each(msgs: list[Msg]) -> None:
         for msg in msgs:
             try:
                 await handle(msg)
             except Exception as exc:
                 log.warning("%s interrupted, it will be redelivered: %r", what, exc)
-    await sub.unsubscribe()
+
+    await pull_batches(sub, each, stop=stop, batch=batch, what=what)
 
 
 async def decode_or_term(msg: Msg, kind: type[T], *, what: str) -> T | None:

@@ -1,4 +1,10 @@
-"""Running a service as a process: settings, logging, tracing, metrics, signals, clean stop."""
+"""Running services as a process: settings, logging, tracing, metrics, signals, clean stop.
+
+One runner for every way Obdal runs: each ``obdal-<service>`` entry point runs one
+service with :func:`run_service`; ``obdal up`` runs several on one loop with the same
+:func:`run_services`, so a service behaves the same (stops on the same signals, reports
+its failure the same way, takes the others down with it) whichever starts it.
+"""
 
 from __future__ import annotations
 
@@ -6,55 +12,93 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 import uvloop
 
-from obdal_common.errors import ConfigurationError, DependencyUnavailable
+from obdal_common.errors import ConfigurationError, ObdalError
 from obdal_common.logs import configure_logging
 from obdal_common.metrics import serve_metrics, setup_metrics
 from obdal_common.settings import ObdalSettings, load_settings
 from obdal_common.telemetry import setup_tracing
 
-__all__ = ["ServeFn", "run_service"]
+__all__ = ["Service", "load_or_exit", "run", "run_service", "run_services", "setup_process"]
 
 S = TypeVar("S", bound=ObdalSettings)
-ServeFn = Callable[[S, asyncio.Event], Awaitable[None]]
+Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+"""A service's body: runs until the event is set, then returns once it has stopped cleanly."""
 
 log = logging.getLogger(__name__)
+
+
+def load_or_exit(settings_cls: type[S], *, prog: str, **overrides: Any) -> S:
+    """The settings, or exit 2 with the message naming the bad variable."""
+    try:
+        return load_settings(settings_cls, **overrides)
+    except ConfigurationError as exc:
+        print(f"{prog}: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def setup_process(name: str, settings: ObdalSettings) -> None:
+    """Logging, tracing and metrics for this process (once, whatever runs in it)."""
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    setup_tracing(name, settings)
+    setup_metrics(name)
+    serve_metrics(settings)
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    error = task.exception()
+    if isinstance(error, ObdalError):
+        log.error("%s stopped: %s", task.get_name(), error.message)
+    else:
+        log.error("%s stopped", task.get_name(), exc_info=error)
+
+
+async def run_services(
+    services: Mapping[str, Service],
+    *,
+    started: Callable[[Mapping[str, asyncio.Task[None]]], Awaitable[None]] | None = None,
+) -> None:
+    """Run ``services`` until SIGINT/SIGTERM or until any of them stops by itself (then stop
+    them all); exit 1 if any failed. ``started`` runs once they are all launched (a banner)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = {name: asyncio.create_task(body(stop), name=name) for name, body in services.items()}
+    for task in tasks.values():
+        task.add_done_callback(_report)
+    try:
+        if started is not None:
+            await started(tasks)
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopping, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+    finally:
+        stop.set()
+        results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+    if any(isinstance(r, BaseException) for r in results):
+        raise SystemExit(1)
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on libuv's event loop (less CPU per socket event than asyncio's)."""
+    uvloop.run(main)
 
 
 def run_service(
     name: str, settings_cls: type[S], serve: Callable[[S, asyncio.Event], Awaitable[None]]
 ) -> None:
     """Entry point body for ``obdal-<name>``: run ``serve`` until SIGINT/SIGTERM."""
-    try:
-        settings = load_settings(settings_cls)
-    except ConfigurationError as exc:
-        print(f"obdal-{name}: {exc.message}", file=sys.stderr)
-        raise SystemExit(2) from None
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
-    setup_tracing(f"obdal-{name}", settings)
-    setup_metrics(f"obdal-{name}")
-    serve_metrics(settings)
+    settings = load_or_exit(settings_cls, prog=f"obdal-{name}")
+    setup_process(f"obdal-{name}", settings)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await serve(settings, stop)
-        finally:
-            # Only chat and ingest open an index; the others never import retrieval.
-            if "obdal_common.retrieval.factory" in sys.modules:
-                from obdal_common.retrieval import close_indexes
+    async def body(stop: asyncio.Event) -> None:
+        await serve(settings, stop)
 
-                await close_indexes()
-
-    try:
-        uvloop.run(main())  # libuv's event loop: less CPU per socket event than asyncio's
-    except DependencyUnavailable as exc:
-        log.error("obdal-%s cannot start: %s", name, exc.message)
-        raise SystemExit(1) from None
+    run(run_services({name: body}))

@@ -31,8 +31,17 @@ __all__ = [
     "EraseRequest",
     "EraseResult",
     "ErrorReply",
+    "FileAccepted",
+    "FileList",
+    "FileListQuery",
+    "FileLookup",
+    "FileOutcomeQuery",
+    "FileReplace",
     "FileState",
     "FileStatus",
+    "FileUpload",
+    "HistoryErase",
+    "HistoryErased",
     "HistoryMessage",
     "IngestDelete",
     "IngestDeleteApp",
@@ -53,6 +62,7 @@ __all__ = [
     "SessionQuery",
     "SessionSummary",
     "Source",
+    "StatusQuery",
     "TurnEvent",
     "TurnOutcome",
     "Usage",
@@ -150,7 +160,6 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     key_id: str
     session_id: str
     message: str
-    stream: bool = True
     user: str | None = None
     history: list[HistoryMessage] | None = None
 
@@ -177,8 +186,6 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
 
 class ChatAccepted(msgspec.Struct, frozen=True, kw_only=True, tag="accepted"):
     """First reply: a worker has taken the request."""
-
-    worker_id: str
 
 
 class ChatDelta(msgspec.Struct, frozen=True, kw_only=True, tag="delta"):
@@ -224,6 +231,17 @@ def decode_chat_reply(data: bytes) -> ChatReply:
     """Decode one message of a chat reply stream."""
     reply: ChatReply = _chat_replies.decode(data)
     return reply
+
+
+class HistoryErase(msgspec.Struct, frozen=True, kw_only=True):
+    """Forget the working context of these sessions of one app."""
+
+    app_id: str
+    session_ids: list[str]
+
+
+class HistoryErased(msgspec.Struct, frozen=True, kw_only=True):
+    sessions_erased: int
 
 
 # --- events (JetStream, into metering) -----------------------------------------
@@ -320,6 +338,61 @@ class FileStatus(msgspec.Struct, frozen=True, kw_only=True):
     pages: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Where the bytes of this version are in the object store (internal: never in the public API).
+    object_name: str = ""
+
+
+class FileUpload(msgspec.Struct, frozen=True, kw_only=True):
+    """A new document whose bytes wait in the object store under ``staged`` (the claim check:
+    from this request on, ingest owns them; a duplicate's are deleted)."""
+
+    app_id: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    staged: str
+
+
+class FileReplace(msgspec.Struct, frozen=True, kw_only=True):
+    """New content for an existing file, staged like an upload."""
+
+    app_id: str
+    file_id: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    staged: str
+
+
+class FileAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    """The file's status as queued, or the app's existing file with identical content."""
+
+    file: FileStatus
+    duplicate: bool = False
+
+
+class FileLookup(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+    file_id: str
+
+
+class FileListQuery(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+
+
+class FileList(msgspec.Struct, frozen=True, kw_only=True):
+    files: list[FileStatus]
+
+
+class FileOutcomeQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Wait up to ``wait_s`` for ``version`` of the file to end ready or failed."""
+
+    app_id: str
+    file_id: str
+    version: int
+    wait_s: float
 
 
 class IngestDelete(msgspec.Struct, frozen=True, kw_only=True):
@@ -330,10 +403,13 @@ class IngestDelete(msgspec.Struct, frozen=True, kw_only=True):
 class IngestDeleted(msgspec.Struct, frozen=True, kw_only=True):
     file_id: str
     vectors_deleted: int
+    # How many files (status records) went: 1 for a file, the app's count for an app.
+    files_deleted: int = 0
 
 
 class IngestDeleteApp(msgspec.Struct, frozen=True, kw_only=True):
-    """Erase every vector of an app (answered with an :class:`IngestDeleted` whose file_id is ``*``)."""
+    """Erase every file of an app: vectors, statuses, bytes (answered with an
+    :class:`IngestDeleted` whose file_id is ``*``)."""
 
     app_id: str
 
@@ -377,6 +453,10 @@ class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # --- health and errors -----------------------------------------------------------
+
+
+class StatusQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A health check asks nothing."""
 
 
 class DependencyStatus(msgspec.Struct, frozen=True, kw_only=True):

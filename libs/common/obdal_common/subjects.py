@@ -16,8 +16,6 @@ __all__ = [
     "EVENTS_STREAM",
     "EVENTS_SUBJECTS",
     "INGEST_CONSUMER",
-    "INGEST_DELETE",
-    "INGEST_DELETE_APP",
     "INGEST_JOB",
     "INGEST_STREAM",
     "KV_APPS",
@@ -47,13 +45,11 @@ __all__ = [
 CHAT_REQUEST: Final = "obdal.chat.request"
 CHAT_QUEUE: Final = "chat"
 
-# Ingest: jobs on a work-queue stream (each job delivered to one worker).
+# Ingest: jobs on a work-queue stream (each job delivered to one worker); its RPCs (the file
+# lifecycle, obdal.ingest.files.*) are declared in obdal_common.contract.ingest.
 INGEST_STREAM: Final = "OBDAL_INGEST"
 INGEST_JOB: Final = "obdal.ingest.job"
 INGEST_CONSUMER: Final = "ingest"
-# Deleting a file's vectors is a request/reply: the caller waits until it is done.
-INGEST_DELETE: Final = "obdal.ingest.delete"
-INGEST_DELETE_APP: Final = "obdal.ingest.delete_app"
 
 # Events into metering: one stream, three subjects, deduplicated by Nats-Msg-Id.
 EVENTS_STREAM: Final = "OBDAL_EVENTS"

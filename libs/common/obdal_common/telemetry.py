@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 from obdal_common.settings import ObdalSettings
 
-__all__ = ["extract_context", "inject_headers", "setup_tracing", "tracer"]
+__all__ = ["extract_context", "inject_headers", "setup_tracing"]
 
 _configured = False
 
@@ -37,11 +37,6 @@ def setup_tracing(service_name: str, settings: ObdalSettings) -> None:
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _configured = True
-
-
-def tracer(name: str) -> trace.Tracer:
-    """The tracer for an Obdal module."""
-    return trace.get_tracer(name)
 
 
 def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:

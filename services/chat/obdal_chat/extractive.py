@@ -1,8 +1,10 @@
-"""The offline answerer: a litellm provider that answers from the quoted passages, with citations.
+"""The offline answerer (``obdal/extractive``): answers from the passages, with citations.
 
-Registered as ``obdal/extractive``. It needs no network and no model, costs 0, and is
-deterministic. The pipeline has already decided what it may use: only passages over the
-relevance threshold reach it, and small talk reaches it with none. So it:
+The generator gives it the turn's question, its grounded passages and the app's persona
+as they are, not as a prompt to parse back (:meth:`obdal_chat.generation.Generator.stream`).
+It needs no network and no model, costs 0, and is deterministic. The pipeline has already
+decided what it may use: only passages over the relevance threshold reach it, and small
+talk reaches it with none. So it:
 
 - replies to small talk in the app's persona (:mod:`obdal_chat.smalltalk`);
 - with no passages, declines (:data:`NOT_FOUND`);
@@ -24,18 +26,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
-
-from litellm.llms.custom_llm import CustomLLM
-from litellm.types.utils import GenericStreamingChunk, ModelResponse
+from collections.abc import AsyncGenerator, Sequence
+from typing import NamedTuple
 
 from obdal_chat import smalltalk
 from obdal_chat.grounding import is_summary_request
-from obdal_chat.prompts import ParsedSource, parse_sources, persona
-from obdal_common.retrieval.sparse import Bm25Encoder
+from obdal_retrieval import Hit
+from obdal_retrieval.sparse import Bm25Encoder
 
-__all__ = ["NOT_FOUND", "ExtractiveLLM", "extract_answer"]
+__all__ = ["NOT_FOUND", "extract_answer", "stream_answer"]
 
 NOT_FOUND = (
     "I could not find an answer to that in the documents I have. "
@@ -66,26 +65,24 @@ def _terms(text: str) -> set[int]:
     return set(_encoder.query(text)[0])
 
 
-def _question(messages: Sequence[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return str(message.get("content", ""))
-    return ""
+class _Source(NamedTuple):
+    number: int  # its citation, [1] for the best-ranked passage, as the prompt numbers them
+    hit: Hit
 
 
-def _sentences(source: ParsedSource) -> list[str]:
+def _sentences(source: _Source) -> list[str]:
     # Line breaks inside a sentence are layout, not content.
-    return [s for s in (" ".join(piece.split()) for piece in _SENTENCE.split(source.text)) if s]
+    return [s for s in (" ".join(piece.split()) for piece in _SENTENCE.split(source.hit.text)) if s]
 
 
 def _cite(sentences: Sequence[str], number: int) -> str:
     return f"{' '.join(sentences)} [{number}]"
 
 
-def _summary(sources: Sequence[ParsedSource]) -> str:
+def _summary(sources: Sequence[_Source]) -> str:
     # The best-ranked passage's document, its passages in the order they stand in it.
-    filename = sources[0].filename
-    parts = sorted((s for s in sources if s.filename == filename), key=lambda s: s.part)
+    filename = sources[0].hit.filename
+    parts = sorted((s for s in sources if s.hit.filename == filename), key=lambda s: s.hit.position)
     points: list[str] = []
     seen: set[str] = set()
     for source in parts:
@@ -93,7 +90,7 @@ def _summary(sources: Sequence[ParsedSource]) -> str:
             # Consecutive passages overlap: a sentence already quoted is not a new point.
             if sentence not in seen and not sentence.startswith("#"):
                 seen.add(sentence)
-                section = source.section.rsplit(" > ", 1)[-1]
+                section = source.hit.heading.rsplit(" > ", 1)[-1]
                 label = f"{section}: " if section and section != filename else ""
                 points.append(f"- {label}{_cite([sentence], source.number)}")
                 break
@@ -102,7 +99,7 @@ def _summary(sources: Sequence[ParsedSource]) -> str:
     return f"Here is an overview of {filename}:\n" + "\n".join(points)
 
 
-def _best_sentences(question: str, sources: Sequence[ParsedSource]) -> str:
+def _best_sentences(question: str, sources: Sequence[_Source]) -> str:
     wanted = _terms(question)
     quantity = bool(_QUANTITY.search(question))
     sentences = [_sentences(source) for source in sources]
@@ -145,13 +142,12 @@ def _best_sentences(question: str, sources: Sequence[ParsedSource]) -> str:
     return "\n".join(lines)
 
 
-def extract_answer(messages: list[dict[str, Any]]) -> str:
-    """The answer text for ``messages`` built by :func:`obdal_chat.prompts.build_messages`."""
-    question = _question(messages)
+def extract_answer(question: str, passages: Sequence[Hit], *, persona: str) -> str:
+    """The answer to ``question`` from ``passages`` (best first, cited from [1]), in the app's ``persona``."""
+    sources = [_Source(number, hit) for number, hit in enumerate(passages, start=1)]
     talk = smalltalk.classify(question)
-    sources = parse_sources(messages)
     if talk is not None and not sources:
-        return smalltalk.reply(talk, persona=persona(messages))
+        return smalltalk.reply(talk, persona=persona)
     if not sources or not question.strip():
         return NOT_FOUND
     if is_summary_request(question):
@@ -159,29 +155,7 @@ def extract_answer(messages: list[dict[str, Any]]) -> str:
     return _best_sentences(question, sources)
 
 
-def _pieces(text: str) -> Iterator[str]:
-    # Word-sized chunks, like a model's tokens, so streaming is visible.
-    yield from _TOKEN.findall(text)
-
-
-class ExtractiveLLM(CustomLLM):
-    """litellm custom provider for ``obdal/extractive``."""
-
-    # litellm documents async generators here although its stub says coroutine.
-    async def astreaming(  # type: ignore[override]
-        self, *args: Any, **kwargs: Any
-    ) -> AsyncIterator[GenericStreamingChunk]:
-        answer = extract_answer(kwargs["messages"])
-        for piece in _pieces(answer):
-            yield GenericStreamingChunk(
-                text=piece, is_finished=False, finish_reason="", usage=None, index=0, tool_use=None
-            )
-        yield GenericStreamingChunk(
-            text="", is_finished=True, finish_reason="stop", usage=None, index=0, tool_use=None
-        )
-
-    async def acompletion(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        model_response: ModelResponse = kwargs["model_response"]
-        model_response.choices[0].message.content = extract_answer(kwargs["messages"])
-        model_response.model = kwargs.get("model", "extractive")
-        return model_response
+async def stream_answer(question: str, passages: Sequence[Hit], *, persona: str) -> AsyncGenerator[str, None]:
+    """:func:`extract_answer` in word-sized pieces, like a model's tokens, so streaming is visible."""
+    for piece in _TOKEN.findall(extract_answer(question, passages, persona=persona)):
+        yield piece

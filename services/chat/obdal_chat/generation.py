@@ -1,9 +1,9 @@
-"""Generation through litellm: provider set-up, streaming, token counting and cost."""
+"""Generation: streaming (through litellm, the lean OpenAI client or the offline answerer), tokens, cost."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -11,16 +11,17 @@ from typing import Any
 import litellm
 
 from obdal_chat.app_settings import GenerationOptions
-from obdal_chat.extractive import ExtractiveLLM
+from obdal_chat.extractive import stream_answer
 from obdal_chat.openai_stream import OpenAIStream, ProviderUsage
 from obdal_chat.settings import ChatSettings
 from obdal_common.errors import DependencyUnavailable
+from obdal_retrieval import Hit
 
 __all__ = ["Completion", "Generator", "answers_at_once"]
 
 log = logging.getLogger(__name__)
 
-_PROVIDER = "obdal"
+_OFFLINE = "obdal/"  # the offline extractive answerer: called directly, not through litellm
 _OPENAI = "openai/"  # OpenAI-compatible servers: streamed by OpenAIStream, not litellm
 
 
@@ -30,7 +31,7 @@ def answers_at_once(model: str) -> bool:
     Its words are relayed as they come, never coalesced: joined, they would arrive as one
     message and the answer would no longer look like a stream.
     """
-    return model.startswith(f"{_PROVIDER}/")
+    return model.startswith(_OFFLINE)
 
 
 @dataclass(slots=True)
@@ -44,15 +45,13 @@ class Completion:
 
 
 class Generator:
-    """Streams completions from litellm models, each answer with its app's options."""
+    """Streams completions, each answer with its app's options."""
 
     def __init__(self, settings: ChatSettings) -> None:
         self._litellm = litellm
         self._lean_openai = settings.chat_openai_stream
         # USD per (input, output) token by model; None for a model litellm does not price.
         self._unit_prices: dict[str, tuple[float, float] | None] = {}
-        if not any(p.get("provider") == _PROVIDER for p in litellm.custom_provider_map):
-            litellm.custom_provider_map.append({"provider": _PROVIDER, "custom_handler": ExtractiveLLM()})
         litellm.suppress_debug_info = True
         self._openai = OpenAIStream(
             timeout_s=settings.chat_provider_timeout_s, max_connections=settings.chat_concurrency
@@ -63,16 +62,28 @@ class Generator:
         await self._openai.aclose()
 
     async def stream(
-        self, messages: list[dict[str, str]], completion: Completion, *, options: GenerationOptions
+        self,
+        messages: list[dict[str, str]],
+        completion: Completion,
+        *,
+        options: GenerationOptions,
+        question: str,
+        passages: Sequence[Hit],
     ) -> AsyncIterator[str]:
         """Yield text deltas; fill ``completion`` with text and token counts as they come.
 
-        ``completion.prompt_tokens`` is the caller's count of ``messages`` (it announces it
-        before the first delta); the provider's own usage replaces both counts when it
-        reports one. The completion count is done in a ``finally`` so an answer cut short
-        by a disconnect or an error is still metered.
+        ``messages`` is the prompt (:func:`obdal_chat.prompts.build_messages`) of the turn's
+        ``question`` and grounded ``passages``; the offline answerer is given those two and
+        the app's persona as they are (:func:`obdal_chat.extractive.stream_answer`), a model
+        the prompt. ``completion.prompt_tokens`` is the caller's count of ``messages`` (it
+        announces it before the first delta); the provider's own usage replaces both counts
+        when it reports one. The completion count is done in a ``finally`` so an answer cut
+        short by a disconnect or an error is still metered.
         """
-        if options.model.startswith(_OPENAI) and self._lean_openai:
+        source: AsyncGenerator[str | ProviderUsage, None]
+        if answers_at_once(options.model):
+            source = stream_answer(question, passages, persona=options.system_prompt)
+        elif options.model.startswith(_OPENAI) and self._lean_openai:
             source = self._openai.stream(
                 model=options.model.removeprefix(_OPENAI),
                 messages=messages,
@@ -108,9 +119,8 @@ class Generator:
             "stream": True,
             "temperature": options.temperature,
             "max_tokens": options.max_tokens,
+            "stream_options": {"include_usage": True},
         }
-        if not options.model.startswith(f"{_PROVIDER}/"):
-            kwargs["stream_options"] = {"include_usage": True}
         if options.api_base:
             kwargs["api_base"] = options.api_base
         if options.api_key:

@@ -2,8 +2,8 @@
 
 Retrieval always returns the best passages it has, related or not; an answer built on
 unrelated ones cited three of them under a refusal. Each hit's relevance (its cosine
-similarity to the question, :class:`obdal_common.retrieval.Hit`) is compared with the
-embedder's calibrated floor (:func:`obdal_common.retrieval.embedders.relevance_floor`):
+similarity to the question, :class:`obdal_retrieval.Hit`) is compared with the
+embedder's calibrated floor (:func:`obdal_retrieval.embedders.relevance_floor`):
 passages under it are neither given to the model nor cited, for every model, and a turn
 left with none is declined.
 """
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from obdal_chat import smalltalk
-from obdal_common.retrieval import Hit, HybridIndex
 from obdal_common.schemas import TurnOutcome
+from obdal_retrieval import Hit, HybridIndex
 
 __all__ = ["Grounding", "ground", "is_summary_request"]
 

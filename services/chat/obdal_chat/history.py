@@ -12,11 +12,17 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from obdal_common.sessions import history_key
+from obdal_common.errors import DependencyUnavailable
+from obdal_common.schemas import HistoryErase, HistoryErased
 
 __all__ = ["SessionHistory"]
 
 log = logging.getLogger(__name__)
+
+
+def history_key(app_id: str, session_id: str) -> str:
+    """The Redis list holding a session's recent messages, namespaced by app."""
+    return f"obdal:history:{app_id}:{session_id}"
 
 
 class SessionHistory:
@@ -53,3 +59,16 @@ class SessionHistory:
                 await pipe.execute()
         except RedisError as exc:
             log.warning("could not store session history: %s", exc)
+
+    async def erase(self, request: HistoryErase) -> HistoryErased:
+        """Forget the sessions' context (the ``erase_history`` RPC); unlike reading and writing
+        it, erasing must not fail silently: Redis down is a 503 the caller retries."""
+        if not request.session_ids:
+            return HistoryErased(sessions_erased=0)
+        try:
+            removed = await self._redis.delete(*(history_key(request.app_id, s) for s in request.session_ids))
+        except RedisError as exc:
+            raise DependencyUnavailable(
+                "session context could not be erased, retry", code="redis_unavailable"
+            ) from exc
+        return HistoryErased(sessions_erased=int(removed))

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 
+from obdal_chat.answers import AnswerServer
 from obdal_chat.app_settings import AppSettings
+from obdal_chat.bindings import chat_bindings
 from obdal_chat.generation import Generator
-from obdal_chat.handlers import ChatHandlers
 from obdal_chat.history import SessionHistory
 from obdal_chat.partials import PartialAnswers
 from obdal_chat.pipeline import AnswerPipeline
 from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
+from obdal_common.contract import NatsBus
+from obdal_common.health import nats_check, ping_check
 from obdal_common.messaging import close as close_nats
-from obdal_common.messaging import connect, ensure_topology, key_value, serve_requests
+from obdal_common.messaging import connect, ensure_topology, key_value
 from obdal_common.redis_client import redis_client
-from obdal_common.retrieval import open_index
 from obdal_common.runner import run_service
-from obdal_common.schemas import DependencyStatus, ServiceStatus
+from obdal_common.schemas import DependencyStatus
+from obdal_retrieval import HybridIndex, close_index, open_index
 
 __all__ = ["main", "serve"]
 
@@ -31,6 +32,7 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
     """Run the chat worker until ``stop`` is set."""
     nc = await connect(settings.nats_url, name="obdal-chat")
     redis = redis_client(settings.redis_url)
+    index: HybridIndex | None = None
     try:
         js = nc.jetstream()
         await ensure_topology(js)
@@ -38,53 +40,60 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
         generator = Generator(settings)
         apps = AppSettings(settings, await key_value(js, subjects.KV_APPS))
         await apps.start()
+        history = SessionHistory(
+            redis, max_messages=settings.chat_history_messages, ttl_s=settings.chat_session_ttl_s
+        )
         pipeline = AnswerPipeline(
             settings,
             index=index,
-            history=SessionHistory(
-                redis, max_messages=settings.chat_history_messages, ttl_s=settings.chat_session_ttl_s
-            ),
+            history=history,
             apps=apps,
             generator=generator,
             js=js,
             redis=redis,
         )
-        handlers = ChatHandlers(
+        answers = AnswerServer(
             nc,
             pipeline,
-            worker_id=f"{socket.gethostname()}-{os.getpid()}",
             heartbeat_s=settings.chat_heartbeat_s,
             concurrency=settings.chat_concurrency,
         )
 
-        async def status(_: object) -> ServiceStatus:
-            deps = {"nats": DependencyStatus(ok=nc.is_connected)}
-            deps["index"] = await index.status()
-            try:
-                await redis.ping()
-                deps["redis"] = DependencyStatus(ok=True)
-            except Exception as exc:
-                deps["redis"] = DependencyStatus(ok=False, detail=str(exc))
-            deps["model"] = DependencyStatus(ok=True, detail=settings.chat_model)
-            return ServiceStatus(service="chat", ok=all(d.ok for d in deps.values()), dependencies=deps)
+        async def model_check() -> DependencyStatus:
+            return DependencyStatus(ok=True, detail=settings.chat_model)
 
-        status_sub = await serve_requests(
-            nc, subjects.status_subject("chat"), dict, status, span_name="chat.status"
+        checks = {
+            "nats": nats_check(nc),
+            "index": index.status,
+            "redis": ping_check(redis.ping),
+            "model": model_check,
+        }
+        bindings = chat_bindings(history=history, checks=checks)
+        await bindings.serve(NatsBus(nc))
+        await answers.start()
+        partial_answers = PartialAnswers(
+            js,
+            pipeline,
+            generator,
+            apps,
+            max_deliver=settings.chat_partial_max_deliver,
+            ack_wait_s=settings.chat_partial_ack_wait_s,
         )
-        await handlers.start()
-        partials = asyncio.create_task(PartialAnswers(js, pipeline, generator, apps).consume(stop))
+        partials = asyncio.create_task(partial_answers.consume(stop))
         log.info(
             "chat worker ready (model %s, index %s)", settings.chat_model, settings.qdrant_url or "embedded"
         )
         await stop.wait()
-        await status_sub.unsubscribe()
-        await handlers.stop()
+        await bindings.stop()
+        await answers.stop()
         await partials
         await apps.stop()
         await generator.aclose()
     finally:
         await redis.aclose()
         await close_nats(nc)
+        if index is not None:
+            await close_index(index)
 
 
 def main() -> None:

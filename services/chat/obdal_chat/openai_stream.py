@@ -60,7 +60,7 @@ def _unavailable(reason: str) -> DependencyUnavailable:
 
 
 class OpenAIStream:
-    """Streams chat completions from OpenAI-compatible servers over one pooled httpx client."""
+    """Streams chat completions from OpenAI-compatible servers over one pooled aiohttp session."""
 
     def __init__(self, *, timeout_s: float, max_connections: int) -> None:
         self._timeout = aiohttp.ClientTimeout(total=None, connect=min(timeout_s, 10.0), sock_read=timeout_s)

@@ -28,8 +28,6 @@ __all__ = ["PartialAnswers"]
 log = logging.getLogger(__name__)
 
 _BATCH = 16
-_MAX_DELIVER = 20
-_ACK_WAIT_S = 60.0
 _RETRY_S = 1.0
 
 
@@ -37,9 +35,18 @@ class PartialAnswers:
     """The durable consumer of partial answers, shared by every chat worker."""
 
     def __init__(
-        self, js: JetStreamContext, pipeline: AnswerPipeline, generator: Generator, apps: AppSettings
+        self,
+        js: JetStreamContext,
+        pipeline: AnswerPipeline,
+        generator: Generator,
+        apps: AppSettings,
+        *,
+        max_deliver: int,
+        ack_wait_s: float,
     ) -> None:
         self._js = js
+        self._max_deliver = max_deliver
+        self._ack_wait_s = ack_wait_s
         self._pipeline = pipeline
         self._generator = generator
         self._apps = apps
@@ -51,7 +58,7 @@ class PartialAnswers:
             durable=subjects.CHAT_PARTIAL_CONSUMER,
             stream=subjects.CHAT_PARTIAL_STREAM,
             config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT, max_deliver=_MAX_DELIVER, ack_wait=_ACK_WAIT_S
+                ack_policy=AckPolicy.EXPLICIT, max_deliver=self._max_deliver, ack_wait=self._ack_wait_s
             ),
         )
         await pull_each(sub, self._meter, stop=stop, batch=_BATCH, what="partial answer")

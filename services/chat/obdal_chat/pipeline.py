@@ -25,8 +25,6 @@ from obdal_common.budgets import add_tokens
 from obdal_common.errors import DependencyUnavailable, ObdalError
 from obdal_common.ids import new_id
 from obdal_common.messaging import publish_event
-from obdal_common.retrieval import Hit, HybridIndex
-from obdal_common.retrieval.embedders import relevance_floor
 from obdal_common.schemas import (
     ChatDelta,
     ChatEnd,
@@ -41,6 +39,8 @@ from obdal_common.schemas import (
     Usage,
     UsageEvent,
 )
+from obdal_retrieval import Hit, HybridIndex
+from obdal_retrieval.embedders import relevance_floor
 
 __all__ = ["AnswerPipeline"]
 
@@ -139,7 +139,10 @@ class AnswerPipeline:
                 if answers_at_once(options.model):
                     window_s = 0
                 deltas = coalesce(
-                    self._generator.stream(messages, completion, options=options), window_s=window_s
+                    self._generator.stream(
+                        messages, completion, options=options, question=req.message, passages=hits
+                    ),
+                    window_s=window_s,
                 )
                 # aclosing: the model's stream ends (and its tokens are counted) before usage is computed.
                 async with aclosing(deltas):

@@ -31,6 +31,12 @@ class ChatSettings(ObdalSettings):
     chat_session_ttl_s: int = Field(86400, ge=60)
     chat_heartbeat_s: float = Field(1.0, gt=0, description="Ping interval while generating")
     chat_concurrency: int = Field(64, ge=1, description="Answers in flight per worker")
+    chat_partial_max_deliver: int = Field(
+        20, ge=1, le=100, description="Attempts at metering an answer whose worker died"
+    )
+    chat_partial_ack_wait_s: float = Field(
+        60.0, gt=1, description="How long such an attempt may take before it is redelivered"
+    )
     chat_provider_timeout_s: float = Field(
         120.0, gt=0, description="Longest wait for an OpenAI-compatible provider's next bytes"
     )

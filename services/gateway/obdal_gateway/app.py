@@ -1,18 +1,19 @@
-"""The Litestar application: routes, error mapping, OpenAPI, lifespan wiring."""
+"""The Litestar application: routes, middleware, auth, error mapping, OpenAPI, lifespan wiring."""
 
 from __future__ import annotations
 
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.middleware import DefineMiddleware
+from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
+from obdal_gateway.auth import check_declarations, provide_principal
 from obdal_gateway.cors import PolicyHeadersMiddleware
 from obdal_gateway.encodings import IdentityBodyMiddleware
 from obdal_gateway.error_responses import EXCEPTION_HANDLERS
-from obdal_gateway.instrumentation import name_span, prometheus_metrics, tracing_plugin
+from obdal_gateway.instrumentation import RequestMetrics, name_span, prometheus_metrics, tracing_plugin
 from obdal_gateway.openapi_docs import complete_openapi
 from obdal_gateway.routes.admin import admin_router
 from obdal_gateway.routes.chat import chat
@@ -36,6 +37,7 @@ from obdal_gateway.routes.sessions import (
 from obdal_gateway.routes.status import live, status
 from obdal_gateway.routes.usage import usage
 from obdal_gateway.routes.widget import demo_page, widget_script
+from obdal_gateway.slow_clients import SendTimeout
 from obdal_gateway.state import Gateway
 
 __all__ = ["create_app"]
@@ -64,7 +66,18 @@ def _gateway(state: State) -> Gateway:
 
 def create_app(gateway: Gateway) -> Litestar:
     """Build the app around connected dependencies (owned and closed by the caller)."""
-
+    # Every middleware, outermost first. Litestar runs `middleware=` per route, after routing, so
+    # the router's own 404/405 never pass through it. Metrics and the send timeout must see every
+    # response: they run around routing, outside Litestar's OpenTelemetry middleware (a plugin)
+    # and its exception handling, wrapping the app's own ASGI handler below.
+    around_routing: list[ASGIMiddleware] = [
+        RequestMetrics(),
+        SendTimeout(timeout_s=gateway.settings.client_send_timeout_s),
+    ]
+    per_route: list[ASGIMiddleware] = [
+        PolicyHeadersMiddleware(preflight_allowed=gateway.keys.allows_origin),
+        IdentityBodyMiddleware(),
+    ]
     app = Litestar(
         route_handlers=[
             chat,
@@ -89,12 +102,10 @@ def create_app(gateway: Gateway) -> Litestar:
             replace_file,
             delete_all_files,
         ],
-        dependencies={"gw": Provide(_gateway, sync_to_thread=False)},
+        # `principal`: the caller's key, checked for the scope its route declares (obdal_gateway.auth).
+        dependencies={"gw": Provide(_gateway, sync_to_thread=False), "principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[
-            DefineMiddleware(PolicyHeadersMiddleware, preflight_allowed=gateway.keys.allows_origin),
-            IdentityBodyMiddleware,
-        ],
+        middleware=per_route,
         plugins=[tracing_plugin()],
         before_request=name_span,
         state=State({"gateway": gateway}),
@@ -109,5 +120,8 @@ def create_app(gateway: Gateway) -> Litestar:
         logging_config=None,  # logging is configured once per process (obdal_common.logs)
         debug=False,
     )
+    for middleware in reversed(around_routing):
+        app.asgi_handler = middleware(app.asgi_handler)
+    check_declarations(app)
     complete_openapi(app)
     return app

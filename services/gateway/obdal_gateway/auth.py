@@ -1,6 +1,14 @@
 """Who is calling: the key from the request, its origin policy, scopes and rate limit.
 
 Every refusal is audited (reason, key id, origin, client IP; never the key).
+
+Routes declare what they need rather than checking it themselves (docs/architecture.md,
+"Gateway: how a route declares what it needs"): a tenant route names its scope,
+``opt={"scope": "files:read"}``, and takes a ``principal: Principal`` parameter, which the
+app-wide ``principal`` dependency (:func:`provide_principal`) resolves by checking the key
+for that scope; the admin routers and ``/metrics`` carry a guard (:func:`operator_guard`,
+:func:`metrics_guard`). :func:`check_declarations` refuses, at start-up, a route that takes a
+principal without naming a known scope or names a scope it would never check.
 """
 
 from __future__ import annotations
@@ -10,8 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from litestar import Request
+from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
+from litestar.exceptions import ImproperlyConfiguredException
+from litestar.handlers import BaseRouteHandler
+from litestar.routes import HTTPRoute
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
@@ -19,13 +30,25 @@ from obdal_common.budgets import tokens_used
 from obdal_common.errors import Forbidden, ObdalError, RateLimited, Unauthorized
 from obdal_common.schemas import KeyRecord
 from obdal_gateway.cors import add_response_headers, allow_origin
-from obdal_gateway.keys import parse_key
+from obdal_gateway.keys import ALL_SCOPES, parse_key
 from obdal_gateway.origins import origin_allowed
 
 if TYPE_CHECKING:
     from obdal_gateway.state import Gateway
 
-__all__ = ["Principal", "authenticate", "bearer_matches", "check_budget", "check_operator", "presented_key"]
+__all__ = [
+    "Principal",
+    "authenticate",
+    "bearer_matches",
+    "check_budget",
+    "check_declarations",
+    "check_operator",
+    "metrics_guard",
+    "operator_guard",
+    "presented_key",
+    "provide_principal",
+    "required_scope",
+]
 
 # Refusals audited per second per gateway, so a flood of bad keys cannot flood the audit log.
 _AUDIT_REFUSALS_PER_S = 20
@@ -158,6 +181,24 @@ async def authenticate(
     return Principal(key=record)
 
 
+def required_scope(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The scope the matched route declares: ``opt={"scope": ...}``."""
+    scope: str = connection.route_handler.opt["scope"]
+    return scope
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """The app-wide ``principal`` dependency: the request's key, checked for its route's scope.
+
+    Litestar resolves dependencies once the body is read and before it validates the route's
+    own parameters, so a caller without a valid key is refused (401/403/429) before its query
+    is judged (400). A route whose key may be in its body (``POST /v1/chat``) provides its own
+    ``principal``, from the validated body.
+    """
+    gw: Gateway = request.app.state.gateway
+    return await authenticate(request, gw, scope=required_scope(request))
+
+
 async def check_budget(gw: Gateway, principal: Principal) -> None:
     """Refuse (429) when the key spent its daily token budget. Fails open without Redis."""
     budget = principal.key.token_budget
@@ -192,3 +233,42 @@ def check_operator(connection: ASGIConnection[Any, Any, Any, Any], token: str) -
         raise Unauthorized(
             "admin endpoints need 'Authorization: Bearer <operator token>'", code="invalid_admin_token"
         )
+
+
+def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of the admin routers: runs before the body is read, so no admin input is parsed
+    unauthenticated."""
+    gw: Gateway = connection.app.state.gateway
+    check_operator(connection, gw.admin_token)
+
+
+def metrics_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of ``GET /metrics``: open unless ``OBDAL_METRICS_TOKEN`` is set; then scrapers send it
+    as a bearer token."""
+    gw: Gateway = connection.app.state.gateway
+    token = gw.settings.metrics_token
+    if token is not None and not bearer_matches(connection, token.get_secret_value()):
+        raise Unauthorized(
+            "/metrics needs 'Authorization: Bearer <metrics token>'", code="invalid_metrics_token"
+        )
+
+
+def check_declarations(app: Litestar) -> None:
+    """Refuse to build an app with a route whose declaration and signature disagree: a route that
+    takes a ``principal`` must name a known scope, and one that names a scope must take the
+    principal, or nothing would check its key."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            scope = handler.opt.get("scope")
+            takes_principal = "principal" in handler.parsed_fn_signature.parameters
+            if scope is None and not takes_principal:
+                continue
+            if not takes_principal:
+                problem = f"declares the scope {scope!r} but takes no 'principal': nothing checks its key"
+            elif scope not in ALL_SCOPES:
+                problem = f"takes a 'principal' but declares no known scope (opt={{'scope': ...}}): {scope!r}"
+            else:
+                continue
+            raise ImproperlyConfiguredException(f"route {route.path} ({handler.handler_name}) {problem}")

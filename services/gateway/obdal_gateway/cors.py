@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from litestar.datastructures import Headers, MutableScopeHeaders
 from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
 from litestar.types import (
     ASGIApp,
     HTTPResponseBodyEvent,
@@ -45,17 +46,15 @@ def allow_origin(scope: Any, origin: str) -> None:
     )
 
 
-class PolicyHeadersMiddleware:
-    """ASGI middleware answering preflights and adding the per-request headers."""
+class PolicyHeadersMiddleware(ASGIMiddleware):
+    """Middleware answering preflights and adding the per-request headers (HTTP only)."""
 
-    def __init__(self, app: ASGIApp, *, preflight_allowed: Callable[[str], bool]) -> None:
-        self._app = app
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, *, preflight_allowed: Callable[[str], bool]) -> None:
         self._preflight_allowed = preflight_allowed
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self._app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         request_headers = Headers.from_scope(scope)
         origin = request_headers.get("origin")
         if (
@@ -76,7 +75,7 @@ class PolicyHeadersMiddleware:
                     headers.extend_header_value("vary", "Origin")
             await send(message)
 
-        await self._app(scope, receive, send_with_headers)
+        await next_app(scope, receive, send_with_headers)
 
     async def _preflight(self, origin: str, request_headers: Headers, send: Send) -> None:
         vary = (b"vary", b"Origin")

@@ -7,14 +7,13 @@ from typing import Any
 
 from litestar import Request, Response, get
 from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import metrics, trace
 
-from obdal_common.errors import Unauthorized
 from obdal_common.metrics import prometheus_text
-from obdal_gateway.auth import bearer_matches
-from obdal_gateway.state import Gateway
+from obdal_gateway.auth import metrics_guard
 
 __all__ = ["RequestMetrics", "name_span", "prometheus_metrics", "tracing_plugin"]
 
@@ -65,19 +64,18 @@ def tracing_plugin() -> OpenTelemetryPlugin:
     )
 
 
-class RequestMetrics:
-    """ASGI wrapper counting requests and errors by route, status and method, and timing them.
+class RequestMetrics(ASGIMiddleware):
+    """Middleware counting requests and errors by route, status and method, and timing them.
 
-    It wraps the whole application (not a route), so it also sees what the router
-    refused (404/405) and every response the exception handlers produced.
+    The gateway runs it around routing (obdal_gateway.app), not per route, so it also sees
+    what the router refused (404/405) and every response the exception handlers produced.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
+    scopes = (ScopeType.HTTP,)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or scope["path"] == "/metrics":
-            await self._app(scope, receive, send)
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if scope["path"] == "/metrics":
+            await next_app(scope, receive, send)
             return
         status = 500
         started = time.perf_counter()
@@ -89,7 +87,7 @@ class RequestMetrics:
             await send(message)
 
         try:
-            await self._app(scope, receive, observe)
+            await next_app(scope, receive, observe)
         finally:
             attrs: dict[str, str | int] = {
                 "http.route": _route(scope),
@@ -102,16 +100,11 @@ class RequestMetrics:
             _duration.record(time.perf_counter() - started, attrs)
 
 
-@get("/metrics", include_in_schema=False, sync_to_thread=False)
-def prometheus_metrics(request: Request[Any, Any, Any], gw: Gateway) -> Response[bytes]:
+@get("/metrics", include_in_schema=False, sync_to_thread=False, guards=[metrics_guard])
+def prometheus_metrics() -> Response[bytes]:
     """This process's metrics in the Prometheus text format (all services, in the embedded stack).
 
     Open unless ``OBDAL_METRICS_TOKEN`` is set; then scrapers send it as a bearer token.
     """
-    token = gw.settings.metrics_token
-    if token is not None and not bearer_matches(request, token.get_secret_value()):
-        raise Unauthorized(
-            "/metrics needs 'Authorization: Bearer <metrics token>'", code="invalid_metrics_token"
-        )
     body, content_type = prometheus_text()
     return Response(body, media_type=content_type)

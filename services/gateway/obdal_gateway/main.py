@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import uvicorn
 
 from obdal_common import subjects
+from obdal_common.contract import Chat, Ingest, Metering, NatsBus
 from obdal_common.errors import ConfigurationError
-from obdal_common.files import FileStatusStore
 from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology, key_value
 from obdal_common.redis_client import redis_client
@@ -20,13 +20,11 @@ from obdal_common.runner import run_service
 from obdal_gateway.app import create_app
 from obdal_gateway.apps import AppRegistry
 from obdal_gateway.audit import AuditLog
-from obdal_gateway.instrumentation import RequestMetrics
 from obdal_gateway.keys import KeyRegistry
 from obdal_gateway.operator_token import resolve_admin_token
 from obdal_gateway.ratelimit import RateLimiter
 from obdal_gateway.relay import ChatRelay
 from obdal_gateway.settings import GatewaySettings
-from obdal_gateway.slow_clients import SendTimeout
 from obdal_gateway.state import Gateway
 
 __all__ = ["main", "serve"]
@@ -55,6 +53,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     try:
         js = nc.jetstream()
         await ensure_topology(js)
+        bus = NatsBus(nc)
         keys = KeyRegistry(await key_value(js, subjects.KV_KEYS), redis)
         await keys.start()
         gateway = Gateway(
@@ -65,7 +64,6 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             redis=redis,
             keys=keys,
             apps=AppRegistry(await key_value(js, subjects.KV_APPS)),
-            files=FileStatusStore(await key_value(js, subjects.KV_FILES)),
             objects=await js.object_store(subjects.OBJECT_STORE_FILES),
             relay=ChatRelay(
                 nc,
@@ -75,10 +73,13 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             ),
             audit=AuditLog(js),
             limiter=RateLimiter(redis),
+            metering=Metering(bus),
+            chat=Chat(bus),
+            ingest=Ingest(bus),
         )
         server = _Server(
             uvicorn.Config(
-                RequestMetrics(SendTimeout(create_app(gateway), timeout_s=settings.client_send_timeout_s)),
+                create_app(gateway),
                 host=settings.gateway_host,
                 port=settings.gateway_port,
                 log_config=None,

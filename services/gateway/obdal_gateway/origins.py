@@ -6,14 +6,18 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["InvalidOrigin", "normalize_origin", "origin_allowed", "validate_allowed_origin"]
+from obdal_common.errors import BadRequest
+
+__all__ = ["InvalidOrigin", "origin_allowed", "validate_allowed_origin"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
-class InvalidOrigin(ValueError):
+class InvalidOrigin(BadRequest):
     """Not a ``scheme://host[:port]`` origin."""
+
+    default_code = "invalid_origin"
 
 
 def _split(origin: str, *, allow_wildcard: bool) -> tuple[str, str, int]:
@@ -40,12 +44,6 @@ def _split(origin: str, *, allow_wildcard: bool) -> tuple[str, str, int]:
         if allow_wildcard and labels[0] == "*" and len(check) < 2:
             raise InvalidOrigin(f"wildcard origin {origin!r} must cover a registrable domain")
     return scheme, host, port if port is not None else _DEFAULT_PORTS[scheme]
-
-
-def normalize_origin(origin: str) -> str:
-    """Canonical form ``scheme://host:port`` of a request's ``Origin`` header."""
-    scheme, host, port = _split(origin, allow_wildcard=False)
-    return f"{scheme}://{host}:{port}"
 
 
 def validate_allowed_origin(origin: str) -> str:

@@ -71,7 +71,14 @@ class ChatStream:
     """The replies of one accepted chat request. Iterate it; close it when done."""
 
     def __init__(
-        self, nc: NATS, sub: Any, request: ChatRequest, *, idle_timeout: float, publish_retry_s: float
+        self,
+        nc: NATS,
+        sub: Any,
+        request: ChatRequest,
+        *,
+        stream: bool,
+        idle_timeout: float,
+        publish_retry_s: float,
     ) -> None:
         self._nc = nc
         self._sub = sub
@@ -85,7 +92,7 @@ class ChatStream:
         self._started = time.perf_counter()
         self._first_token = False
         self._outcome = "cancelled"
-        self._attrs = {"obdal.stream": request.stream}
+        self._attrs = {"obdal.stream": stream}  # the client's, for the latency metrics
 
     async def __aiter__(self) -> AsyncIterator[ChatReply]:
         """Every reply after ``accepted``, pings included, ending with end or error."""
@@ -196,14 +203,20 @@ class ChatRelay:
         self._idle_timeout = idle_timeout
         self._publish_retry_s = publish_retry_s
 
-    async def open(self, request: ChatRequest) -> ChatStream:
-        """Hand ``request`` to a chat worker. Raises 503 if none takes it in time."""
+    async def open(self, request: ChatRequest, *, stream: bool) -> ChatStream:
+        """Hand ``request`` to a chat worker (``stream``: whether the client asked for SSE, a metric
+        attribute). Raises 503 if none takes it in time."""
         if not self._nc.is_connected:
             raise DependencyUnavailable("the message bus is unavailable", code="nats_unavailable")
         inbox = self._nc.new_inbox()
         sub = await self._nc.subscribe(inbox)
-        stream = ChatStream(
-            self._nc, sub, request, idle_timeout=self._idle_timeout, publish_retry_s=self._publish_retry_s
+        replies = ChatStream(
+            self._nc,
+            sub,
+            request,
+            stream=stream,
+            idle_timeout=self._idle_timeout,
+            publish_retry_s=self._publish_retry_s,
         )
         try:
             await self._nc.publish(
@@ -223,6 +236,6 @@ class ChatRelay:
             if not isinstance(reply, ChatAccepted):
                 raise DependencyUnavailable("unexpected reply from chat worker", code="bad_worker_reply")
         except BaseException:
-            await stream.close(cancel_worker=False)
+            await replies.close(cancel_worker=False)
             raise
-        return stream
+        return replies

@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["SendTimeout"]
@@ -25,17 +26,19 @@ class _ClientTooSlow(Exception):
     """The client did not take a response chunk within the time limit."""
 
 
-class SendTimeout:
-    """ASGI wrapper that drops an HTTP client whose response cannot be sent within ``timeout_s``."""
+class SendTimeout(ASGIMiddleware):
+    """Middleware that drops an HTTP client whose response cannot be sent within ``timeout_s``.
 
-    def __init__(self, app: ASGIApp, *, timeout_s: float) -> None:
-        self._app = app
+    The gateway runs it around routing (obdal_gateway.app), so every response is bounded,
+    the router's own 404/405 and the exception handlers' answers included.
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, *, timeout_s: float) -> None:
         self._timeout_s = timeout_s
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self._app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         dropped = False
 
         async def bounded_send(message: Message) -> None:
@@ -49,7 +52,7 @@ class SendTimeout:
                 raise _ClientTooSlow from None
 
         try:
-            await self._app(scope, receive, bounded_send)
+            await next_app(scope, receive, bounded_send)
         except _ClientTooSlow:
             client = scope.get("client") or ("?", 0)
             log.info("dropped %s:%s: it read nothing for %g s", client[0], client[1], self._timeout_s)

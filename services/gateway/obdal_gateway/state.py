@@ -9,7 +9,7 @@ from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 from redis.asyncio import Redis
 
-from obdal_common.files import FileStatusStore
+from obdal_common.contract import Chat, Ingest, Metering
 from obdal_gateway.apps import AppRegistry
 from obdal_gateway.audit import AuditLog
 from obdal_gateway.keys import KeyRegistry
@@ -29,8 +29,12 @@ class Gateway:
     redis: Redis
     keys: KeyRegistry
     apps: AppRegistry
-    files: FileStatusStore
+    # Only to stage an upload's bytes for ingest (obdal_common.contract.ingest.stage).
     objects: ObjectStore
     relay: ChatRelay
     audit: AuditLog
+    # The other services, through their contracts (typed clients over NATS).
+    metering: Metering
+    chat: Chat
+    ingest: Ingest
     limiter: RateLimiter

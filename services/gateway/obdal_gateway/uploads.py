@@ -9,25 +9,14 @@ import zipfile
 from pathlib import PurePosixPath, PureWindowsPath
 
 from obdal_common.errors import UnsupportedMediaType
+from obdal_common.formats import DOCX, HTML, PDF, SUPPORTED, TEXT_SUFFIXES
 
 __all__ = ["detect_content_type", "safe_filename"]
 
 _UNSAFE = re.compile(r"[^\w.\- ()]+", re.UNICODE)
-_TEXT_TYPES = {
-    ".md": "text/markdown",
-    ".markdown": "text/markdown",
-    ".txt": "text/plain",
-    "": "text/plain",
-    ".html": "text/html",
-    ".htm": "text/html",
-    ".csv": "text/csv",
-}
-_PDF = "application/pdf"
-_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 _HTML_START = re.compile(
     rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE | re.DOTALL
 )
-_SUPPORTED = "PDF, Word (.docx), HTML, CSV, Markdown or UTF-8 text"
 _MAX_NAME = 200
 
 
@@ -60,9 +49,9 @@ def _zip_type(content: bytes) -> str:
             "the file looks like a ZIP archive but cannot be opened", code="corrupt_file"
         ) from None
     if "word/document.xml" in names:
-        return _DOCX
+        return DOCX
     raise UnsupportedMediaType(
-        f"ZIP archives and Office formats other than .docx are not supported; upload {_SUPPORTED}",
+        f"ZIP archives and Office formats other than .docx are not supported; upload {SUPPORTED}",
         code="unsupported_file_type",
     )
 
@@ -71,17 +60,17 @@ def detect_content_type(filename: str, content: bytes) -> str:
     """The parser to use, from the bytes first and the extension second; 415 otherwise."""
     suffix = PurePosixPath(filename.lower()).suffix
     if content.startswith(b"%PDF-"):
-        return _PDF
+        return PDF
     if content.startswith(b"PK\x03\x04"):
         return _zip_type(content)
     if not _is_text(content):
         raise UnsupportedMediaType(
-            f"unsupported file type (binary content): upload {_SUPPORTED}", code="unsupported_file_type"
+            f"unsupported file type (binary content): upload {SUPPORTED}", code="unsupported_file_type"
         )
     if _HTML_START.match(content[:4096]):
-        return "text/html"  # whatever the extension says
-    if suffix not in _TEXT_TYPES:
+        return HTML  # whatever the extension says
+    if suffix not in TEXT_SUFFIXES:
         raise UnsupportedMediaType(
-            f"unsupported file type {suffix}: upload {_SUPPORTED}", code="unsupported_file_type"
+            f"unsupported file type {suffix}: upload {SUPPORTED}", code="unsupported_file_type"
         )
-    return _TEXT_TYPES[suffix]
+    return TEXT_SUFFIXES[suffix]

@@ -6,17 +6,20 @@ import asyncio
 import logging
 
 from obdal_common import subjects
-from obdal_common.files import FileStatusStore
+from obdal_common.contract import NatsBus
+from obdal_common.health import nats_check
 from obdal_common.messaging import close as close_nats
-from obdal_common.messaging import connect, ensure_topology, key_value, serve_requests
+from obdal_common.messaging import connect, ensure_topology, key_value
 from obdal_common.metrics import consumer_gauges
-from obdal_common.retrieval import open_index
 from obdal_common.runner import run_service
-from obdal_common.schemas import DependencyStatus, ServiceStatus
-from obdal_ingest.handlers import IngestHandlers
+from obdal_ingest.bindings import ingest_bindings
+from obdal_ingest.files import FileLifecycle
+from obdal_ingest.jobs import JobConsumer
 from obdal_ingest.parser_pool import ParserPool
 from obdal_ingest.pipeline import IngestPipeline
 from obdal_ingest.settings import IngestSettings
+from obdal_ingest.statuses import FileStatusStore
+from obdal_retrieval import HybridIndex, close_index, open_index
 
 __all__ = ["main", "serve"]
 
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
     """Run the ingest worker until ``stop`` is set."""
     nc = await connect(settings.nats_url, name="obdal-ingest")
+    index: HybridIndex | None = None
     try:
         js = nc.jetstream()
         await ensure_topology(js)
@@ -37,17 +41,12 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
             memory_mb=settings.parse_memory_mb,
         )
         pipeline = IngestPipeline(settings, index=index, objects=objects, statuses=statuses, parsers=parsers)
-        handlers = IngestHandlers(nc, js, pipeline, index, settings)
-
-        async def status(_: object) -> ServiceStatus:
-            deps = {"nats": DependencyStatus(ok=nc.is_connected)}
-            deps["index"] = await index.status()
-            return ServiceStatus(service="ingest", ok=all(d.ok for d in deps.values()), dependencies=deps)
-
-        status_sub = await serve_requests(
-            nc, subjects.status_subject("ingest"), dict, status, span_name="ingest.status"
+        jobs = JobConsumer(js, pipeline, index, settings)
+        files = FileLifecycle(
+            statuses=statuses, objects=objects, js=js, index=index, connected=lambda: nc.is_connected
         )
-        await handlers.start()
+        bindings = ingest_bindings(files=files, checks={"nats": nats_check(nc), "index": index.status})
+        await bindings.serve(NatsBus(nc))
         log.info("ingest worker ready")
         gauges = consumer_gauges(
             js,
@@ -58,13 +57,14 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         )
         try:
             async with gauges:
-                await handlers.consume(stop)
+                await jobs.consume(stop)
         finally:
             parsers.close()
-        await status_sub.unsubscribe()
-        await handlers.stop()
+        await bindings.stop()
     finally:
         await close_nats(nc)
+        if index is not None:
+            await close_index(index)
 
 
 def main() -> None:

@@ -11,16 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-from obdal_common.errors import UnsupportedMediaType
+from obdal_common.errors import UnprocessableContent, UnsupportedMediaType
+from obdal_common.formats import CONTENT_TYPES, CSV, DOCX, HTML, MARKDOWN, PDF, TEXT
 
 __all__ = [
-    "CSV",
-    "DOCX",
-    "HTML",
-    "MARKDOWN",
-    "PARSEABLE_TYPES",
-    "PDF",
-    "TEXT",
+    "PAGE_BREAK",
     "ParseError",
     "ParsedDocument",
     "decode_text",
@@ -28,18 +23,13 @@ __all__ = [
     "parse",
 ]
 
-TEXT = "text/plain"
-MARKDOWN = "text/markdown"
-HTML = "text/html"
-CSV = "text/csv"
-PDF = "application/pdf"
-DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-PARSEABLE_TYPES = frozenset({TEXT, MARKDOWN, HTML, CSV, PDF, DOCX})
 PAGE_BREAK = "\f"
 
 
-class ParseError(Exception):
+class ParseError(UnprocessableContent):
     """The file cannot be read; the reason is shown to the user as the file's error."""
+
+    default_code = "unreadable_file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +74,7 @@ def load_parsers() -> dict[str, Callable[[bytes, int], ParsedDocument]]:
 
 def parse(data: bytes, *, content_type: str, max_pages: int) -> ParsedDocument:
     """The document's structured text. Raises :class:`ParseError` for unreadable content."""
-    if content_type not in PARSEABLE_TYPES:
+    if content_type not in CONTENT_TYPES:
         raise UnsupportedMediaType(f"cannot parse {content_type}")
     document = load_parsers()[content_type](data, max_pages)
     if not document.text.replace(PAGE_BREAK, "").strip():

@@ -6,15 +6,17 @@ import logging
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
+from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
-from obdal_common.files import FileStatusStore
-from obdal_common.retrieval import Chunk, HybridIndex
+from obdal_common.errors import ObdalError
 from obdal_common.schemas import FileState, IngestJob
 from obdal_ingest.chunking import estimate_tokens
 from obdal_ingest.parser_pool import ParserPool
 from obdal_ingest.settings import IngestSettings
+from obdal_ingest.statuses import FileStatusStore
+from obdal_retrieval import Chunk, HybridIndex
 
 __all__ = ["IngestPipeline"]
 
@@ -60,7 +62,16 @@ class IngestPipeline:
                 "file %s v%d was deleted or replaced before ingestion; skipping", job.file_id, job.version
             )
             return 0
-        result = await self._objects.get(job.object_name)
+        try:
+            result = await self._objects.get(job.object_name)
+        except ObjectNotFoundError:
+            current = await self.statuses.get(job.app_id, job.file_id)
+            if current is None or current.version != job.version:
+                # Replaced or deleted since the check above: its bytes went with that version.
+                log.info("file %s v%d was deleted or replaced meanwhile; skipping", job.file_id, job.version)
+                return 0
+            # Gone for good (e.g. the uploader gave up and withdrew them): no retry can help.
+            raise ObdalError("the file's bytes are no longer stored; upload it again") from None
         with tracer.start_as_current_span("ingest.parse"):
             extracted = await self._parsers.extract(
                 result.data or b"",

@@ -9,6 +9,8 @@ session id used again) are kept, so the session starts fresh.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,7 @@ from pymongo.errors import PyMongoError
 
 from obdal_common.errors import BadRequest
 from obdal_common.schemas import EraseRequest, EraseResult, RetentionPolicy, RetentionQuery
-from obdal_metering.sessions import SessionKey, SessionStore, store_unavailable
+from obdal_metering.sessions import SessionKey, SessionStore
 
 __all__ = ["Eraser"]
 
@@ -43,6 +45,7 @@ class Eraser:
     ) -> None:
         self._db = client[database]
         self._sessions = sessions
+        self.retention_erased = 0
 
     async def ensure_indexes(self) -> None:
         """Tombstones expire once no event they guard against can still be delivered."""
@@ -77,51 +80,42 @@ class Eraser:
             raise BadRequest("erase exactly one session or one user", code="invalid_erasure")
         app_id = request.app_id
         now = datetime.now(UTC)
-        try:
-            if request.session_id is not None:
-                session_ids = {request.session_id}
-                tombstones = [_session_tombstone(app_id, request.session_id)]
-            else:
-                user = request.user
-                turns = self._db.turns.find({"app_id": app_id, "user": user}, {"session_id": 1})
-                summaries = self._db.sessions.find({"app_id": app_id, "user": user}, {"session_id": 1})
-                session_ids = {d["session_id"] for d in await turns.to_list()}
-                session_ids |= {d["session_id"] for d in await summaries.to_list()}
-                tombstones = [_user_tombstone(app_id, str(user))]
-            tombstones += [_session_tombstone(app_id, s) for s in session_ids]
-            # Tombstones first: a turn stored between the two steps is then dropped, not kept.
-            await self._db.erasures.bulk_write(
-                [UpdateOne({"_id": t}, {"$set": {"erased_at": now}}, upsert=True) for t in tombstones]
-            )
-            scope = {"app_id": app_id, "session_id": {"$in": sorted(session_ids)}}
-            deleted = await self._db.turns.delete_many(scope)
-            summaries_deleted = await self._db.sessions.delete_many(scope)
-        except PyMongoError as exc:
-            raise store_unavailable() from exc
+        if request.session_id is not None:
+            session_ids = {request.session_id}
+            tombstones = [_session_tombstone(app_id, request.session_id)]
+        else:
+            user = request.user
+            turns = self._db.turns.find({"app_id": app_id, "user": user}, {"session_id": 1})
+            summaries = self._db.sessions.find({"app_id": app_id, "user": user}, {"session_id": 1})
+            session_ids = {d["session_id"] for d in await turns.to_list()}
+            session_ids |= {d["session_id"] for d in await summaries.to_list()}
+            tombstones = [_user_tombstone(app_id, str(user))]
+        tombstones += [_session_tombstone(app_id, s) for s in session_ids]
+        # Tombstones first: a turn stored between the two steps is then dropped, not kept.
+        await self._db.erasures.bulk_write(
+            [UpdateOne({"_id": t}, {"$set": {"erased_at": now}}, upsert=True) for t in tombstones]
+        )
+        scope = {"app_id": app_id, "session_id": {"$in": sorted(session_ids)}}
+        deleted = await self._db.turns.delete_many(scope)
+        summaries_deleted = await self._db.sessions.delete_many(scope)
         erased = sorted(session_ids) if deleted.deleted_count or summaries_deleted.deleted_count else []
         return EraseResult(session_ids=erased, messages_erased=2 * deleted.deleted_count)
 
     async def retention(self, query: RetentionQuery) -> RetentionPolicy:
         """The app's retention policy (none: content is kept until erased)."""
-        try:
-            doc = await self._db.retention.find_one({"_id": query.app_id})
-        except PyMongoError as exc:
-            raise store_unavailable() from exc
+        doc = await self._db.retention.find_one({"_id": query.app_id})
         return RetentionPolicy(app_id=query.app_id, session_ttl_days=doc["session_ttl_days"] if doc else None)
 
     async def set_retention(self, policy: RetentionPolicy) -> RetentionPolicy:
         """Set (or with ``None`` remove) the app's retention; applied by the next sweep."""
         if policy.session_ttl_days is not None and policy.session_ttl_days < 1:
             raise BadRequest("session_ttl_days must be at least 1", code="invalid_retention")
-        try:
-            if policy.session_ttl_days is None:
-                await self._db.retention.delete_one({"_id": policy.app_id})
-            else:
-                await self._db.retention.replace_one(
-                    {"_id": policy.app_id}, {"session_ttl_days": policy.session_ttl_days}, upsert=True
-                )
-        except PyMongoError as exc:
-            raise store_unavailable() from exc
+        if policy.session_ttl_days is None:
+            await self._db.retention.delete_one({"_id": policy.app_id})
+        else:
+            await self._db.retention.replace_one(
+                {"_id": policy.app_id}, {"session_ttl_days": policy.session_ttl_days}, upsert=True
+            )
         return policy
 
     async def sweep(self) -> int:
@@ -145,3 +139,13 @@ class Eraser:
             log.info("retention erased %d turns of app %s", count, app_id)
             erased += count
         return erased
+
+    async def sweep_until(self, stop: asyncio.Event, *, every_s: float) -> None:
+        """Apply every app's retention policy every ``every_s`` until ``stop``."""
+        while not stop.is_set():
+            try:
+                self.retention_erased += await self.sweep()
+            except PyMongoError as exc:
+                log.warning("retention sweep failed, retrying later: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)

@@ -11,14 +11,17 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from obdal_common import subjects
+from obdal_common.contract import NatsBus
 from obdal_common.errors import DependencyUnavailable
+from obdal_common.health import nats_check, ping_check
 from obdal_common.messaging import close as close_nats
-from obdal_common.messaging import connect, ensure_topology, serve_requests
+from obdal_common.messaging import connect, ensure_topology
 from obdal_common.metrics import consumer_gauges
 from obdal_common.runner import run_service
-from obdal_common.schemas import DependencyStatus, ServiceStatus
+from obdal_common.schemas import DependencyStatus
+from obdal_metering.bindings import metering_bindings
 from obdal_metering.erasure import Eraser
-from obdal_metering.handlers import MeteringHandlers
+from obdal_metering.events import EventConsumer
 from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
 from obdal_metering.store import MeteringStore
@@ -47,26 +50,18 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
         sessions = SessionStore(mongo, settings.mongo_db)
         eraser = Eraser(mongo, settings.mongo_db, sessions)
         await _wait_for_mongo(settings, (store, sessions, eraser), stop)
-        handlers = MeteringHandlers(nc, js, store, sessions, eraser, settings)
+        events = EventConsumer(js, store, sessions, eraser, settings)
 
-        async def status(_: object) -> ServiceStatus:
-            deps = {"nats": DependencyStatus(ok=nc.is_connected)}
-            try:
-                await store.ping()
-                deps["mongo"] = DependencyStatus(ok=True)
-            except Exception as exc:
-                deps["mongo"] = DependencyStatus(ok=False, detail=type(exc).__name__)
-            deps["events"] = DependencyStatus(
-                ok=True,
-                detail=f"{handlers.stored} stored, {handlers.dead_lettered} dead-lettered, "
-                f"{handlers.retention_erased} erased by retention",
+        async def events_check() -> DependencyStatus:
+            detail = (
+                f"{events.stored} stored, {events.dead_lettered} dead-lettered, "
+                f"{eraser.retention_erased} erased by retention"
             )
-            return ServiceStatus(service="metering", ok=all(d.ok for d in deps.values()), dependencies=deps)
+            return DependencyStatus(ok=True, detail=detail)
 
-        status_sub = await serve_requests(
-            nc, subjects.status_subject("metering"), dict, status, span_name="metering.status"
-        )
-        await handlers.start()
+        checks = {"nats": nats_check(nc), "mongo": ping_check(store.ping), "events": events_check}
+        bindings = metering_bindings(store=store, sessions=sessions, eraser=eraser, checks=checks)
+        await bindings.serve(NatsBus(nc))
         log.info("metering ready (MongoDB %s)", settings.mongo_db)
         gauges = consumer_gauges(
             js,
@@ -75,12 +70,13 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
             subject=subjects.EVENTS_SUBJECTS[0],
             every_s=settings.metrics_sample_s,
         )
-        sweeper = asyncio.create_task(handlers.sweep_retention(stop), name="retention")
+        sweeper = asyncio.create_task(
+            eraser.sweep_until(stop, every_s=settings.metering_retention_sweep_s), name="retention"
+        )
         async with gauges:
-            await handlers.consume(stop)
+            await events.consume(stop)
         await sweeper
-        await status_sub.unsubscribe()
-        await handlers.stop()
+        await bindings.stop()
     finally:
         await mongo.close()
         await close_nats(nc)

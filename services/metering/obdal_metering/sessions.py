@@ -15,10 +15,10 @@ from typing import Any
 
 import msgspec
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, DeleteOne, IndexModel, ReplaceOne
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError
 
 from obdal_common.cursors import decode_cursor, encode_cursor
-from obdal_common.errors import DependencyUnavailable, NotFound
+from obdal_common.errors import NotFound
 from obdal_common.schemas import (
     SessionDetail,
     SessionExportPage,
@@ -32,7 +32,7 @@ from obdal_common.schemas import (
     encode,
 )
 
-__all__ = ["SessionKey", "SessionStore", "store_unavailable"]
+__all__ = ["SessionKey", "SessionStore"]
 
 SessionKey = tuple[str, str]  # (app_id, session_id)
 
@@ -42,11 +42,6 @@ _DUPLICATE_KEY = 11000
 _EXPORT_PAGE_BYTES = 512 * 1024
 _EXPORT_PAGE_SESSIONS = 50
 _ORDER = [("started_at", DESCENDING), ("session_id", DESCENDING)]
-
-
-def store_unavailable() -> DependencyUnavailable:
-    """The error for MongoDB being unreachable while serving a session query."""
-    return DependencyUnavailable("session store is unavailable", code="metering_store_unavailable")
 
 
 def _summary(doc: dict[str, Any]) -> SessionSummary:
@@ -212,10 +207,7 @@ class SessionStore:
         mongo_query = self._filter(
             query.app_id, cursor=query.cursor, start=query.start, end=query.end, user=query.user
         )
-        try:
-            page, more = await self._page(mongo_query, query.limit)
-        except PyMongoError as exc:
-            raise store_unavailable() from exc
+        page, more = await self._page(mongo_query, query.limit)
         return SessionPage(
             data=page, next_cursor=encode_cursor(page[-1].started_at, page[-1].session_id) if more else None
         )
@@ -229,11 +221,8 @@ class SessionStore:
 
     async def get(self, app_id: str, session_id: str) -> SessionDetail:
         """Every message of one session of ``app_id``, oldest first."""
-        try:
-            doc = await self._db.sessions.find_one({"app_id": app_id, "session_id": session_id})
-            turns = (await self._turns(app_id, [session_id])).get(session_id, []) if doc else []
-        except PyMongoError as exc:
-            raise store_unavailable() from exc
+        doc = await self._db.sessions.find_one({"app_id": app_id, "session_id": session_id})
+        turns = (await self._turns(app_id, [session_id])).get(session_id, []) if doc else []
         if doc is None or not turns:
             raise NotFound(f"no session {session_id}", code="session_not_found")
         return _detail(_summary(doc), turns)
@@ -243,11 +232,8 @@ class SessionStore:
         mongo_query = self._filter(
             query.app_id, cursor=query.cursor, start=query.start, end=query.end, user=query.user
         )
-        try:
-            page, more = await self._page(mongo_query, _EXPORT_PAGE_SESSIONS)
-            turns = await self._turns(query.app_id, [s.session_id for s in page])
-        except PyMongoError as exc:
-            raise store_unavailable() from exc
+        page, more = await self._page(mongo_query, _EXPORT_PAGE_SESSIONS)
+        turns = await self._turns(query.app_id, [s.session_id for s in page])
         sessions: list[SessionDetail] = []
         size = 0
         for summary in page:

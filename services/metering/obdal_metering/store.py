@@ -8,10 +8,9 @@ from typing import Any
 
 import msgspec
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError
 
 from obdal_common.cursors import decode_group_cursor, encode_group_cursor
-from obdal_common.errors import DependencyUnavailable
 from obdal_common.schemas import AuditEvent, AuditPage, AuditQuery, UsageBucket, UsageQuery, UsageReport
 
 __all__ = ["COLLECTIONS", "MeteringStore"]
@@ -86,13 +85,8 @@ class MeteringStore:
                 }
             },
         ]
-        try:
-            cursor = await self._db.usage_events.aggregate(pipeline)
-            rows = [row async for row in cursor]
-        except PyMongoError as exc:
-            raise DependencyUnavailable(
-                "usage store is unavailable", code="metering_store_unavailable"
-            ) from exc
+        cursor = await self._db.usage_events.aggregate(pipeline)
+        rows = [row async for row in cursor]
         buckets = [
             UsageBucket(
                 group=str(row["_id"]),
@@ -138,16 +132,11 @@ class MeteringStore:
                 {"occurred_at": {"$lt": query.before_at}},
                 {"occurred_at": query.before_at, "event_id": {"$lt": query.before_id}},
             ]
-        try:
-            cursor = (
-                self._db.audit.find(match, {"_id": 0})
-                .sort([("occurred_at", DESCENDING), ("event_id", DESCENDING)])
-                .limit(query.limit + 1)
-            )
-            rows = [row async for row in cursor]
-        except PyMongoError as exc:
-            raise DependencyUnavailable(
-                "audit store is unavailable", code="metering_store_unavailable"
-            ) from exc
+        cursor = (
+            self._db.audit.find(match, {"_id": 0})
+            .sort([("occurred_at", DESCENDING), ("event_id", DESCENDING)])
+            .limit(query.limit + 1)
+        )
+        rows = [row async for row in cursor]
         items = [msgspec.convert(row, AuditEvent) for row in rows[: query.limit]]
         return AuditPage(items=items, has_more=len(rows) > query.limit)

@@ -7,12 +7,10 @@ from typing import Annotated, Any
 import msgspec
 from litestar import get, post, put
 
-from obdal_common import subjects
 from obdal_common.cursors import decode_cursor, encode_cursor
 from obdal_common.errors import BadRequest, NotFound
 from obdal_common.ids import is_id
-from obdal_common.messaging import request as nats_request
-from obdal_common.schemas import AppRecord, AuditPage, AuditQuery, ChatConfig
+from obdal_common.schemas import AppRecord, AuditQuery, ChatConfig
 from obdal_gateway.state import Gateway
 
 __all__ = ["APP_HANDLERS", "app_or_404"]
@@ -104,13 +102,8 @@ async def audit_log(
     if action is not None and not action.replace(".", "").replace("_", "").isalnum():
         raise BadRequest("action is not an audit action", code="invalid_action")
     before_at, before_id = decode_cursor(cursor) if cursor else (None, None)
-    page = await nats_request(
-        gw.nc,
-        subjects.METERING_AUDIT,
-        AuditQuery(limit=limit, app_id=app_id, action=action, before_at=before_at, before_id=before_id),
-        AuditPage,
-        timeout=gw.settings.request_timeout_s,
-        what="metering",
+    page = await gw.metering.audit(
+        AuditQuery(limit=limit, app_id=app_id, action=action, before_at=before_at, before_id=before_id)
     )
     return {
         "events": msgspec.to_builtins(page.items),

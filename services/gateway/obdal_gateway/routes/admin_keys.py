@@ -12,7 +12,7 @@ from obdal_common.errors import BadRequest, NotFound
 from obdal_common.ids import is_id
 from obdal_common.schemas import KeyKind, KeyRecord
 from obdal_gateway.keys import ALL_SCOPES, DEFAULT_SCOPES, hash_key, new_key
-from obdal_gateway.origins import InvalidOrigin, validate_allowed_origin
+from obdal_gateway.origins import validate_allowed_origin
 from obdal_gateway.routes.admin_apps import app_or_404
 from obdal_gateway.state import Gateway
 
@@ -58,10 +58,7 @@ def _scopes(scopes: list[str]) -> tuple[str, ...]:
 
 
 def _origins(origins: list[str]) -> tuple[str, ...]:
-    try:
-        return tuple(dict.fromkeys(validate_allowed_origin(o) for o in origins))
-    except InvalidOrigin as exc:
-        raise BadRequest(str(exc), code="invalid_origin") from None
+    return tuple(dict.fromkeys(validate_allowed_origin(o) for o in origins))
 
 
 def _expiry(expires_at: datetime | None) -> datetime | None:

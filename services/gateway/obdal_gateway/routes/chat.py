@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, post
+from litestar.di import Provide
 from litestar.response import Stream
 
 from obdal_common.errors import BadRequest, PayloadTooLarge
@@ -21,7 +22,7 @@ from obdal_common.schemas import (
     encode,
 )
 from obdal_common.sessions import SESSION_ID_PATTERN
-from obdal_gateway.auth import authenticate, check_budget
+from obdal_gateway.auth import Principal, authenticate, check_budget, required_scope
 from obdal_gateway.relay import ChatStream
 from obdal_gateway.sse import PING, sse_event, sse_response
 from obdal_gateway.state import Gateway
@@ -72,15 +73,24 @@ async def _events(stream: ChatStream, *, ping_s: float) -> AsyncGenerator[bytes,
         await stream.close()
 
 
-@post("/v1/chat", status_code=200, summary="Ask a question about the app's documents")
-async def chat(
-    request: Request[Any, Any, Any], data: ChatBody, gw: Gateway
-) -> Response[dict[str, Any]] | Stream:
+async def _principal_from_body(request: Request[Any, Any, Any], gw: Gateway, data: ChatBody) -> Principal:
+    """This route's ``principal``: the key may be the body's ``api_key``, so the body is
+    validated first, then the key checked for the route's scope."""
+    return await authenticate(request, gw, scope=required_scope(request), body_key=data.api_key)
+
+
+@post(
+    "/v1/chat",
+    status_code=200,
+    summary="Ask a question about the app's documents",
+    opt={"scope": "chat"},
+    dependencies={"principal": Provide(_principal_from_body)},
+)
+async def chat(data: ChatBody, gw: Gateway, principal: Principal) -> Response[dict[str, Any]] | Stream:
     """Answer from the app's documents. ``stream: true`` answers with SSE:
     ``message`` events (text deltas), ``sources``, then ``end`` (session, message id, usage, and
     ``answered``: false when nothing in the documents was relevant and the question was declined);
     a failure after the stream started is an ``error`` event."""
-    principal = await authenticate(request, gw, scope="chat", body_key=data.api_key)
     await check_budget(gw, principal)
     if len(data.message) > gw.settings.max_message_chars:
         raise PayloadTooLarge(
@@ -94,10 +104,9 @@ async def chat(
         key_id=principal.key_id,
         session_id=data.session_id or new_id("sess"),
         message=data.message,
-        stream=data.stream,
         user=data.user,
     )
-    stream = await gw.relay.open(chat_request)
+    stream = await gw.relay.open(chat_request, stream=data.stream)
     if data.stream:
         return sse_response(_events(stream, ping_s=gw.settings.sse_ping_s), headers=SSE_HEADERS)
     answer = await stream.collect()

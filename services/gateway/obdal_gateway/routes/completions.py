@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 import msgspec
-from litestar import Request, Response, post
+from litestar import Response, post
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from obdal_common.errors import BadRequest, PayloadTooLarge
@@ -29,7 +29,7 @@ from obdal_common.schemas import (
     Source,
     encode,
 )
-from obdal_gateway.auth import authenticate, check_budget
+from obdal_gateway.auth import Principal, check_budget
 from obdal_gateway.relay import ChatStream, CollectedAnswer
 from obdal_gateway.routes.chat import SSE_HEADERS
 from obdal_gateway.state import Gateway
@@ -155,12 +155,16 @@ def _completion(answer: CollectedAnswer) -> dict[str, Any]:
     }
 
 
-@post("/v1/chat/completions", status_code=200, summary="OpenAI-compatible chat completions")
+@post(
+    "/v1/chat/completions",
+    status_code=200,
+    summary="OpenAI-compatible chat completions",
+    opt={"scope": "chat"},
+)
 async def chat_completions(
-    request: Request[Any, Any, Any], data: CompletionBody, gw: Gateway
+    data: CompletionBody, gw: Gateway, principal: Principal
 ) -> Response[dict[str, Any]] | ServerSentEvent:
     """Grounded answers in the OpenAI Chat Completions format (JSON, or SSE with ``stream``)."""
-    principal = await authenticate(request, gw, scope="chat")
     await check_budget(gw, principal)
     question, history = _turn(data, gw.settings.max_message_chars)
     stream = await gw.relay.open(
@@ -170,10 +174,10 @@ async def chat_completions(
             key_id=principal.key_id,
             session_id=new_id("sess"),
             message=question,
-            stream=data.stream,
             user=data.user,
             history=history,
-        )
+        ),
+        stream=data.stream,
     )
     model = data.model or "obdal"
     if data.stream:

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 import msgspec
-from litestar import Request, Response, delete, get, post, put
+from litestar import Response, delete, get, post, put
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.openapi import ResponseSpec
 from litestar.params import Body, Parameter
-from nats.js.errors import NotFoundError, ObjectNotFoundError
 
-from obdal_common import subjects
-from obdal_common.errors import BadRequest, NotFound, PayloadTooLarge, UnprocessableContent
-from obdal_common.files import object_name
-from obdal_common.ids import is_id, new_id
-from obdal_common.messaging import request as nats_request
-from obdal_common.schemas import FileStatus, IngestDelete, IngestDeleteApp, IngestDeleted, IngestJob, encode
-from obdal_common.telemetry import inject_headers
-from obdal_gateway.auth import Principal, authenticate
+from obdal_common.contract.ingest import MAX_WAIT_S, stage
+from obdal_common.errors import BadRequest, DependencyUnavailable, PayloadTooLarge, UnprocessableContent
+from obdal_common.schemas import (
+    FileAccepted,
+    FileListQuery,
+    FileLookup,
+    FileOutcomeQuery,
+    FileReplace,
+    FileStatus,
+    FileUpload,
+    IngestDelete,
+    IngestDeleteApp,
+)
+from obdal_gateway.auth import Principal
 from obdal_gateway.error_responses import error_body
 from obdal_gateway.state import Gateway
 from obdal_gateway.uploads import detect_content_type, safe_filename
@@ -32,7 +38,10 @@ __all__ = ["delete_all_files", "delete_file", "get_file", "list_files", "replace
 Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
 
 _DEFAULT_WAIT_S = 60
-_MAX_WAIT_S = 120
+_MAX_WAIT_S = MAX_WAIT_S  # as long as the outcome RPC may wait
+# How often a wait for an outcome checks that NATS is still there to carry the answer.
+_CHECK_S = 1.0
+T = TypeVar("T")
 Wait = Annotated[
     str | None,
     Parameter(
@@ -58,6 +67,7 @@ _OUTCOMES = {
 def _public(status: FileStatus) -> dict[str, Any]:
     body: dict[str, Any] = msgspec.to_builtins(status)
     body.pop("app_id", None)
+    body.pop("object_name", None)  # ingest's business
     return body
 
 
@@ -74,21 +84,32 @@ def _wait_s(wait: str | None) -> int:
     )
 
 
+async def _while_connected(connected: Callable[[], bool], call: Awaitable[T]) -> T:
+    """``call``'s answer, or a 503 within a second of this gateway losing NATS: no answer
+    could reach it then, and a lost bus must never be a hang until the call's timeout."""
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_CHECK_S)
+            if done:
+                return task.result()
+            if not connected():
+                raise DependencyUnavailable("the message bus is unavailable", code="nats_unavailable")
+    finally:
+        task.cancel()  # nothing when it is done
+
+
 async def _outcome(
     gw: Gateway, status: FileStatus, wait_s: int, *, extra: dict[str, Any] | None = None
 ) -> Response[dict[str, Any]]:
     """The outcome of ``status``'s version within ``wait_s`` seconds: 200 ready, 422 failed (the
     reason as the error, the status as ``file``), or, when the wait runs out first, 202 with the
-    status as it stands. ``extra`` joins the status (``duplicate``)."""
-    found = await gw.files.outcome(
-        status.app_id,
-        status.file_id,
-        version=status.version,
-        wait_s=wait_s,
-        connected=lambda: gw.nc.is_connected,
+    status as it stands. ``extra`` joins the status (``duplicate``). 404 ``file_not_found`` if
+    the file is deleted meanwhile."""
+    query = FileOutcomeQuery(
+        app_id=status.app_id, file_id=status.file_id, version=status.version, wait_s=wait_s
     )
-    if found is None:
-        raise NotFound(f"file {status.file_id} was deleted while waiting for it", code="file_not_found")
+    found = await _while_connected(lambda: gw.nc.is_connected, gw.ingest.outcome(query, timeout=wait_s + 5))
     body = {**_public(found), **(extra or {})}
     if found.status == "failed":
         error = error_body("file_failed", found.error or "the file could not be ingested")
@@ -97,10 +118,8 @@ async def _outcome(
 
 
 async def _owned(gw: Gateway, app_id: str, file_id: str) -> FileStatus:
-    status = await gw.files.get(app_id, file_id) if is_id("file", file_id) else None
-    if status is None:
-        raise NotFound(f"no file {file_id}", code="file_not_found")
-    return status
+    """The app's file (404 ``file_not_found`` from ingest for an unknown or ill-formed id)."""
+    return await gw.ingest.get(FileLookup(app_id=app_id, file_id=file_id))
 
 
 async def _duplicate(gw: Gateway, holder: FileStatus, wait_s: int) -> Response[dict[str, Any]]:
@@ -127,22 +146,16 @@ async def _read_upload(gw: Gateway, data: dict[str, Any]) -> tuple[str, bytes, s
     return filename, content, detect_content_type(filename, content)
 
 
-async def _store_and_queue(gw: Gateway, status: FileStatus, content: bytes) -> None:
-    """Bytes into the object store, then the job onto the work queue (the status is already in KV)."""
-    name = object_name(status.app_id, status.file_id)
-    await gw.objects.put(name, content)
-    job = IngestJob(
-        app_id=status.app_id,
-        file_id=status.file_id,
-        filename=status.filename,
-        content_type=status.content_type,
-        size=status.size,
-        sha256=status.sha256,
-        object_name=name,
-        version=status.version,
-    )
-    msg_id = f"{status.file_id}.v{status.version}"  # JetStream drops a re-published duplicate
-    await gw.js.publish(subjects.INGEST_JOB, encode(job), headers=inject_headers({"Nats-Msg-Id": msg_id}))
+async def _hand_over(gw: Gateway, staged: str, call: Awaitable[FileAccepted]) -> FileAccepted:
+    """Ingest's answer to an upload or replacement of the bytes ``staged``. From its answer on the
+    bytes are ingest's; when the call fails they are still ours, and withdrawn (best-effort:
+    ``DELETE /v1/files?confirm=true`` sweeps the app's leftovers)."""
+    try:
+        return await call
+    except Exception:
+        with contextlib.suppress(Exception):
+            await gw.objects.delete(staged)
+        raise
 
 
 @post(
@@ -153,37 +166,29 @@ async def _store_and_queue(gw: Gateway, status: FileStatus, content: bytes) -> N
     "already has a file with identical content (unless that one failed). With `wait`, the answer "
     "waits for the outcome: 200 ready, 422 failed, 202 if the wait ran out first.",
     responses=_OUTCOMES,
+    opt={"scope": "files:write"},
 )
 async def upload_file(
-    request: Request[Any, Any, Any], gw: Gateway, data: Multipart, wait: Wait = None
+    principal: Principal, gw: Gateway, data: Multipart, wait: Wait = None
 ) -> Response[dict[str, Any]]:
     """Store the bytes and queue ingestion: ``202 {"file_id","status":"queued"}``."""
-    principal = await authenticate(request, gw, scope="files:write")
     wait_s = _wait_s(wait)
     filename, content, content_type = await _read_upload(gw, data)
     sha256 = hashlib.sha256(content).hexdigest()
-    # Most duplicates end here; claim_hash below settles identical uploads that race.
-    if existing := await gw.files.holder(principal.app_id, sha256):
-        return await _duplicate(gw, existing, wait_s)
-    now = datetime.now(UTC)
-    status = FileStatus(
-        file_id=new_id("file"),
+    # The bytes go in first, named by ingest's claim check; ingest settles duplicates (racing ones too).
+    staged = await stage(gw.objects, principal.app_id, content)
+    upload = FileUpload(
         app_id=principal.app_id,
         filename=filename,
-        status="queued",
-        size=len(content),
         content_type=content_type,
+        size=len(content),
         sha256=sha256,
-        created_at=now,
-        updated_at=now,
+        staged=staged,
     )
-    # The status goes in first, so a racing identical upload that loses the claim finds its holder.
-    await gw.files.put(status)
-    holder = await gw.files.claim_hash(status)
-    if holder is not None:
-        await gw.files.delete(status.app_id, status.file_id)
-        return await _duplicate(gw, holder, wait_s)
-    await _store_and_queue(gw, status, content)
+    accepted = await _hand_over(gw, staged, gw.ingest.upload(upload))
+    if accepted.duplicate:
+        return await _duplicate(gw, accepted.file, wait_s)
+    status = accepted.file
     await gw.audit.record(
         "file.uploaded",
         app_id=principal.app_id,
@@ -204,32 +209,25 @@ async def upload_file(
     "stays answerable throughout. If the new version fails, the old one stays searchable. "
     "`wait` as for uploads: 200 ready, 422 failed, 202 if the wait ran out first.",
     responses={422: _OUTCOMES[422]},
+    opt={"scope": "files:write"},
 )
 async def replace_file(
-    request: Request[Any, Any, Any], gw: Gateway, file_id: str, data: Multipart, wait: Wait = None
+    principal: Principal, gw: Gateway, file_id: str, data: Multipart, wait: Wait = None
 ) -> Response[dict[str, Any]]:
-    principal = await authenticate(request, gw, scope="files:write")
     wait_s = _wait_s(wait)
     current = await _owned(gw, principal.app_id, file_id)
     filename, content, content_type = await _read_upload(gw, data)
-    await gw.files.forget_hash(current)
-    status = msgspec.structs.replace(
-        current,
+    staged = await stage(gw.objects, principal.app_id, content)
+    replacement = FileReplace(
+        app_id=principal.app_id,
+        file_id=current.file_id,
         filename=filename,
-        status="queued",
-        size=len(content),
         content_type=content_type,
+        size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
-        updated_at=datetime.now(UTC),
-        version=current.version + 1,
-        progress=0,
-        error=None,
-        started_at=None,
-        finished_at=None,
+        staged=staged,
     )
-    await gw.files.put(status)
-    await gw.files.remember_hash(status)
-    await _store_and_queue(gw, status, content)
+    status = (await _hand_over(gw, staged, gw.ingest.replace(replacement))).file
     await gw.audit.record(
         "file.replaced",
         app_id=principal.app_id,
@@ -243,49 +241,28 @@ async def replace_file(
     return Response(body, status_code=202)
 
 
-@get("/v1/files", summary="List the app's files")
-async def list_files(request: Request[Any, Any, Any], gw: Gateway) -> dict[str, Any]:
-    principal = await authenticate(request, gw, scope="files:read")
-    return {"files": [_public(s) for s in await gw.files.list(principal.app_id)]}
+@get("/v1/files", summary="List the app's files", opt={"scope": "files:read"})
+async def list_files(principal: Principal, gw: Gateway) -> dict[str, Any]:
+    listed = await gw.ingest.list(FileListQuery(app_id=principal.app_id))
+    return {"files": [_public(s) for s in listed.files]}
 
 
-@get("/v1/files/{file_id:str}", summary="A file's ingestion status")
-async def get_file(request: Request[Any, Any, Any], gw: Gateway, file_id: str) -> dict[str, Any]:
-    principal = await authenticate(request, gw, scope="files:read")
+@get("/v1/files/{file_id:str}", summary="A file's ingestion status", opt={"scope": "files:read"})
+async def get_file(principal: Principal, gw: Gateway, file_id: str) -> dict[str, Any]:
     return _public(await _owned(gw, principal.app_id, file_id))
 
 
-async def _erase_bytes_and_status(gw: Gateway, app_id: str, file_id: str) -> None:
-    with contextlib.suppress(ObjectNotFoundError, NotFoundError):  # already gone is fine
-        await gw.objects.delete(object_name(app_id, file_id))
-    await gw.files.delete(app_id, file_id)
-
-
-@delete("/v1/files/{file_id:str}", status_code=200, summary="Delete a file: bytes, vectors and status")
-async def delete_file(request: Request[Any, Any, Any], gw: Gateway, file_id: str) -> dict[str, Any]:
-    principal = await authenticate(request, gw, scope="files:write")
-    await _owned(gw, principal.app_id, file_id)
-    # Vectors first: once this returns, no answer can cite the file.
-    deleted = await nats_request(
-        gw.nc,
-        subjects.INGEST_DELETE,
-        IngestDelete(app_id=principal.app_id, file_id=file_id),
-        IngestDeleted,
-        timeout=gw.settings.request_timeout_s,
-        what="ingest",
-    )
-    await _erase_bytes_and_status(gw, principal.app_id, file_id)
+@delete(
+    "/v1/files/{file_id:str}",
+    status_code=200,
+    summary="Delete a file: bytes, vectors and status",
+    opt={"scope": "files:write"},
+)
+async def delete_file(principal: Principal, gw: Gateway, file_id: str) -> dict[str, Any]:
+    # Vectors first, then bytes and status: once this returns, no answer can cite the file.
+    deleted = await gw.ingest.delete(IngestDelete(app_id=principal.app_id, file_id=file_id))
     await gw.audit.record("file.deleted", app_id=principal.app_id, actor=principal.key_id, target=file_id)
     return {"file_id": file_id, "deleted": True, "vectors_deleted": deleted.vectors_deleted}
-
-
-async def _object_names_of(gw: Gateway, principal: Principal) -> list[str]:
-    prefix = object_name(principal.app_id, "")
-    try:
-        infos = await gw.objects.list()
-    except NotFoundError:  # the store is empty
-        return []
-    return [info.name for info in infos if info.name.startswith(prefix) and not info.deleted]
 
 
 @delete(
@@ -293,32 +270,23 @@ async def _object_names_of(gw: Gateway, principal: Principal) -> list[str]:
     status_code=200,
     summary="Delete every file of the app (requires confirm=true)",
     description="Erases all of the app's documents: every vector, every stored file and status record.",
+    opt={"scope": "files:write"},
 )
-async def delete_all_files(request: Request[Any, Any, Any], gw: Gateway, confirm: str = "") -> dict[str, Any]:
-    principal = await authenticate(request, gw, scope="files:write")
+async def delete_all_files(principal: Principal, gw: Gateway, confirm: str = "") -> dict[str, Any]:
     if confirm != "true":
         raise BadRequest(
             "this erases every document of the app; repeat with ?confirm=true", code="confirmation_required"
         )
-    deleted = await nats_request(
-        gw.nc,
-        subjects.INGEST_DELETE_APP,
-        IngestDeleteApp(app_id=principal.app_id),
-        IngestDeleted,
-        timeout=gw.settings.request_timeout_s,
-        what="ingest",
-    )
-    statuses = await gw.files.list(principal.app_id)
-    for status in statuses:
-        await _erase_bytes_and_status(gw, principal.app_id, status.file_id)
-    # Bytes whose status record is gone (an upload interrupted half-way) go too.
-    for name in await _object_names_of(gw, principal):
-        with contextlib.suppress(ObjectNotFoundError, NotFoundError):
-            await gw.objects.delete(name)
+    # Every vector, status record and stored byte of the app, bytes of unfinished uploads included.
+    deleted = await gw.ingest.delete_app(IngestDeleteApp(app_id=principal.app_id))
     await gw.audit.record(
         "files.erased",
         app_id=principal.app_id,
         actor=principal.key_id,
-        detail={"files": str(len(statuses)), "vectors": str(deleted.vectors_deleted)},
+        detail={"files": str(deleted.files_deleted), "vectors": str(deleted.vectors_deleted)},
     )
-    return {"deleted": True, "files_deleted": len(statuses), "vectors_deleted": deleted.vectors_deleted}
+    return {
+        "deleted": True,
+        "files_deleted": deleted.files_deleted,
+        "vectors_deleted": deleted.vectors_deleted,
+    }

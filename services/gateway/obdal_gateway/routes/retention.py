@@ -7,10 +7,8 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Router, get, put
 
-from obdal_common import subjects
-from obdal_common.messaging import request as nats_request
 from obdal_common.schemas import RetentionPolicy, RetentionQuery
-from obdal_gateway.routes.admin import operator_guard
+from obdal_gateway.auth import operator_guard
 from obdal_gateway.routes.admin_apps import app_or_404
 from obdal_gateway.state import Gateway
 
@@ -26,10 +24,7 @@ class RetentionBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     session_ttl_days: Annotated[int, msgspec.Meta(ge=1, le=_MAX_TTL_DAYS)] | None
 
 
-async def _metering(gw: Gateway, subject: str, payload: Any) -> dict[str, Any]:
-    policy = await nats_request(
-        gw.nc, subject, payload, RetentionPolicy, timeout=gw.settings.request_timeout_s, what="metering"
-    )
+def _public(policy: RetentionPolicy) -> dict[str, Any]:
     body: dict[str, Any] = msgspec.to_builtins(policy)
     return body
 
@@ -37,7 +32,7 @@ async def _metering(gw: Gateway, subject: str, payload: Any) -> dict[str, Any]:
 @get("/apps/{app_id:str}/retention", summary="An app's session retention")
 async def get_retention(gw: Gateway, app_id: str) -> dict[str, Any]:
     await app_or_404(gw, app_id)
-    return await _metering(gw, subjects.METERING_RETENTION_GET, RetentionQuery(app_id=app_id))
+    return _public(await gw.metering.retention(RetentionQuery(app_id=app_id)))
 
 
 @put("/apps/{app_id:str}/retention", summary="Set how many days session content is kept")
@@ -46,7 +41,7 @@ async def set_retention(gw: Gateway, app_id: str, data: RetentionBody) -> dict[s
     minutes); usage totals stay. ``null`` turns retention off."""
     await app_or_404(gw, app_id)
     policy = RetentionPolicy(app_id=app_id, session_ttl_days=data.session_ttl_days)
-    body = await _metering(gw, subjects.METERING_RETENTION_SET, policy)
+    body = _public(await gw.metering.set_retention(policy))
     await gw.audit.record(
         "retention.changed",
         app_id=app_id,

@@ -8,27 +8,23 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from litestar import Request, delete, get
+from litestar import delete, get
 from litestar.response import Stream
-from redis.exceptions import RedisError
 
-from obdal_common import subjects
 from obdal_common.cursors import checked_cursor
-from obdal_common.errors import BadRequest, DependencyUnavailable, NotFound, ObdalError
-from obdal_common.messaging import request as nats_request
+from obdal_common.errors import BadRequest, NotFound, ObdalError
 from obdal_common.schemas import (
     EraseRequest,
     EraseResult,
-    SessionDetail,
+    HistoryErase,
     SessionExportPage,
     SessionExportQuery,
     SessionLookup,
-    SessionPage,
     SessionQuery,
     encode,
 )
-from obdal_common.sessions import history_key, is_session_id
-from obdal_gateway.auth import authenticate
+from obdal_common.sessions import is_session_id
+from obdal_gateway.auth import Principal
 from obdal_gateway.dates import day_bounds, parse_date_range
 from obdal_gateway.state import Gateway
 
@@ -57,15 +53,13 @@ def _user(user: str | None) -> str | None:
     return user
 
 
-async def _metering(gw: Gateway, subject: str, payload: Any, response_type: type[Any]) -> Any:
-    return await nats_request(
-        gw.nc, subject, payload, response_type, timeout=gw.settings.request_timeout_s, what="metering"
-    )
-
-
-@get("/v1/sessions", summary="The app's sessions, most recently started first (cursor pagination)")
+@get(
+    "/v1/sessions",
+    summary="The app's sessions, most recently started first (cursor pagination)",
+    opt={"scope": "sessions:read"},
+)
 async def list_sessions(
-    request: Request[Any, Any, Any],
+    principal: Principal,
     gw: Gateway,
     limit: int = 20,
     cursor: str | None = None,
@@ -77,7 +71,6 @@ async def list_sessions(
     """Sessions active within ``start_date``..``end_date`` (UTC days, inclusive; default the last
     30 days, or every session with ``include_all=true``), optionally of one end ``user``. Pass
     ``next_cursor`` back as ``cursor`` for the next page; each session appears exactly once."""
-    principal = await authenticate(request, gw, scope="sessions:read")
     if not 1 <= limit <= _MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {_MAX_LIMIT}", code="invalid_limit")
     start, end = _window(start_date, end_date, include_all)
@@ -89,7 +82,7 @@ async def list_sessions(
         end=end,
         user=_user(user),
     )
-    page: SessionPage = await _metering(gw, subjects.METERING_SESSIONS, query, SessionPage)
+    page = await gw.metering.sessions(query)
     return {"sessions": msgspec.to_builtins(page.data), "next_cursor": page.next_cursor}
 
 
@@ -102,7 +95,7 @@ async def _ndjson(gw: Gateway, query: SessionExportQuery, first: SessionExportPa
             return
         try:
             query = msgspec.structs.replace(query, cursor=page.next_cursor)
-            page = await _metering(gw, subjects.METERING_SESSIONS_EXPORT, query, SessionExportPage)
+            page = await gw.metering.export(query)
         except ObdalError as exc:
             # The status line is long gone: say so in-band, as the last line, instead of ending silently.
             log.warning("session export of %s cut short: %s", query.app_id, exc.message)
@@ -114,9 +107,10 @@ async def _ndjson(gw: Gateway, query: SessionExportQuery, first: SessionExportPa
     "/v1/sessions/export",
     summary="Every session in a date range, as newline-delimited JSON (streamed)",
     media_type="application/x-ndjson",
+    opt={"scope": "sessions:read"},
 )
 async def export_sessions(
-    request: Request[Any, Any, Any],
+    principal: Principal,
     gw: Gateway,
     start_date: str | None = None,
     end_date: str | None = None,
@@ -125,13 +119,10 @@ async def export_sessions(
 ) -> Stream:
     """One JSON object per line, one line per session with all its messages, in the order of
     ``GET /v1/sessions``; read page by page from metering while the response is written."""
-    principal = await authenticate(request, gw, scope="sessions:read")
     start, end = _window(start_date, end_date, include_all)
     query = SessionExportQuery(app_id=principal.app_id, start=start, end=end, user=_user(user))
     # The first page is fetched before the response starts, so an early failure is a proper error status.
-    first: SessionExportPage = await _metering(
-        gw, subjects.METERING_SESSIONS_EXPORT, query, SessionExportPage
-    )
+    first = await gw.metering.export(query)
     return Stream(
         _ndjson(gw, query, first),
         media_type="application/x-ndjson",
@@ -139,41 +130,43 @@ async def export_sessions(
     )
 
 
-@get("/v1/sessions/{session_id:str}", summary="Every message of one session")
-async def get_session(request: Request[Any, Any, Any], gw: Gateway, session_id: str) -> dict[str, Any]:
+@get("/v1/sessions/{session_id:str}", summary="Every message of one session", opt={"scope": "sessions:read"})
+async def get_session(principal: Principal, gw: Gateway, session_id: str) -> dict[str, Any]:
     """Messages oldest first, with role, content, timestamp, and each answer's usage and sources."""
-    principal = await authenticate(request, gw, scope="sessions:read")
     if not is_session_id(session_id):
         raise NotFound(f"no session {session_id}", code="session_not_found")
     lookup = SessionLookup(app_id=principal.app_id, session_id=session_id)
-    detail: SessionDetail = await _metering(gw, subjects.METERING_SESSION, lookup, SessionDetail)
+    detail = await gw.metering.session(lookup)
     body: dict[str, Any] = msgspec.to_builtins(detail)
     return body
 
 
 async def _erase(gw: Gateway, erase: EraseRequest) -> tuple[EraseResult, int]:
-    """Erase in MongoDB, then the hot context in Redis; the result and the Redis keys removed."""
-    result: EraseResult = await _metering(gw, subjects.METERING_ERASE, erase, EraseResult)
+    """Each owner erases its own: metering the stored turns, then the chat their working
+    context; the result and how many sessions' context was forgotten."""
+    result = await gw.metering.erase(erase)
     session_ids = set(result.session_ids)
     if erase.session_id is not None:
-        session_ids.add(erase.session_id)  # hot context may exist before its first turn is stored
+        session_ids.add(erase.session_id)  # the context may exist before its first turn is stored
     if not session_ids:
         return result, 0
-    try:
-        removed = await gw.redis.delete(*(history_key(erase.app_id, s) for s in sorted(session_ids)))
-    except RedisError as exc:
-        # Stored content is gone already; erasure is idempotent, so the client can safely retry.
-        raise DependencyUnavailable(
-            "session context could not be erased, retry", code="redis_unavailable"
-        ) from exc
-    return result, int(removed)
+    # Stored content is gone already; erasure is idempotent, so a client whose chat erasure
+    # failed (503) can safely retry.
+    forgotten = await gw.chat.erase_history(
+        HistoryErase(app_id=erase.app_id, session_ids=sorted(session_ids))
+    )
+    return result, forgotten.sessions_erased
 
 
-@delete("/v1/sessions/{session_id:str}", status_code=200, summary="Erase one session")
-async def delete_session(request: Request[Any, Any, Any], gw: Gateway, session_id: str) -> dict[str, Any]:
+@delete(
+    "/v1/sessions/{session_id:str}",
+    status_code=200,
+    summary="Erase one session",
+    opt={"scope": "sessions:write"},
+)
+async def delete_session(principal: Principal, gw: Gateway, session_id: str) -> dict[str, Any]:
     """Removes the session's messages from storage and its context from the cache; the next chat
     with this id starts fresh. Usage totals stay (they hold no content)."""
-    principal = await authenticate(request, gw, scope="sessions:write")
     if not is_session_id(session_id):
         raise NotFound(f"no session {session_id}", code="session_not_found")
     result, removed = await _erase(gw, EraseRequest(app_id=principal.app_id, session_id=session_id))
@@ -189,11 +182,15 @@ async def delete_session(request: Request[Any, Any, Any], gw: Gateway, session_i
     return {"session_id": session_id, "deleted": True, "messages_erased": result.messages_erased}
 
 
-@delete("/v1/users/{user:str}", status_code=200, summary="Erase every session of one end user")
-async def delete_user(request: Request[Any, Any, Any], gw: Gateway, user: str) -> dict[str, Any]:
+@delete(
+    "/v1/users/{user:str}",
+    status_code=200,
+    summary="Erase every session of one end user",
+    opt={"scope": "sessions:write"},
+)
+async def delete_user(principal: Principal, gw: Gateway, user: str) -> dict[str, Any]:
     """Erases every session in which ``user`` (the ``user`` field of chat requests) took part.
     Answers 200 even when there was nothing to erase, so a retry is harmless."""
-    principal = await authenticate(request, gw, scope="sessions:write")
     result, _ = await _erase(gw, EraseRequest(app_id=principal.app_id, user=_user(user)))
     await gw.audit.record(
         "user.erased",

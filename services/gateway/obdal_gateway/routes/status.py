@@ -9,23 +9,20 @@ import msgspec
 from litestar import Response, get
 from litestar.openapi import ResponseSpec
 
-from obdal_common import subjects
+from obdal_common.contract.rpc import BoundRpc
 from obdal_common.errors import ObdalError
-from obdal_common.messaging import request as nats_request
-from obdal_common.schemas import ServiceStatus
+from obdal_common.schemas import ServiceStatus, StatusQuery
 from obdal_gateway.state import Gateway
 
 __all__ = ["live", "status"]
 
 _SERVICES = ("chat", "ingest", "metering")
-_TIMEOUT_S = 1.5
+_TIMEOUT_S = 1.5  # as long as each service's status RPC may take
 
 
-async def _service(gw: Gateway, name: str) -> dict[str, Any]:
+async def _service(status: BoundRpc[StatusQuery, ServiceStatus]) -> dict[str, Any]:
     try:
-        report = await nats_request(
-            gw.nc, subjects.status_subject(name), {}, ServiceStatus, timeout=_TIMEOUT_S, what=name
-        )
+        report = await status(StatusQuery())
     except ObdalError as exc:
         return {"ok": False, "detail": exc.message}
     body: dict[str, Any] = msgspec.to_builtins(report)
@@ -48,7 +45,8 @@ async def _redis(gw: Gateway) -> dict[str, Any]:
 )
 async def status(gw: Gateway) -> Response[dict[str, Any]]:
     """200 when everything can serve, 503 (same body) otherwise."""
-    redis, *services = await asyncio.gather(_redis(gw), *(_service(gw, s) for s in _SERVICES))
+    checks = (gw.chat.status, gw.ingest.status, gw.metering.status)
+    redis, *services = await asyncio.gather(_redis(gw), *(_service(c) for c in checks))
     by_name = dict(zip(_SERVICES, services, strict=True))
     deps: dict[str, dict[str, Any]] = {
         "nats": {"ok": gw.nc.is_connected},

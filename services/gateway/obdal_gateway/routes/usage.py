@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request, get
+from litestar import get
 
-from obdal_common import subjects
 from obdal_common.cursors import checked_cursor
 from obdal_common.errors import BadRequest
 from obdal_common.ids import is_id
-from obdal_common.messaging import request as nats_request
-from obdal_common.schemas import UsageGroup, UsageQuery, UsageReport
-from obdal_gateway.auth import authenticate
+from obdal_common.schemas import UsageGroup, UsageQuery
+from obdal_gateway.auth import Principal
 from obdal_gateway.dates import parse_date_range
 from obdal_gateway.state import Gateway
 
@@ -24,9 +22,9 @@ _MAX_ROWS = 366
 _GROUPS = ("day", "model", "key")
 
 
-@get("/v1/usage", summary="Usage of the key's app over a date range")
+@get("/v1/usage", summary="Usage of the key's app over a date range", opt={"scope": "usage:read"})
 async def usage(
-    request: Request[Any, Any, Any],
+    principal: Principal,
     gw: Gateway,
     start_date: str | None = None,
     end_date: str | None = None,
@@ -39,7 +37,6 @@ async def usage(
     30 days; ``start_date`` alone: from then through today, any range) and a breakdown by
     ``day``, ``model`` or ``key``, at most ``limit`` (1-366) groups per answer: pass
     ``next_cursor`` back as ``cursor`` for the next groups."""
-    principal = await authenticate(request, gw, scope="usage:read")
     start, end = parse_date_range(start_date, end_date)
     if group_by not in _GROUPS:
         raise BadRequest(f"group_by must be one of {', '.join(_GROUPS)}", code="invalid_group_by")
@@ -57,13 +54,6 @@ async def usage(
         limit=limit,
         cursor=checked_cursor(cursor),
     )
-    report = await nats_request(
-        gw.nc,
-        subjects.METERING_USAGE,
-        query,
-        UsageReport,
-        timeout=gw.settings.request_timeout_s,
-        what="metering",
-    )
+    report = await gw.metering.usage(query)
     body: dict[str, Any] = msgspec.to_builtins(report)
     return body

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from obdal_common.retrieval.chunks import Chunk, Hit, IndexPoint, SparseVector
+from obdal_retrieval.chunks import Chunk, Hit, IndexPoint, SparseVector
 
 __all__ = ["DENSE", "RRF_K", "SPARSE", "IndexBackend", "cosine", "hit_from_payload", "payload_of"]
 

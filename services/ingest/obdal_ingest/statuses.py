@@ -1,4 +1,4 @@
-"""Where a file's bytes and status live (NATS Object Store and KV), shared by gateway and ingest."""
+"""File status records (NATS KV): ingest's, as the owner of the file lifecycle (:mod:`.files`)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from obdal_common.errors import DependencyUnavailable
 from obdal_common.schemas import FileState, FileStatus, decode, encode
 
-__all__ = ["FileStatusStore", "object_name"]
-
-
-def object_name(app_id: str, file_id: str) -> str:
-    """Object Store name of a file's bytes: ids only, nothing the client chose."""
-    return f"{app_id}/{file_id}"
-
+__all__ = ["FileStatusStore"]
 
 _OUTCOMES: tuple[FileState, ...] = ("ready", "failed")
 # How often a wait for an outcome checks that NATS is still there to deliver it.
@@ -140,7 +134,7 @@ class FileStatusStore:
         """Index a new file by content hash unless another live file of the app holds that hash.
 
         Returns the holder (the new file is a duplicate of it), or ``None`` once ``status`` holds
-        the hash. Compare-and-set in KV, so of two identical uploads racing through any gateways
+        the hash. Compare-and-set in KV, so of two identical uploads racing through any replicas
         exactly one wins. A holder that failed, was deleted or replaced gives the hash up.
         """
         key = _hash_key(status.app_id, status.sha256)

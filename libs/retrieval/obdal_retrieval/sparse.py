@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import qdrant_edge
 
-from obdal_common.retrieval.chunks import SparseVector
+from obdal_retrieval.chunks import SparseVector
 
 __all__ = ["Bm25Encoder"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from obdal_common.retrieval.backend import IndexBackend
-from obdal_common.retrieval.chunks import Chunk, Hit, IndexPoint
-from obdal_common.retrieval.embedders import Embedder
-from obdal_common.retrieval.sparse import Bm25Encoder
 from obdal_common.schemas import DependencyStatus
+from obdal_retrieval.backend import IndexBackend
+from obdal_retrieval.chunks import Chunk, Hit, IndexPoint
+from obdal_retrieval.embedders import Embedder
+from obdal_retrieval.sparse import Bm25Encoder
 
 __all__ = ["HybridIndex", "SearchMode"]
 

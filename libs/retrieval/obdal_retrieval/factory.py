@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import re
 
-from obdal_common.retrieval.backend import IndexBackend
-from obdal_common.retrieval.embedders import HashingEmbedder, make_embedder
-from obdal_common.retrieval.hybrid import HybridIndex, SearchMode
-from obdal_common.retrieval.minilm import MiniLMEmbedder
 from obdal_common.settings import ObdalSettings
+from obdal_retrieval.backend import IndexBackend
+from obdal_retrieval.embedders import HashingEmbedder, make_embedder
+from obdal_retrieval.hybrid import HybridIndex, SearchMode
+from obdal_retrieval.minilm import MiniLMEmbedder
 
-__all__ = ["close_indexes", "open_index"]
+__all__ = ["close_index", "close_indexes", "open_index"]
 
 # The embedded index is owned by one process: chat and ingest running together
-# (obdal up) must share the one shard rather than each opening it.
+# (obdal up) must share the one shard rather than each opening it. Each index counts
+# its holders, so the first service to stop does not close it under the other.
 _open: dict[tuple[str, str], HybridIndex] = {}
+_holders: dict[tuple[str, str], int] = {}
 _lock = asyncio.Lock()
 
 
@@ -33,6 +35,7 @@ async def open_index(settings: ObdalSettings) -> HybridIndex:
     cache_key = (location, settings.embed_model)
     async with _lock:
         if cache_key in _open:
+            _holders[cache_key] += 1
             return _open[cache_key]
         embedder = make_embedder(settings.embed_model, model_cache_dir=settings.model_cache_dir)
         if isinstance(embedder, MiniLMEmbedder):
@@ -40,7 +43,7 @@ async def open_index(settings: ObdalSettings) -> HybridIndex:
         dim = await embedder.dimension()
         backend: IndexBackend
         if settings.qdrant_url:
-            from obdal_common.retrieval.qdrant_server import QdrantServerBackend
+            from obdal_retrieval.qdrant_server import QdrantServerBackend
 
             backend = await QdrantServerBackend.open(
                 settings.qdrant_url,
@@ -49,7 +52,7 @@ async def open_index(settings: ObdalSettings) -> HybridIndex:
                 api_key=settings.qdrant_api_key,
             )
         else:
-            from obdal_common.retrieval.edge import EdgeBackend
+            from obdal_retrieval.edge import EdgeBackend
 
             backend = EdgeBackend(settings.index_dir / _slug(embedder.model_id), dim=dim)
         mode: SearchMode
@@ -60,12 +63,30 @@ async def open_index(settings: ObdalSettings) -> HybridIndex:
             mode = "sparse" if isinstance(embedder, HashingEmbedder) else "hybrid"
         index = HybridIndex(backend, embedder, batch_size=settings.embed_batch_size, mode=mode)
         _open[cache_key] = index
+        _holders[cache_key] = 1
         return index
 
 
+async def close_index(index: HybridIndex) -> None:
+    """Give back an index :func:`open_index` returned; the last holder's call closes it.
+
+    A service's ``serve`` calls it on the way out. An index already closed (by
+    :func:`close_indexes`) is left alone.
+    """
+    async with _lock:
+        key = next((k for k, held in _open.items() if held is index), None)
+        if key is None:
+            return
+        _holders[key] -= 1
+        if _holders[key] == 0:
+            del _open[key], _holders[key]
+            await index.backend.close()
+
+
 async def close_indexes() -> None:
-    """Close every index this process opened (at shutdown)."""
+    """Close every index this process opened, whoever still holds it (at shutdown, in tests)."""
     async with _lock:
         for index in _open.values():
             await index.backend.close()
         _open.clear()
+        _holders.clear()

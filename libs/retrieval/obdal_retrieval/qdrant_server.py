@@ -13,8 +13,8 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from obdal_common.errors import DependencyUnavailable
-from obdal_common.retrieval.backend import DENSE, RRF_K, SPARSE, hit_from_payload, payload_of
-from obdal_common.retrieval.chunks import Hit, IndexPoint, SparseVector, point_id
+from obdal_retrieval.backend import DENSE, RRF_K, SPARSE, hit_from_payload, payload_of
+from obdal_retrieval.chunks import Hit, IndexPoint, SparseVector, point_id
 
 __all__ = ["QdrantServerBackend"]
 

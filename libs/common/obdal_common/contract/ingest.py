@@ -1,0 +1,94 @@
+"""Ingest's contract: the whole life of a file — bytes, status, vectors — is ingest's.
+
+Served by ``obdal_ingest.bindings``; called by the gateway (``/v1/files``) through
+``Ingest(bus)``. Ingest owns the object store's bytes, the file status records (NATS KV)
+and the file's passages in the index; nobody else writes them.
+
+Bytes are too large for a NATS message, so an upload is a claim check: the caller puts
+the bytes in the object store under a fresh name (:func:`stage`, the one write a caller
+makes there) and passes that name in :class:`~obdal_common.schemas.FileUpload`; ingest
+owns them from its answer on (keeps them as the file's content, or deletes a duplicate's).
+An error answer leaves them to the caller, who deletes them (ingest kept nothing of them).
+Every RPC may also answer 503 ``ingest_unavailable`` / ``ingest_timeout`` and 400
+``bad_message``.
+"""
+
+from __future__ import annotations
+
+from nats.js.object_store import ObjectStore
+
+from obdal_common import subjects
+from obdal_common.contract.rpc import Contract, Rpc
+from obdal_common.errors import NotFound
+from obdal_common.ids import new_id
+from obdal_common.schemas import (
+    FileAccepted,
+    FileList,
+    FileListQuery,
+    FileLookup,
+    FileOutcomeQuery,
+    FileReplace,
+    FileStatus,
+    FileUpload,
+    IngestDelete,
+    IngestDeleteApp,
+    IngestDeleted,
+    ServiceStatus,
+    StatusQuery,
+)
+
+__all__ = ["MAX_WAIT_S", "Ingest", "stage"]
+
+_QUICK_S = 5.0
+# The longest an upload may wait for its outcome (``?wait=``); the outcome RPC waits that long.
+MAX_WAIT_S = 120
+
+
+class Ingest(Contract):
+    service = "ingest"
+
+    status = Rpc(subjects.status_subject("ingest"), StatusQuery, ServiceStatus, timeout=1.5)
+    """Health of the worker and its index (``GET /v1/status``)."""
+
+    upload = Rpc("obdal.ingest.files.upload", FileUpload, FileAccepted, timeout=_QUICK_S)
+    """Record a new file and queue it (``POST /v1/files``); an app's identical content answers
+    its existing file with ``duplicate``."""
+
+    replace = Rpc(
+        "obdal.ingest.files.replace", FileReplace, FileAccepted, timeout=_QUICK_S, errors=(NotFound,)
+    )
+    """Queue a new version of a file (``PUT /v1/files/{id}``); 404 ``file_not_found``."""
+
+    get = Rpc("obdal.ingest.files.get", FileLookup, FileStatus, timeout=_QUICK_S, errors=(NotFound,))
+    """One file's status (``GET /v1/files/{id}``); 404 ``file_not_found``."""
+
+    list = Rpc("obdal.ingest.files.list", FileListQuery, FileList, timeout=_QUICK_S)
+    """Every file of an app (``GET /v1/files``)."""
+
+    outcome = Rpc(
+        "obdal.ingest.files.outcome",
+        FileOutcomeQuery,
+        FileStatus,
+        timeout=MAX_WAIT_S + _QUICK_S,
+        errors=(NotFound,),
+    )
+    """The status once the version is ready or failed, or as it stands when the wait runs out
+    (``?wait=``); 404 ``file_not_found`` if it was deleted meanwhile."""
+
+    delete = Rpc(
+        "obdal.ingest.files.delete", IngestDelete, IngestDeleted, timeout=_QUICK_S, errors=(NotFound,)
+    )
+    """Delete a file: its passages first (no answer cites it once this returns), then its
+    bytes and status (``DELETE /v1/files/{id}``); 404 ``file_not_found``."""
+
+    delete_app = Rpc("obdal.ingest.files.delete_app", IngestDeleteApp, IngestDeleted, timeout=30.0)
+    """Erase every file of an app, bytes whose upload never finished included
+    (``DELETE /v1/files?confirm=true``); ``files_deleted`` counts the status records."""
+
+
+async def stage(objects: ObjectStore, app_id: str, content: bytes) -> str:
+    """Put an upload's bytes in the object store under a fresh name, for :attr:`Ingest.upload`
+    or :attr:`Ingest.replace` to take over."""
+    name = f"{app_id}/{new_id('upload')}"
+    await objects.put(name, content)
+    return name

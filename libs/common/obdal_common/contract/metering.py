@@ -1,0 +1,88 @@
+"""Metering's contract: every RPC it answers, who calls it, what it can fail with.
+
+Served by ``obdal_metering.bindings`` (one handler per RPC, checked at start); called
+by the gateway through ``Metering(bus)``. Metering owns usage, turns, sessions, audit
+and retention (MongoDB); it also consumes the events declared in
+:mod:`obdal_common.contract.events`. Every RPC may answer 503 ``metering_unavailable``
+or ``metering_timeout`` (no replica answering), 503 ``mongo_unavailable`` (MongoDB
+down) and 400 ``bad_message``, besides what it declares.
+"""
+
+from __future__ import annotations
+
+from obdal_common import subjects
+from obdal_common.contract.rpc import Contract, Rpc
+from obdal_common.errors import BadRequest, NotFound
+from obdal_common.schemas import (
+    AuditPage,
+    AuditQuery,
+    EraseRequest,
+    EraseResult,
+    RetentionPolicy,
+    RetentionQuery,
+    ServiceStatus,
+    SessionDetail,
+    SessionExportPage,
+    SessionExportQuery,
+    SessionLookup,
+    SessionPage,
+    SessionQuery,
+    StatusQuery,
+    UsageQuery,
+    UsageReport,
+)
+
+__all__ = ["Metering"]
+
+_QUERY_S = 5.0
+
+
+class Metering(Contract):
+    service = "metering"
+
+    status = Rpc(subjects.status_subject("metering"), StatusQuery, ServiceStatus, timeout=1.5)
+    """Health of metering and MongoDB (``GET /v1/status``)."""
+
+    usage = Rpc("obdal.metering.usage", UsageQuery, UsageReport, timeout=_QUERY_S, errors=(BadRequest,))
+    """Totals and a paged breakdown over a date range (``GET /v1/usage``); 400 ``invalid_cursor``."""
+
+    audit = Rpc("obdal.metering.audit", AuditQuery, AuditPage, timeout=_QUERY_S)
+    """The audit log, newest first (``GET /v1/admin/audit``)."""
+
+    sessions = Rpc(
+        "obdal.metering.sessions.list", SessionQuery, SessionPage, timeout=_QUERY_S, errors=(BadRequest,)
+    )
+    """A page of session summaries (``GET /v1/sessions``); 400 ``invalid_cursor``."""
+
+    session = Rpc(
+        "obdal.metering.sessions.get", SessionLookup, SessionDetail, timeout=_QUERY_S, errors=(NotFound,)
+    )
+    """One session with every message (``GET /v1/sessions/{id}``); 404 ``session_not_found``."""
+
+    export = Rpc(
+        "obdal.metering.sessions.export",
+        SessionExportQuery,
+        SessionExportPage,
+        timeout=_QUERY_S,
+        errors=(BadRequest,),
+    )
+    """A page of whole sessions (``GET /v1/sessions/export``); 400 ``invalid_cursor``."""
+
+    erase = Rpc(
+        "obdal.metering.sessions.erase", EraseRequest, EraseResult, timeout=_QUERY_S, errors=(BadRequest,)
+    )
+    """Erase one session or every session of one end user, with a tombstone that keeps
+    late events of it out; 400 ``invalid_erasure``. The chat's working history is the
+    chat's to erase (:class:`obdal_common.contract.chat.Chat`)."""
+
+    retention = Rpc("obdal.metering.retention.get", RetentionQuery, RetentionPolicy, timeout=_QUERY_S)
+    """An app's retention policy (``GET /v1/admin/apps/{id}/retention``)."""
+
+    set_retention = Rpc(
+        "obdal.metering.retention.set",
+        RetentionPolicy,
+        RetentionPolicy,
+        timeout=_QUERY_S,
+        errors=(BadRequest,),
+    )
+    """Set it (``PUT …/retention``); 400 ``invalid_retention``."""
