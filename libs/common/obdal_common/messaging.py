@@ -1,4 +1,6 @@
-"""NATS helpers: connecting, declaring streams and buckets, request/reply with typed errors."""
+"""NATS helpers: connecting, declaring streams and buckets, publishing events, pull consumers.
+
+Request/reply between services is :mod:`obdal_common.contract`'s."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -24,15 +25,13 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
-from opentelemetry import trace
 
 from obdal_common import subjects
-from obdal_common.errors import DependencyUnavailable, ObdalError, error_for_code
-from obdal_common.schemas import ErrorReply, decode, encode
-from obdal_common.telemetry import extract_context, inject_headers
+from obdal_common.errors import DependencyUnavailable
+from obdal_common.schemas import decode, encode
+from obdal_common.telemetry import inject_headers
 
 __all__ = [
-    "ERROR_HEADER",
     "close",
     "connect",
     "decode_or_term",
@@ -40,15 +39,10 @@ __all__ = [
     "key_value",
     "publish_event",
     "pull_each",
-    "request",
-    "respond",
-    "respond_error",
-    "serve_requests",
 ]
 
 log = logging.getLogger(__name__)
 
-ERROR_HEADER = "Obdal-Error"
 T = TypeVar("T")
 
 _EVENTS_MAX_AGE_S = 14 * 24 * 3600
@@ -273,88 +267,3 @@ async def decode_or_term(msg: Msg, kind: type[T], *, what: str) -> T | None:
         log.error("dropping malformed %s: %s", what, exc)
         await msg.term()
         return None
-
-
-async def respond(msg: Msg, payload: Any) -> None:
-    """Answer a request with a schema object."""
-    await msg.respond(encode(payload))
-
-
-async def respond_error(msg: Msg, error: ObdalError) -> None:
-    """Answer a request with a typed error the requester re-raises."""
-    body = ErrorReply(code=error.code, message=error.message, status=error.status)
-    if msg.reply:
-        await msg._client.publish(msg.reply, encode(body), headers={ERROR_HEADER: "1"})
-
-
-async def request(
-    nc: NATS,
-    subject: str,
-    payload: Any,
-    response_type: type[T],
-    *,
-    timeout: float,  # noqa: ASYNC109 - a NATS request timeout, not a cancellation scope
-    what: str,
-) -> T:
-    """Send a request and decode its answer, re-raising a remote :class:`ObdalError`.
-
-    ``what`` names the service in errors ("metering", "ingest", ...).
-    """
-    try:
-        reply = await nc.request(subject, encode(payload), timeout=timeout, headers=inject_headers())
-    except NoRespondersError:
-        raise DependencyUnavailable(f"no {what} service is running", code=f"{what}_unavailable") from None
-    except (TimeoutError, NatsTimeoutError):
-        raise DependencyUnavailable(
-            f"the {what} service did not answer in time", code=f"{what}_timeout"
-        ) from None
-    except nats.errors.ConnectionClosedError:
-        raise DependencyUnavailable("NATS connection is closed", code="nats_unavailable") from None
-    if reply.headers and reply.headers.get(ERROR_HEADER):
-        err = decode(reply.data, ErrorReply)
-        raise error_for_code(err.status, err.code, err.message)
-    return decode(reply.data, response_type)
-
-
-async def serve_requests(
-    nc: NATS,
-    subject: str,
-    request_type: type[T],
-    handler: Callable[[T], Awaitable[Any]],
-    *,
-    queue: str = "",
-    span_name: str,
-    concurrency: int = 64,
-) -> Any:
-    """Answer requests on ``subject`` with ``handler``'s result, concurrently and traced.
-
-    The handler's :class:`ObdalError` becomes an error reply; any other exception
-    is logged and answered as ``internal_error`` so a requester never waits for
-    a timeout. Returns the subscription.
-    """
-    limiter = asyncio.Semaphore(concurrency)
-    tasks: set[asyncio.Task[None]] = set()
-    tr = trace.get_tracer(__name__)
-
-    async def handle(msg: Msg) -> None:
-        async with limiter:
-            with tr.start_as_current_span(span_name, context=extract_context(msg.headers)):
-                try:
-                    req = decode(msg.data, request_type)
-                except msgspec.ValidationError as exc:
-                    await respond_error(msg, ObdalError(f"bad request: {exc}", code="bad_message"))
-                    return
-                try:
-                    await respond(msg, await handler(req))
-                except ObdalError as exc:
-                    await respond_error(msg, exc)
-                except Exception:
-                    log.exception("%s failed", span_name)
-                    await respond_error(msg, ObdalError("internal error"))
-
-    async def on_message(msg: Msg) -> None:
-        task = asyncio.create_task(handle(msg))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    return await nc.subscribe(subject, queue=queue, cb=on_message)

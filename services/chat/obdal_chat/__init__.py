@@ -1,4 +1,9 @@
-"""Obdal chat worker: retrieval, prompt assembly and generation through litellm."""
+"""Obdal chat worker: retrieval, prompt assembly and generation through litellm.
+
+Public surface: ``main.main`` (the ``obdal-chat`` entry point), ``main.serve`` (what
+``obdal up`` runs) and ``settings.ChatSettings``; other services reach it only through
+``obdal_common.contract.Chat`` and the chat request stream it declares.
+"""
 
 import os
 

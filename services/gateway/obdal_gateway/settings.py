@@ -27,7 +27,6 @@ class GatewaySettings(ObdalSettings):
     default_rate_limit_rpm: int = Field(
         600, ge=1, description="Requests per minute of keys without their own limit"
     )
-    request_timeout_s: float = Field(5.0, gt=0, description="Timeout of internal NATS requests")
     client_send_timeout_s: float = Field(
         30.0, gt=0, description="A client that takes no response data for this long is disconnected"
     )

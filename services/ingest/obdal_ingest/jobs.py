@@ -17,7 +17,6 @@ from obdal_common.errors import ObdalError
 from obdal_common.messaging import decode_or_term, pull_each
 from obdal_common.schemas import IngestJob
 from obdal_common.telemetry import extract_context
-from obdal_ingest.parsing import ParseError
 from obdal_ingest.pipeline import IngestPipeline
 from obdal_ingest.settings import IngestSettings
 from obdal_retrieval import HybridIndex
@@ -78,7 +77,7 @@ class JobConsumer:
             progress = asyncio.create_task(self._keep_alive(msg))
             try:
                 chunks = await self._pipeline.run(job)
-            except (ParseError, ObdalError) as exc:
+            except ObdalError as exc:  # ParseError included
                 # The content itself is bad: retrying cannot help.
                 await pipeline.report(job, "failed", error=str(exc), finished_at=datetime.now(UTC))
                 await msg.ack_sync()
