@@ -12,12 +12,16 @@ from datetime import date
 import msgspec
 import pytest
 from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
 
+from obdal_chat.bindings import chat_bindings
+from obdal_chat.history import SessionHistory
 from obdal_common.contract import Bindings, Chat, Contract, Ingest, MemoryBus, Metering, Rpc
 from obdal_common.contract.rpc import ERROR_HEADER
 from obdal_common.errors import DependencyUnavailable, NotFound, ObdalError
 from obdal_common.schemas import (
     ErrorReply,
+    HistoryErase,
     RetentionPolicy,
     RetentionQuery,
     StatusQuery,
@@ -145,3 +149,21 @@ async def test_metering_answers_mongodb_down_as_one_503_code_on_every_rpc() -> N
         await bindings.stop()
     finally:
         await mongo.close()
+
+
+async def test_erasing_a_sessions_context_with_redis_down_is_a_503_to_retry() -> None:
+    """Reading and writing history degrade silently; erasing it must not (the client retries)."""
+    redis = Redis.from_url("redis://127.0.0.1:9/", socket_connect_timeout=0.2)
+    try:
+        history = SessionHistory(redis, max_messages=12, ttl_s=60)
+        bindings = chat_bindings(history=history, checks={})
+        bus = MemoryBus()
+        await bindings.serve(bus)
+        with pytest.raises(DependencyUnavailable) as exc:
+            await Chat(bus).erase_history(HistoryErase(app_id="app_x", session_ids=["sess_1"]))
+        assert exc.value.code == "redis_unavailable"
+        nothing = await Chat(bus).erase_history(HistoryErase(app_id="app_x", session_ids=[]))
+        assert nothing.sessions_erased == 0
+        await bindings.stop()
+    finally:
+        await redis.aclose()

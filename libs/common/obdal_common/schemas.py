@@ -354,16 +354,10 @@ class FileUpload(msgspec.Struct, frozen=True, kw_only=True):
     staged: str
 
 
-class FileReplace(msgspec.Struct, frozen=True, kw_only=True):
-    """New content for an existing file, staged like an upload."""
+class FileReplace(FileUpload, frozen=True, kw_only=True):
+    """New content for the existing file ``file_id``, staged like an upload."""
 
-    app_id: str
     file_id: str
-    filename: str
-    content_type: str
-    size: int
-    sha256: str
-    staged: str
 
 
 class FileAccepted(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,7 +12,6 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from obdal_common.errors import DependencyUnavailable
 from obdal_common.schemas import HistoryErase, HistoryErased
 
 __all__ = ["SessionHistory"]
@@ -61,14 +60,9 @@ class SessionHistory:
             log.warning("could not store session history: %s", exc)
 
     async def erase(self, request: HistoryErase) -> HistoryErased:
-        """Forget the sessions' context (the ``erase_history`` RPC); unlike reading and writing
-        it, erasing must not fail silently: Redis down is a 503 the caller retries."""
+        """Forget the sessions' context (the ``erase_history`` RPC). Unlike reading and writing
+        it, erasing must not fail silently: Redis's errors reach the bindings, which answer 503."""
         if not request.session_ids:
             return HistoryErased(sessions_erased=0)
-        try:
-            removed = await self._redis.delete(*(history_key(request.app_id, s) for s in request.session_ids))
-        except RedisError as exc:
-            raise DependencyUnavailable(
-                "session context could not be erased, retry", code="redis_unavailable"
-            ) from exc
+        removed = await self._redis.delete(*(history_key(request.app_id, s) for s in request.session_ids))
         return HistoryErased(sessions_erased=int(removed))

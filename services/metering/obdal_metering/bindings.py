@@ -6,10 +6,6 @@ the stores below raise pymongo's own errors and never map them themselves.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
 from pymongo.errors import PyMongoError
 
 from obdal_common.contract import Bindings, Metering
@@ -22,23 +18,11 @@ from obdal_metering.store import MeteringStore
 
 __all__ = ["metering_bindings"]
 
-log = logging.getLogger(__name__)
 
-Req = TypeVar("Req")
-Rep = TypeVar("Rep")
-
-
-def _mongo_guarded(handler: Callable[[Req], Awaitable[Rep]]) -> Callable[[Req], Awaitable[Rep]]:
-    async def guarded(request: Req) -> Rep:
-        try:
-            return await handler(request)
-        except PyMongoError as exc:
-            log.warning("metering store unavailable: %s", exc)
-            raise DependencyUnavailable(
-                "the metering store (MongoDB) is unavailable, retry shortly", code="mongo_unavailable"
-            ) from None
-
-    return guarded
+def _mongo_unavailable() -> DependencyUnavailable:
+    return DependencyUnavailable(
+        "the metering store (MongoDB) is unavailable, retry shortly", code="mongo_unavailable"
+    )
 
 
 def metering_bindings(
@@ -49,16 +33,15 @@ def metering_bindings(
     async def session(lookup: SessionLookup) -> SessionDetail:
         return await sessions.get(lookup.app_id, lookup.session_id)
 
-    g = _mongo_guarded
     return (
-        Bindings(Metering)
+        Bindings(Metering, lower_errors={PyMongoError: _mongo_unavailable})
         .bind(Metering.status, status_handler("metering", checks))
-        .bind(Metering.usage, g(store.usage))
-        .bind(Metering.audit, g(store.audit))
-        .bind(Metering.sessions, g(sessions.summaries))
-        .bind(Metering.session, g(session))
-        .bind(Metering.export, g(sessions.export_page))
-        .bind(Metering.erase, g(eraser.erase))
-        .bind(Metering.retention, g(eraser.retention))
-        .bind(Metering.set_retention, g(eraser.set_retention))
+        .bind(Metering.usage, store.usage)
+        .bind(Metering.audit, store.audit)
+        .bind(Metering.sessions, sessions.summaries)
+        .bind(Metering.session, session)
+        .bind(Metering.export, sessions.export_page)
+        .bind(Metering.erase, eraser.erase)
+        .bind(Metering.retention, eraser.retention)
+        .bind(Metering.set_retention, eraser.set_retention)
     )

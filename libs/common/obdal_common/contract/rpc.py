@@ -163,8 +163,16 @@ class Bindings:
     :meth:`serve` refuses to start while any RPC of the contract has none.
     """
 
-    def __init__(self, contract: type[Contract]) -> None:
+    def __init__(
+        self,
+        contract: type[Contract],
+        *,
+        lower_errors: Mapping[type[Exception], Callable[[], ObdalError]] | None = None,
+    ) -> None:
+        """``lower_errors``: what a lower library's exception (pymongo's, nats-py's) means, mapped
+        here once for every handler, so handlers raise them unmapped."""
         self._contract = contract
+        self._lower = dict(lower_errors or {})
         self._handlers: dict[Rpc[Any, Any], Callable[[Any], Awaitable[Any]]] = {}
         self._subscriptions: list[Subscription] = []
 
@@ -184,11 +192,26 @@ class Bindings:
             async def answer(
                 data: bytes, headers: Mapping[str, str], rpc: Rpc[Any, Any] = rpc, handler: Any = handler
             ) -> Reply:
-                return await rpc.answer(handler, data, headers)
+                return await rpc.answer(self._mapped(handler), data, headers)
 
             self._subscriptions.append(
                 await bus.serve(rpc.subject, answer, queue=self._contract.service, concurrency=concurrency)
             )
+
+    def _mapped(self, handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        if not self._lower:
+            return handler
+        lower = tuple(self._lower)
+
+        async def mapped(request: Any) -> Any:
+            try:
+                return await handler(request)
+            except lower as exc:
+                error = next(make() for kind, make in self._lower.items() if isinstance(exc, kind))
+                log.warning("%s: %r", error.code, exc)
+                raise error from None
+
+        return mapped
 
     async def stop(self) -> None:
         """Stop answering (requests in flight finish)."""
