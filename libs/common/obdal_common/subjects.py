@@ -1,4 +1,8 @@
-"""Every NATS subject, stream, consumer and bucket name, in one place."""
+"""Every NATS stream, event subject, consumer and bucket name, in one place.
+
+Request/reply subjects are not here: each is written once, in its RPC's declaration in
+:mod:`obdal_common.contract` (``obdal.<service>.<rpc>``, health on ``obdal.status.<service>``).
+"""
 
 from __future__ import annotations
 
@@ -21,15 +25,7 @@ __all__ = [
     "KV_APPS",
     "KV_FILES",
     "KV_KEYS",
-    "METERING_AUDIT",
     "METERING_CONSUMER",
-    "METERING_ERASE",
-    "METERING_RETENTION_GET",
-    "METERING_RETENTION_SET",
-    "METERING_SESSION",
-    "METERING_SESSIONS",
-    "METERING_SESSIONS_EXPORT",
-    "METERING_USAGE",
     "OBJECT_STORE_FILES",
     "TURN_EVENT",
     "USAGE_EVENT",
@@ -61,17 +57,6 @@ METERING_CONSUMER: Final = "metering"
 # Events that can never be stored, with the reason in a header.
 DEADLETTER_STREAM: Final = "OBDAL_DEADLETTER"
 DEADLETTER_SUBJECTS: Final = ("obdal.deadletter.>",)
-METERING_USAGE: Final = "obdal.metering.usage"
-METERING_AUDIT: Final = "obdal.metering.audit"
-
-
-# Sessions (request/reply): a page of summaries, one session, pages of an export, erasure, retention.
-METERING_SESSIONS: Final = "obdal.metering.sessions.list"
-METERING_SESSION: Final = "obdal.metering.sessions.get"
-METERING_SESSIONS_EXPORT: Final = "obdal.metering.sessions.export"
-METERING_ERASE: Final = "obdal.metering.sessions.erase"
-METERING_RETENTION_GET: Final = "obdal.metering.retention.get"
-METERING_RETENTION_SET: Final = "obdal.metering.retention.set"
 
 # Key-value buckets and the object store.
 KV_APPS: Final = "obdal_apps"
