@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ class Span:
     scope: str
     service: str
     attributes: dict[str, Any]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    resource: dict[str, Any] = field(default_factory=dict)
 
     @property
     def obdal_service(self) -> str:
@@ -76,6 +78,11 @@ class _Receiver(BaseHTTPRequestHandler):
                             scope=scope_spans.scope.name,
                             service=str(resource.get("service.name")),
                             attributes={a.key: _value(a.value) for a in span.attributes},
+                            events=[
+                                {"name": e.name, **{a.key: _value(a.value) for a in e.attributes}}
+                                for e in span.events
+                            ],
+                            resource=resource,
                         )
                     )
         reply = ExportTraceServiceResponse().SerializeToString()
@@ -205,6 +212,40 @@ def test_spans_carry_no_keys_and_no_message_content(traced: Traced, exercised: d
     assert "45 days" not in values
     # The embedded stack is one process: one resource, services told apart by scope.
     assert {s.service for s in traced.spans} == {"obdal"}
+
+
+def test_keys_and_personal_data_in_query_strings_reach_no_span_log_or_metric(
+    traced: Traced, exercised: dict[str, str]
+) -> None:
+    """``?api_key=`` (GET routes take it, for browsers) and ``?user=`` are stripped from every
+    exported span (``http.url``, ``url.query``...), from the logs and from the metric labels."""
+    key = exercised["key"]
+    secret = key.rsplit("_", 1)[1]  # obd_sk_<public id>_<secret>
+    user = "user-marker-5f1c9e"
+    wrong = key[: -len(secret)] + "W" * len(secret)  # a refused key: its path logs and audits
+    for path in ("/v1/sessions", "/v1/usage"):
+        assert httpx.get(f"{traced.url}{path}", params={"api_key": key, "user": user}).status_code == 200
+        with_header = httpx.get(f"{traced.url}{path}", params={"user": user}, headers=Api.auth(key))
+        assert with_header.status_code == 200, with_header.text
+        refused = httpx.get(f"{traced.url}{path}", params={"api_key": wrong, "user": user})
+        assert refused.status_code == 401, refused.text
+    app_id = exercised["app_id"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        served = [s for s in list(traced.spans) if s.attributes.get("obdal.app_id") == app_id]
+        if sum(s.name in {"GET /v1/sessions", "GET /v1/usage"} for s in served) >= 4:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"no spans for the GET requests; got {[s.name for s in traced.spans]}")
+    time.sleep(0.5)  # the refused requests' spans: same batch or the next one
+    gets = [s for s in list(traced.spans) if s.name.startswith("GET /v1/")]
+    assert any("http.url" in s.attributes or "url.full" in s.attributes for s in gets)  # recorded, stripped
+    exported = json.dumps([[s.attributes, s.events, s.resource] for s in list(traced.spans)])
+    metrics_text = httpx.get(f"{traced.url}/metrics", headers=Api.auth(METRICS_TOKEN)).text
+    for where, text in (("spans", exported), ("logs", traced.process.log()), ("metrics", metrics_text)):
+        for needle in (key, secret, wrong[-len(secret) :], user, "api_key="):
+            assert needle not in text, f"{needle!r} in the {where}"
 
 
 def test_json_logs_carry_the_trace_id(traced: Traced, exercised: dict[str, str]) -> None:

@@ -75,3 +75,31 @@ def test_errors_map_to_sdk_exceptions(stack: Stack, tenant: tuple[Api, str]) -> 
         client(stack, key).chat.completions.create(
             model="obdal", messages=[{"role": "assistant", "content": "I spoke last"}]
         )
+
+
+def test_a_client_history_is_bounded_and_an_end_user_is_named(stack: Stack, tenant: tuple[Api, str]) -> None:
+    """One request cannot put an unbounded prompt on a key's budget, nor an unerasable user."""
+    _, key = tenant
+    sdk = client(stack, key)
+    question = {"role": "user", "content": "When is the Quillmark help desk open?"}
+    recent = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} about the weather"}
+        for i in range(50)
+    ]
+    older = [{"role": "user", "content": "an old turn " * 400}] * 30
+    short = sdk.chat.completions.create(model="obdal", messages=[*recent, question])
+    long = sdk.chat.completions.create(model="obdal", messages=[*older, *recent, question])
+    assert short.usage is not None
+    assert long.usage is not None
+    assert long.usage.prompt_tokens == short.usage.prompt_tokens  # only the last 50 were used
+    with pytest.raises(openai.APIStatusError) as too_long:
+        sdk.chat.completions.create(
+            model="obdal", messages=[{"role": "user", "content": "x" * 9000}, question]
+        )
+    assert too_long.value.status_code == 413
+    with pytest.raises(openai.APIStatusError) as too_big:
+        sdk.chat.completions.create(model="obdal", messages=[{"role": "user", "content": "y" * 7000}] * 150)
+    assert too_big.value.status_code == 413  # not a 503 from a bus message that cannot be sent
+    for user in ("", "u" * 300):
+        with pytest.raises(openai.BadRequestError):
+            sdk.chat.completions.create(model="obdal", messages=[question], user=user)

@@ -20,8 +20,10 @@ from nats.js import JetStreamContext
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 
+from obdal_common.redaction import METRIC_ATTRIBUTE_ALLOWLIST
 from obdal_common.settings import ObdalSettings
 
 __all__ = ["consumer_gauges", "prometheus_text", "serve_metrics", "setup_metrics"]
@@ -39,7 +41,11 @@ def setup_metrics(service_name: str) -> None:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
     provider = MeterProvider(
-        resource=Resource.create({"service.name": service_name}), metric_readers=[PrometheusMetricReader()]
+        resource=Resource.create({"service.name": service_name}),
+        metric_readers=[PrometheusMetricReader()],
+        # The ASGI middleware's own ``http.server.*`` metrics keep only allow-listed labels: never
+        # a URL, target or query string (a key or a user name in a label; unbounded cardinality).
+        views=[View(instrument_name="http.server.*", attribute_keys=set(METRIC_ATTRIBUTE_ALLOWLIST))],
     )
     metrics.set_meter_provider(provider)
     _configured = True

@@ -21,6 +21,12 @@ class GatewaySettings(ObdalSettings):
     )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted upload")
     max_message_chars: int = Field(8000, ge=1, description="Longest accepted chat message")
+    max_history_messages: int = Field(
+        50,
+        ge=0,
+        le=200,
+        description="Most messages of a client-sent history (OpenAI API) kept, the last ones",
+    )
     chat_accept_timeout_s: float = Field(2.0, gt=0, description="Wait for a worker to take a request")
     chat_idle_timeout_s: float = Field(5.0, gt=0, description="Silence from a worker that ends a stream")
     sse_ping_s: float = Field(10.0, gt=0, description="Keep-alive comment interval on idle streams")

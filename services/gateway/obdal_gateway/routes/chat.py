@@ -27,9 +27,12 @@ from obdal_gateway.relay import ChatStream
 from obdal_gateway.sse import PING, sse_event, sse_response
 from obdal_gateway.state import Gateway
 
-__all__ = ["ChatBody", "chat"]
+__all__ = ["CHAT_BODY_MAX_BYTES", "SSE_HEADERS", "ChatBody", "chat"]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# A chat body, history included, must fit one NATS message (1 MB by default) once it is a
+# ChatRequest: beyond this it is a 413 here, not a 503 from the bus.
+CHAT_BODY_MAX_BYTES = 768 * 1024
 
 
 class ChatBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -85,6 +88,7 @@ async def _principal_from_body(request: Request[Any, Any, Any], gw: Gateway, dat
     summary="Ask a question about the app's documents",
     opt={"scope": "chat"},
     dependencies={"principal": Provide(_principal_from_body)},
+    request_max_body_size=CHAT_BODY_MAX_BYTES,
 )
 async def chat(data: ChatBody, gw: Gateway, principal: Principal) -> Response[dict[str, Any]] | Stream:
     """Answer from the app's documents. ``stream: true`` answers with SSE:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Response, post
@@ -31,7 +31,7 @@ from obdal_common.schemas import (
 )
 from obdal_gateway.auth import Principal, check_budget
 from obdal_gateway.relay import ChatStream, CollectedAnswer
-from obdal_gateway.routes.chat import SSE_HEADERS
+from obdal_gateway.routes.chat import CHAT_BODY_MAX_BYTES, SSE_HEADERS
 from obdal_gateway.state import Gateway
 
 __all__ = ["chat_completions"]
@@ -63,10 +63,13 @@ class CompletionBody(msgspec.Struct, kw_only=True):
     model: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    # As `POST /v1/chat`'s: an end user is named (and so can be erased) or absent, never "".
+    user: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
 
 
-def _turn(body: CompletionBody, limit: int) -> tuple[str, list[HistoryMessage]]:
+def _turn(body: CompletionBody, limit: int, *, keep: int) -> tuple[str, list[HistoryMessage]]:
+    """The question and the last ``keep`` messages before it: a client-kept history is bounded
+    like a stored one, so one request cannot put an unbounded prompt on a key's budget."""
     if not body.messages or body.messages[-1].role != "user":
         raise BadRequest("the last message must be the user's question", code="invalid_messages")
     question = body.messages[-1].text()
@@ -78,7 +81,11 @@ def _turn(body: CompletionBody, limit: int) -> tuple[str, list[HistoryMessage]]:
         HistoryMessage(role=m.role, content=m.text())
         for m in body.messages[:-1]
         if m.role in ("user", "assistant") and m.text()
-    ]
+    ][-keep:]
+    if any(len(m.content) > limit for m in history):
+        raise PayloadTooLarge(
+            f"a message of the history is longer than {limit} characters", code="message_too_long"
+        )
     return question, history
 
 
@@ -160,13 +167,14 @@ def _completion(answer: CollectedAnswer) -> dict[str, Any]:
     status_code=200,
     summary="OpenAI-compatible chat completions",
     opt={"scope": "chat"},
+    request_max_body_size=CHAT_BODY_MAX_BYTES,
 )
 async def chat_completions(
     data: CompletionBody, gw: Gateway, principal: Principal
 ) -> Response[dict[str, Any]] | ServerSentEvent:
     """Grounded answers in the OpenAI Chat Completions format (JSON, or SSE with ``stream``)."""
     await check_budget(gw, principal)
-    question, history = _turn(data, gw.settings.max_message_chars)
+    question, history = _turn(data, gw.settings.max_message_chars, keep=gw.settings.max_history_messages)
     stream = await gw.relay.open(
         ChatRequest(
             request_id=new_id("req"),
