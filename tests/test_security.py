@@ -47,6 +47,74 @@ def test_preflight_reflects_only_allowed_origins(api: Api) -> None:
         assert "Origin" in bad.headers["vary"]
 
 
+PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+
+
+def test_ipv6_origin_is_stored_in_brackets_and_breaks_no_one_elses_cors(api: Api) -> None:
+    # Once stored as `http://::1:8080` (unparsable), every preflight no older key matched answered 500.
+    other_app = api.create_app("cors-neighbour")
+    api.create_key(other_app, kind="publishable", allowed_origins=["https://neighbour.example.com"])
+    app_id = api.create_app("cors-ipv6")
+    created = api.create_key(app_id, kind="publishable", allowed_origins=["http://[::1]:8080"])
+    assert created["allowed_origins"] == ["http://[::1]:8080"]
+    listed = api.admin.get(f"/v1/admin/apps/{app_id}/keys").json()["keys"]
+    assert [k["allowed_origins"] for k in listed] == [["http://[::1]:8080"]]
+
+    ok = api.http.options("/v1/chat", headers={"Origin": "http://[::1]:8080", **PREFLIGHT})
+    assert ok.status_code == 204, ok.text
+    assert ok.headers["access-control-allow-origin"] == "http://[::1]:8080"
+    neighbour = api.http.options("/v1/chat", headers={"Origin": "https://neighbour.example.com", **PREFLIGHT})
+    assert neighbour.status_code == 204, neighbour.text
+    for origin in ("https://unrelated.example.net", "http://[::1]:8081", "http://[::2]:8080"):
+        refused(
+            api.http.options("/v1/chat", headers={"Origin": origin, **PREFLIGHT}), 403, "origin_not_allowed"
+        )
+
+    key = created["key"]
+    chat = api.http.post(
+        "/v1/chat", headers={**api.auth(key), "Origin": "http://[::1]:8080"}, json={"message": "hi"}
+    )
+    assert chat.status_code == 200, chat.text
+    assert chat.headers["access-control-allow-origin"] == "http://[::1]:8080"
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://*.co.uk",
+        "https://*.github.io",
+        "https://*.vercel.app",
+        "https://*.com",
+        "http://::1:8080",
+        "http://[::1",
+        "http://[not-an-address]:80",
+    ],
+)
+def test_unusable_allowed_origins_are_refused_at_write(api: Api, origin: str) -> None:
+    app_id = api.create_app("cors-refused")
+    body = {"name": "k", "kind": "publishable", "allowed_origins": [origin]}
+    refused(api.admin.post(f"/v1/admin/apps/{app_id}/keys", json=body), 400, "invalid_origin")
+    key_id = api.create_key(app_id, kind="publishable", allowed_origins=["https://ok.example.com"])["key_id"]
+    patch = api.admin.patch(f"/v1/admin/keys/{key_id}", json={"allowed_origins": [origin]})
+    refused(patch, 400, "invalid_origin")
+
+
+def test_wildcards_need_a_registrable_domain(api: Api) -> None:
+    app_id = api.create_app("cors-wildcard")
+    body = {"name": "k", "kind": "publishable", "allowed_origins": ["https://*.co.uk"]}
+    response = api.admin.post(f"/v1/admin/apps/{app_id}/keys", json=body)
+    refused(response, 400, "invalid_origin")
+    assert "public suffix" in response.json()["error"]["message"]
+    created = api.create_key(
+        app_id, kind="publishable", allowed_origins=["https://*.example.co.uk", "https://*.shop.github.io"]
+    )
+    assert created["allowed_origins"] == ["https://*.example.co.uk:443", "https://*.shop.github.io:443"]
+    ok = api.http.options("/v1/chat", headers={"Origin": "https://help.example.co.uk", **PREFLIGHT})
+    assert ok.status_code == 204, ok.text
+    other = api.http.options("/v1/chat", headers={"Origin": "https://evil.co.uk", **PREFLIGHT})
+    refused(other, 403, "origin_not_allowed")
+
+
 def test_responses_reflect_the_origin_only_when_the_key_allows_it(api: Api) -> None:
     app_id = api.create_app("cors-actual")
     key = api.create_key(app_id, kind="publishable", allowed_origins=["https://help.acme.test"])["key"]

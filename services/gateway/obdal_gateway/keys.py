@@ -161,7 +161,11 @@ class KeyRegistry:
         return record, secret
 
     def allows_origin(self, origin: str) -> bool:
-        """Whether any live key allows ``origin`` (CORS preflights carry no key)."""
+        """Whether any live key allows ``origin`` (CORS preflights carry no key).
+
+        Never raises: ``origin_allowed`` skips (and logs) a stored entry it cannot
+        parse, so one key's bad record cannot fail the preflights of every app.
+        """
         now = datetime.now(UTC)
         return any(
             origin_allowed(origin, k.allowed_origins)
