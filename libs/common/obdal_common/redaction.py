@@ -18,11 +18,9 @@ from typing import Any
 
 __all__ = [
     "METRIC_ATTRIBUTE_ALLOWLIST",
-    "REDACTED",
     "redact_attributes",
     "redact_text",
     "redact_value",
-    "strip_query",
 ]
 
 REDACTED = "[REDACTED]"

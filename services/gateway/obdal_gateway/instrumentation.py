@@ -11,10 +11,8 @@ from litestar.middleware import ASGIMiddleware
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import metrics, trace
-from opentelemetry.trace import Span
 
 from obdal_common.metrics import prometheus_text
-from obdal_common.redaction import REDACTED, strip_query
 from obdal_gateway.auth import metrics_guard
 
 __all__ = ["RequestMetrics", "name_span", "prometheus_metrics", "tracing_plugin"]
@@ -49,24 +47,6 @@ def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
     return str(scope.get("method", "HTTP")), {}
 
 
-def _scrub_server_span(span: Span, scope: dict[str, Any]) -> None:
-    """``server_request_hook``: overwrite the URL attributes the ASGI middleware just set.
-
-    ``GET`` routes take ``?api_key=`` (and ``?user=``), and the middleware records the URL with
-    its query. The exporter redacts every span anyway (obdal_common.telemetry); this keeps the
-    query off the live span too, for anything else in the process that reads it.
-    """
-    if not span.is_recording() or not scope.get("query_string"):
-        return
-    attributes = getattr(span, "attributes", None) or {}
-    for key in ("http.url", "url.full", "http.target"):
-        value = attributes.get(key)
-        if isinstance(value, str):
-            span.set_attribute(key, strip_query(value))
-    if "url.query" in attributes:
-        span.set_attribute("url.query", REDACTED)
-
-
 def name_span(request: Request[Any, Any, Any]) -> None:
     """``before_request`` hook: name the server span after the matched route, as OpenTelemetry advises."""
     route = _route(request.scope)
@@ -82,7 +62,6 @@ def tracing_plugin() -> OpenTelemetryPlugin:
             exclude=_UNTRACED,
             exclude_spans=["send", "receive"],
             scope_span_details_extractor=_span_details,
-            server_request_hook_handler=_scrub_server_span,
         )
     )
 

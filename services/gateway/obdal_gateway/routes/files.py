@@ -146,6 +146,20 @@ async def _read_upload(gw: Gateway, data: dict[str, Any]) -> tuple[str, bytes, s
     return filename, content, detect_content_type(filename, content)
 
 
+async def _stage_upload(gw: Gateway, app_id: str, data: dict[str, Any]) -> FileUpload:
+    """The multipart upload checked (400/413/415) and its bytes staged for ingest, which settles
+    duplicates (racing ones too)."""
+    filename, content, content_type = await _read_upload(gw, data)
+    return FileUpload(
+        app_id=app_id,
+        filename=filename,
+        content_type=content_type,
+        size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        staged=await stage(gw.objects, app_id, content),
+    )
+
+
 async def _hand_over(gw: Gateway, staged: str, call: Awaitable[FileAccepted]) -> FileAccepted:
     """Ingest's answer to an upload or replacement of the bytes ``staged``. From its answer on the
     bytes are ingest's; when the call fails they are still ours, and withdrawn (best-effort:
@@ -173,19 +187,8 @@ async def upload_file(
 ) -> Response[dict[str, Any]]:
     """Store the bytes and queue ingestion: ``202 {"file_id","status":"queued"}``."""
     wait_s = _wait_s(wait)
-    filename, content, content_type = await _read_upload(gw, data)
-    sha256 = hashlib.sha256(content).hexdigest()
-    # The bytes go in first, named by ingest's claim check; ingest settles duplicates (racing ones too).
-    staged = await stage(gw.objects, principal.app_id, content)
-    upload = FileUpload(
-        app_id=principal.app_id,
-        filename=filename,
-        content_type=content_type,
-        size=len(content),
-        sha256=sha256,
-        staged=staged,
-    )
-    accepted = await _hand_over(gw, staged, gw.ingest.upload(upload))
+    upload = await _stage_upload(gw, principal.app_id, data)
+    accepted = await _hand_over(gw, upload.staged, gw.ingest.upload(upload))
     if accepted.duplicate:
         return await _duplicate(gw, accepted.file, wait_s)
     status = accepted.file
@@ -194,11 +197,12 @@ async def upload_file(
         app_id=principal.app_id,
         actor=principal.key_id,
         target=status.file_id,
-        detail={"filename": filename, "sha256": sha256},
+        detail={"filename": upload.filename, "sha256": upload.sha256},
     )
     if wait_s:
         return await _outcome(gw, status, wait_s)
-    return Response({"file_id": status.file_id, "status": "queued", "filename": filename}, status_code=202)
+    body = {"file_id": status.file_id, "status": "queued", "filename": upload.filename}
+    return Response(body, status_code=202)
 
 
 @put(
@@ -216,28 +220,19 @@ async def replace_file(
 ) -> Response[dict[str, Any]]:
     wait_s = _wait_s(wait)
     current = await _owned(gw, principal.app_id, file_id)
-    filename, content, content_type = await _read_upload(gw, data)
-    staged = await stage(gw.objects, principal.app_id, content)
-    replacement = FileReplace(
-        app_id=principal.app_id,
-        file_id=current.file_id,
-        filename=filename,
-        content_type=content_type,
-        size=len(content),
-        sha256=hashlib.sha256(content).hexdigest(),
-        staged=staged,
-    )
-    status = (await _hand_over(gw, staged, gw.ingest.replace(replacement))).file
+    upload = await _stage_upload(gw, principal.app_id, data)
+    replacement = FileReplace(**msgspec.structs.asdict(upload), file_id=current.file_id)
+    status = (await _hand_over(gw, upload.staged, gw.ingest.replace(replacement))).file
     await gw.audit.record(
         "file.replaced",
         app_id=principal.app_id,
         actor=principal.key_id,
         target=file_id,
-        detail={"filename": filename, "version": str(status.version), "sha256": status.sha256},
+        detail={"filename": upload.filename, "version": str(status.version), "sha256": status.sha256},
     )
     if wait_s:
         return await _outcome(gw, status, wait_s)
-    body = {"file_id": file_id, "status": "queued", "filename": filename, "version": status.version}
+    body = {"file_id": file_id, "status": "queued", "filename": upload.filename, "version": status.version}
     return Response(body, status_code=202)
 
 
