@@ -498,12 +498,12 @@ def start_obdal(
 ) -> Obdal:
     """Two ``obdal up`` processes on servers of their own: the gateway (and metering), and one chat
     worker (and ingest)."""
-    servers = [nats_server(logs), redis_server(logs), mongo_server(None, log_dir=logs / "logs")]
+    servers = [nats_server(logs), redis_server(logs), mongo_server(logs)]
     with phases("obdal_servers"):
         for server in servers:
             server.start()
             stack.callback(server.stop)
-        # Killed first: SecantusDB takes ~2 s to stop cleanly, and its data here is in memory, thrown away.
+        # Killed first: SecantusDB takes ~2 s to stop cleanly, and its data here is thrown away.
         stack.callback(servers[2].kill)
     common = {
         "OBDAL_NATS_URL": servers[0].url,

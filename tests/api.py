@@ -113,9 +113,14 @@ class Api:
     def chat(self, key: str, message: str, **body: Any) -> httpx.Response:
         return self.http.post("/v1/chat", headers=self.auth(key), json={"message": message, **body})
 
-    def chat_stream(self, key: str, message: str, **body: Any) -> SseResponse:
+    def chat_stream(
+        self, key: str, message: str, *, headers: dict[str, str] | None = None, **body: Any
+    ) -> SseResponse:
         with self.http.stream(
-            "POST", "/v1/chat", headers=self.auth(key), json={"message": message, "stream": True, **body}
+            "POST",
+            "/v1/chat",
+            headers={**self.auth(key), **(headers or {})},
+            json={"message": message, "stream": True, **body},
         ) as response:
             lines = list(response.iter_lines())
         result = SseResponse(status=response.status_code, headers=response.headers)

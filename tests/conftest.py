@@ -79,7 +79,8 @@ class Servers:
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    """nats-server (JetStream), Redis/Valkey and SecantusDB on free loopback ports."""
+    """nats-server (JetStream), Redis/Valkey and SecantusDB on free loopback ports, each requiring
+    the password generated in ``base`` (their URLs carry it, so every test connects authenticated)."""
     base = tmp_path_factory.mktemp("servers")
     started: list[ManagedServer] = []
     try:
@@ -87,7 +88,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         started.append(nats)
         redis = redis_server(base).start()
         started.append(redis)
-        mongo = mongo_server(None, log_dir=base / "logs").start()
+        mongo = mongo_server(base).start()
         started.append(mongo)
         yield Servers(nats=nats, redis=redis, mongo=mongo)
     finally:

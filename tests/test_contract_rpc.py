@@ -11,6 +11,7 @@ from datetime import date
 
 import msgspec
 import pytest
+from nats.aio.client import Client as NatsClient
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
@@ -30,6 +31,7 @@ from obdal_common.schemas import (
 )
 from obdal_metering.bindings import metering_bindings
 from obdal_metering.erasure import Eraser
+from obdal_metering.sealing import SessionKeys
 from obdal_metering.sessions import SessionStore
 from obdal_metering.store import MeteringStore
 
@@ -126,10 +128,12 @@ async def test_metering_answers_mongodb_down_as_one_503_code_on_every_rpc() -> N
         "mongodb://127.0.0.1:9/", serverSelectionTimeoutMS=200
     )
     try:
-        sessions = SessionStore(mongo, "down")
+        # No NATS either: every call fails at MongoDB before it needs a session's key.
+        keys = SessionKeys(NatsClient().jetstream())
+        sessions = SessionStore(mongo, "down", keys=keys)
         store = MeteringStore(mongo, "down")
         bindings = metering_bindings(
-            store=store, sessions=sessions, eraser=Eraser(mongo, "down", sessions), checks={}
+            store=store, sessions=sessions, eraser=Eraser(mongo, "down", sessions, keys=keys), checks={}
         )
         bus = MemoryBus()
         await bindings.serve(bus)

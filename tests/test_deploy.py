@@ -9,6 +9,7 @@ broken file, so a green run means something. The Dockerfile is checked staticall
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -56,7 +58,7 @@ def test_compose_file_validates_with_the_compose_binary(tmp_path: Path) -> None:
     services = config["services"]
     assert set(services) == {"nats", "redis", "mongo", "qdrant", "jaeger", *SERVICES}
     assert services["chat"]["deploy"]["replicas"] == 2
-    assert "--jetstream" in services["nats"]["command"][0]
+    assert "--jetstream" in services["nats"]["command"]
     assert any(v["target"] == "/data" and v["type"] == "volume" for v in services["nats"]["volumes"])
     for name in SERVICES:
         service = services[name]
@@ -93,6 +95,81 @@ def test_compose_binary_rejects_a_broken_file(tmp_path: Path) -> None:
     result = compose_config(deploy, "-q")
     assert result.returncode != 0
     assert "qdrnt" in result.stderr
+
+
+def compose_json(directory: Path) -> dict[str, Any]:
+    rendered = compose_config(directory, "--format", "json")
+    assert rendered.returncode == 0, rendered.stderr
+    config: dict[str, Any] = json.loads(rendered.stdout.replace("$$", "$"))  # compose's escape of $
+    return config
+
+
+def open_backends(config: dict[str, Any]) -> list[str]:
+    """Why a client without the password could use NATS, Redis or MongoDB in a rendered compose
+    file, or why a password would show on a command line (the host's ``ps`` shows containers')."""
+    problems = []
+    services = config["services"]
+    nats = services["nats"]
+    command = nats["command"]
+    mounted = {
+        c["target"]: config["configs"][c["source"]].get("content", "") for c in nats.get("configs", [])
+    }
+    nats_config = mounted.get(command[command.index("--config") + 1], "") if "--config" in command else ""
+    if "authorization {" not in nats_config or "password: $NATS_PASSWORD" not in nats_config:
+        problems.append("nats: no authorization with NATS_PASSWORD in its configuration")
+    if {"--pass", "--auth", "--http_port", "-m"} & set(command) or "http:" in nats_config.replace(
+        'http: "127.0.0.1:', ""
+    ):
+        problems.append("nats: a password on its command line, or monitoring beyond its container")
+    redis = " ".join(services["redis"]["command"])
+    if 'requirepass "$REDIS_PASSWORD"' not in redis or "--requirepass" in redis:
+        problems.append("redis: no requirepass REDIS_PASSWORD in its configuration")
+    mongo = services["mongo"]["environment"]
+    if not (mongo.get("MONGO_INITDB_ROOT_USERNAME") and mongo.get("MONGO_INITDB_ROOT_PASSWORD")):
+        problems.append("mongo: no root user, so no authentication")
+    env = nats["environment"]
+    expected = {
+        "OBDAL_NATS_URL": ("obdal", env.get("NATS_PASSWORD")),
+        "OBDAL_REDIS_URL": ("", env.get("REDIS_PASSWORD")),
+        "OBDAL_MONGO_URL": (mongo.get("MONGO_INITDB_ROOT_USERNAME"), mongo.get("MONGO_INITDB_ROOT_PASSWORD")),
+    }
+    for name in SERVICES:
+        for variable, (user, password) in expected.items():
+            url = urlsplit(services[name]["environment"][variable])
+            if not password or (url.username, url.password) != (user, password):
+                problems.append(f"{name}: {variable} does not carry the server's credentials")
+    return problems
+
+
+def test_compose_backends_require_their_passwords(tmp_path: Path) -> None:
+    assert open_backends(compose_json(with_secret_files(tmp_path))) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("        password: $$NATS_PASSWORD\n", "", "nats: no authorization"),
+        ('"--store_dir", "/data"]', '"--store_dir", "/data", "--http_port", "8222"]', "nats: a password"),
+        ('requirepass "$$REDIS_PASSWORD"', "", "redis: no requirepass"),
+    ],
+)
+def test_compose_backends_without_a_password_fail_the_check(
+    tmp_path: Path, old: str, new: str, problem: str
+) -> None:
+    deploy = with_secret_files(tmp_path)
+    text = (deploy / "compose.yaml").read_text()
+    assert old in text
+    (deploy / "compose.yaml").write_text(text.replace(old, new))
+    assert any(p.startswith(problem) for p in open_backends(compose_json(deploy)))
+
+
+def test_compose_services_without_credentials_in_their_urls_fail_the_check(tmp_path: Path) -> None:
+    deploy = with_secret_files(tmp_path)
+    env = (deploy / "obdal.env").read_text()
+    (deploy / "obdal.env").write_text(env.replace("redis://:${REDIS_PASSWORD}@redis", "redis://redis"))
+    assert "gateway: OBDAL_REDIS_URL does not carry the server's credentials" in open_backends(
+        compose_json(deploy)
+    )
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------
@@ -204,6 +281,61 @@ def test_production_overlay_pins_images_and_namespace(rendered: dict[str, list[d
     for name, deployment in objects(docs, "Deployment").items():
         image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
         assert image == f"registry.example.com/obdal/{name.removeprefix('obdal-')}:0.1.0"
+
+
+@pytest.mark.parametrize("variant", ["base", "production"])
+def test_the_gateways_metrics_are_scraped_with_a_token_of_their_own(
+    rendered: dict[str, list[dict[str, Any]]], variant: str
+) -> None:
+    docs = rendered[variant]
+    gateway = objects(docs, "Deployment")["obdal-gateway"]["spec"]["template"]
+    # Annotation-driven scraping cannot send a token: it would only collect 401s.
+    assert "prometheus.io/scrape" not in gateway["metadata"].get("annotations", {})
+    env = {e["name"]: e for e in gateway["spec"]["containers"][0]["env"]}
+    token_ref = env["OBDAL_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+    # The PodMonitor is applied apart from kustomize: the Secret keeps its plain name everywhere.
+    assert token_ref == {"name": "obdal-metrics", "key": "OBDAL_METRICS_TOKEN"}
+    secret = objects(docs, "Secret")["obdal-metrics"]
+    assert set(secret.get("stringData") or secret["data"]) == {"OBDAL_METRICS_TOKEN"}
+    monitor = yaml.safe_load((DEPLOY / "k8s/monitoring/gateway-podmonitor.yaml").read_text())
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "obdal-gateway"}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": token_ref}
+
+
+def test_compose_gives_the_metrics_a_token() -> None:
+    assert "OBDAL_METRICS_TOKEN=change-me" in (DEPLOY / "obdal.env.example").read_text()
+
+
+def urls_without_credentials(docs: list[dict[str, Any]]) -> list[str]:
+    """The backend URLs in the Secrets that would connect without a user and password."""
+    found = []
+    for name, secret in objects(docs, "Secret").items():
+        values = dict(secret.get("stringData") or {})
+        values.update({k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()})
+        for variable in ("OBDAL_NATS_URL", "OBDAL_REDIS_URL", "OBDAL_MONGO_URL"):
+            if variable in values:
+                url = urlsplit(values[variable])
+                user_required = variable != "OBDAL_REDIS_URL"  # Redis's default user has no name
+                if not url.password or (user_required and not url.username):
+                    found.append(f"{name}: {variable}")
+    return found
+
+
+@pytest.mark.parametrize("variant", ["base", "production"])
+def test_every_backend_url_in_the_secrets_carries_credentials(
+    rendered: dict[str, list[dict[str, Any]]], variant: str
+) -> None:
+    assert urls_without_credentials(rendered[variant]) == []
+
+
+def test_a_secret_with_a_url_without_credentials_fails_the_check(tmp_path: Path) -> None:
+    deploy = with_secret_files(tmp_path)
+    env = deploy / "k8s/overlays/production/secrets/chat.env"
+    env.write_text(env.read_text().replace("redis://:change-me@redis-master", "redis://redis-master"))
+    docs = [doc for doc in yaml.safe_load_all(kustomize(deploy / "k8s/overlays/production")) if doc]
+    assert urls_without_credentials(docs) == ["obdal-chat: OBDAL_REDIS_URL"]
 
 
 # --- Dockerfile (static: no engine to build it here) ------------------------------------------

@@ -96,7 +96,7 @@ async def serve_owner(server: ManagedServer, nc: NATS, tmp_path: Path, bus: Bus,
     js = nc.jetstream()
     await ensure_topology(js)
     objects = await js.object_store(subjects.OBJECT_STORE_FILES)
-    statuses = FileStatusStore(await key_value(js, subjects.KV_FILES))
+    statuses = FileStatusStore(await key_value(js, subjects.KV_FILES), js=js)
     index = await open_index(ObdalSettings(data_dir=tmp_path, qdrant_url=":memory:"))
     files = FileLifecycle(
         statuses=statuses, objects=objects, js=js, index=index, connected=lambda: nc.is_connected

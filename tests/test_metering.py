@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -34,6 +35,7 @@ from obdal_common.schemas import (
     encode,
 )
 from obdal_metering.main import serve
+from obdal_metering.sealing import SessionKeys, unseal
 from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
 from tests.conftest import Servers
@@ -268,6 +270,50 @@ async def test_erased_session_drops_late_turns_and_starts_fresh(
     assert [m.content for m in detail.messages] == ["question evt_e2", "answer evt_e2"]
 
 
+def on_disk(directory: Path, data: bytes) -> bool:
+    return any(data in f.read_bytes() for f in directory.rglob("*") if f.is_file())
+
+
+async def test_stored_content_is_sealed_and_unreadable_once_its_session_is_erased(
+    bus: ManagedServer, servers: Servers, metering: MeteringSettings
+) -> None:
+    app_id, session_id = "app_sealed", "sess_sealed"
+    await publish_turns(
+        bus.url, [turn_event("evt_s0", app_id=app_id, session_id=session_id, at=datetime.now(UTC))]
+    )
+    detail = await wait_session(bus.url, app_id, session_id, 2)
+    assert detail is not None
+    assert [m.content for m in detail.messages] == ["question evt_s0", "answer evt_s0"]  # opened on reading
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongo.url, tz_aware=True)
+    nc = await connect(bus.url, name="test")
+    try:
+        # What MongoDB's journal, oplog or a backup would keep: the stored documents.
+        copy = await client[metering.mongo_db].turns.find_one({"app_id": app_id, "session_id": session_id})
+        summary = await client[metering.mongo_db].sessions.find_one(
+            {"app_id": app_id, "session_id": session_id}
+        )
+        assert copy is not None
+        assert summary is not None
+        stored = [copy["user_message"], copy["answer"], copy["sources"], summary["preview"]]
+        assert not any("evt_s0" in value for value in stored), stored
+        keys = SessionKeys(nc.jetstream())
+        key = await keys.get(app_id, session_id)
+        assert key is not None
+        assert unseal(key, copy["answer"]) == "answer evt_s0"
+
+        store_dir = Path(bus.command[list(bus.command).index("-sd") + 1])
+        assert on_disk(store_dir, key)
+
+        await ask(bus.url, Metering.erase, EraseRequest(app_id=app_id, session_id=session_id))
+        assert await keys.get(app_id, session_id) is None
+        assert unseal(None, copy["answer"]) is None
+        # The key left the disk too (erased, not only deleted), so no copy can be opened any more.
+        assert not on_disk(store_dir, key)
+    finally:
+        await close(nc)
+        await client.close()
+
+
 async def test_retention_erases_old_session_content(bus: ManagedServer, metering: MeteringSettings) -> None:
     app_id = "app_retention"
     now = datetime.now(UTC)
@@ -290,6 +336,18 @@ async def test_retention_erases_old_session_content(bus: ManagedServer, metering
     assert [(s.session_id, s.message_count) for s in page.data] == [("sess_mixed", 2)]
     with pytest.raises(NotFound):
         await lookup(bus.url, app_id, "sess_old")
+    # A session whose turns are all past the policy loses its key; one still in use keeps it.
+    nc = await connect(bus.url, name="test")
+    try:
+        keys = SessionKeys(nc.jetstream())
+        for _ in range(50):
+            if await keys.get(app_id, "sess_old") is None:
+                break
+            await asyncio.sleep(0.1)
+        assert await keys.get(app_id, "sess_old") is None
+        assert await keys.get(app_id, "sess_mixed") is not None
+    finally:
+        await close(nc)
 
 
 async def test_a_summary_that_counted_more_turns_is_not_overwritten(
@@ -305,7 +363,8 @@ async def test_a_summary_that_counted_more_turns_is_not_overwritten(
         key = {"app_id": app_id, "session_id": session_id}
         # As written by another replica that had already seen a second turn.
         await summaries.update_one(key, {"$set": {"message_count": 4}})
-        store = SessionStore(client, metering.mongo_db)
+        nc = await connect(bus.url, name="test")
+        store = SessionStore(client, metering.mongo_db, keys=SessionKeys(nc.jetstream()))
         await store.refresh([(app_id, session_id)])  # a replica that saw one turn only
         assert (await summaries.find_one(key) or {})["message_count"] == 4
         await store.refresh([(app_id, session_id)], shrinking=True)  # after retention deleted turns
@@ -313,6 +372,7 @@ async def test_a_summary_that_counted_more_turns_is_not_overwritten(
         await client[metering.mongo_db].turns.delete_many(key)
         await store.refresh([(app_id, session_id)])
         assert await summaries.find_one(key) is None
+        await close(nc)
     finally:
         await client.close()
 

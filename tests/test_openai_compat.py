@@ -103,3 +103,28 @@ def test_a_client_history_is_bounded_and_an_end_user_is_named(stack: Stack, tena
     for user in ("", "u" * 300):
         with pytest.raises(openai.BadRequestError):
             sdk.chat.completions.create(model="obdal", messages=[question], user=user)
+
+
+def test_a_huge_history_is_refused_before_generating_when_it_does_not_fit_the_budget(stack: Stack) -> None:
+    """Issue 15, finding 6: one call with an 890 KB history used 166,978 tokens of a budget of
+    1,000. The largest history the caps let through (the last 50 messages of at most
+    OBDAL_MAX_MESSAGE_CHARS each) is refused as soon as its prompt is counted."""
+    api = Api(stack.url, stack.admin_token)
+    _, key = api.new_tenant("openai-budget", token_budget=1000)
+    sdk = client(stack, key)
+    history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "lorem ipsum " * 160}
+        for i in range(50)
+    ]
+    question = {"role": "user", "content": "When is the help desk open?"}
+    with pytest.raises(openai.RateLimitError) as refused:
+        sdk.chat.completions.create(model="obdal", messages=[*history, question])
+    assert refused.value.code == "token_budget_exhausted"
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+    # Streamed, the refusal is the stream's error event, which the SDK raises.
+    with pytest.raises(openai.APIError, match="may use up to"):
+        list(sdk.chat.completions.create(model="obdal", messages=[*history, question], stream=True))
+    # Nothing was generated nor counted: a small call still fits the budget.
+    small = sdk.chat.completions.create(model="obdal", messages=[question])
+    assert small.usage is not None
+    assert api.wait_usage(key, 1)["total_tokens"] == small.usage.total_tokens

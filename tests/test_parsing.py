@@ -37,7 +37,7 @@ def test_pdf_page_limit_and_damage_fail_with_a_reason() -> None:
 def test_docx_headings_lists_and_table_rows() -> None:
     data = documents.word(
         title="Handbook",
-        sections={"Returns": ["Keep your receipt."], "Plans": ["Compare them below."]},
+        sections={"Returns": [documents.FILLER * 3], "Plans": ["Compare them below."]},
         table=[["Plan", "Price"], ["Gold", "9 EUR"], ["Silver", "5 EUR"]],
     )
     parsed = parse(data, content_type=DOCX, max_pages=10)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -182,3 +183,35 @@ def test_client_disconnect_cancels_generation_and_meters_the_partial_answer(
     usage = api.wait_usage(key, 1)
     assert usage["total_requests"] == 1
     assert 0 < usage["completion_tokens"] < 400 * 2
+
+
+def test_answers_in_progress_per_key_are_capped(provider_stack: Api, upstream: tuple[Upstream, str]) -> None:
+    """Issue 15, finding 6: a key has at most OBDAL_MAX_CONCURRENT_ANSWERS_PER_KEY (8) answers in
+    progress; the next is refused at once, and a place is given back as soon as an answer ends,
+    also when its client goes away."""
+    api = provider_stack
+    seen, _ = upstream
+    _, key = api.new_tenant("concurrent")
+    before = len(seen.requests)
+    with ThreadPoolExecutor(7) as pool:
+        running = [pool.submit(api.chat_stream, key, f"[slow] question {n}") for n in range(7)]
+        body = {"message": "[slow] the eighth", "stream": True}
+        with api.http.stream("POST", "/v1/chat", headers=api.auth(key), json=body) as eighth:
+            assert eighth.status_code == 200
+            deadline = time.monotonic() + 10
+            while len(seen.requests) - before < 8:  # all eight are being generated
+                assert time.monotonic() < deadline, len(seen.requests) - before
+                time.sleep(0.05)
+            over = api.chat(key, "[slow] the ninth")
+            assert over.status_code == 429, over.text
+            assert over.json()["error"]["code"] == "too_many_concurrent_answers"
+            assert over.headers["retry-after"] == "1"
+            assert api.chat(api.new_tenant("other")[1], "hello").status_code == 200  # per key
+        # The eighth's client went away: its place is free again while the seven still run.
+        deadline = time.monotonic() + 3
+        while (again := api.chat(key, "hello again")).status_code == 429:
+            assert time.monotonic() < deadline, again.text
+            time.sleep(0.1)
+        assert again.status_code == 200, again.text
+        assert not all(answer.done() for answer in running)
+    assert [answer.result().names()[-1] for answer in running] == ["end"] * 7

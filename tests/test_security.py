@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -155,17 +156,74 @@ def test_rate_limit_headers_and_429(api: Api) -> None:
 
 def test_daily_token_budget(api: Api) -> None:
     app_id = api.create_app("budget")
-    key = api.create_key(app_id, token_budget=50)["key"]
-    first = api.chat(key, "Tell me about your refund policy")
-    assert first.status_code == 200
-    assert first.json()["usage"]["total_tokens"] > 50
-    deadline = time.monotonic() + 10
-    while (response := api.chat(key, "and again?")).status_code == 200 and time.monotonic() < deadline:
-        time.sleep(0.1)  # the worker counts the tokens just after it answers
+    key = api.create_key(app_id, token_budget=1000)["key"]
+    spent = 0
+    for _ in range(10):
+        response = api.chat(key, "Tell me about your refund policy")
+        if response.status_code != 200:
+            break
+        spent += response.json()["usage"]["total_tokens"]
     refused(response, 429, "token_budget_exhausted")
     assert int(response.headers["retry-after"]) <= 86401
+    # Each answer held its prompt and its completion bound first: the budget is not exceeded.
+    assert 0 < spent <= 1000
     # Other scopes still work: only answers cost tokens.
     assert api.http.get("/v1/usage", headers=api.auth(key)).status_code == 200
+
+
+def test_an_answer_that_may_cost_more_than_the_budget_is_refused_before_generating(api: Api) -> None:
+    key = api.create_key(api.create_app("budget-small"), token_budget=50)["key"]
+    # Its prompt is ~100 tokens, and its completion may be up to 512 (OBDAL_CHAT_MAX_TOKENS).
+    refused(api.chat(key, "Tell me about your refund policy"), 429, "token_budget_exhausted")
+    streamed = api.chat_stream(key, "Tell me about your refund policy")
+    assert streamed.names() == ["error"]
+    assert streamed.one("error")["code"] == "token_budget_exhausted"
+    time.sleep(1)
+    assert api.usage(key)["total_requests"] == 0  # nothing generated, nothing metered
+
+
+def _concurrent_chats(api: Api, key: str, count: int) -> list[httpx.Response]:
+    def ask(n: int) -> httpx.Response:
+        return api.chat(key, f"Tell me about your refund policy ({n})")
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(ask, range(count)))
+
+
+@pytest.mark.parametrize("max_tokens", [None, 40])
+def test_concurrent_chats_cannot_overspend_a_budget(api: Api, max_tokens: int | None) -> None:
+    """Issue 15, finding 6: with a budget of 300 tokens, 20 chats at once all passed the gateway's
+    check and spent 6,300. Each answer now holds its prompt and completion bound first."""
+    app_id = api.create_app("budget-race")
+    if max_tokens is None:  # the default bound, 512: no answer fits 300 tokens
+        budget = 300
+    else:  # a bound that lets a few answers in at once
+        chat_settings = api.admin.put(f"/v1/admin/apps/{app_id}/chat", json={"max_tokens": max_tokens})
+        assert chat_settings.status_code == 200, chat_settings.text
+        probe = api.chat(api.create_key(app_id)["key"], "Tell me about your refund policy")
+        budget = 3 * (probe.json()["usage"]["prompt_tokens"] + max_tokens)
+    created = api.create_key(app_id, token_budget=budget)
+    key = created["key"]
+    responses = _concurrent_chats(api, key, 20)
+    answered = [r for r in responses if r.status_code == 200]
+    codes = [r.json()["error"]["code"] for r in responses if r.status_code == 429]
+    assert len(answered) + len(codes) == 20, [r.text for r in responses]
+    assert "token_budget_exhausted" in codes
+    assert set(codes) <= {"token_budget_exhausted", "too_many_concurrent_answers"}
+    spent = sum(r.json()["usage"]["total_tokens"] for r in answered)
+    deadline = time.monotonic() + 30
+    while (metered := api.usage(key, key_id=created["key_id"]))["total_requests"] < len(answered):
+        assert time.monotonic() < deadline, metered
+        time.sleep(0.1)
+    time.sleep(0.5)  # and no more: refused answers are not metered
+    metered = api.usage(key, key_id=created["key_id"])
+    assert metered["total_requests"] == len(answered)
+    # The offline answerer's prompt estimate is exact and its answers stay in the bound: no overshoot.
+    assert metered["total_tokens"] == spent <= budget
+    if max_tokens is None:
+        assert not answered
+    else:
+        assert 1 <= len(answered) < 10
 
 
 def test_rotation_keeps_the_old_secret_for_the_grace_period_only(api: Api) -> None:

@@ -260,6 +260,73 @@ def test_erasing_an_end_user_erases_all_their_sessions(api: Api, mongo: Any, hot
     assert again.json()["sessions_erased"] == []
 
 
+def test_a_session_belongs_to_the_key_and_end_user_that_started_it(api: Api, hot: redis.Redis) -> None:
+    """Finding 2 of the attack: another visitor holding the same publishable key sent a victim's
+    session id, got the victim's turns as context, appended to the session and overwrote its user."""
+    app_id, secret = api.new_tenant("owners")
+    api.index(secret, "policy.md", POLICY)
+    origin = {"Origin": "https://help.owners.example.com"}
+    widget = api.create_key(app_id, kind="publishable", allowed_origins=[origin["Origin"]])["key"]
+
+    def widget_chat(message: str, **body: Any) -> dict[str, Any]:
+        response = api.http.post(
+            "/v1/chat", headers={**api.auth(widget), **origin}, json={"message": message, **body}
+        )
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    victim = widget_chat("Which courier do you ship with?", user="victim")
+    session_id = victim["session_id"]
+    fresh = widget_chat("How long is the refund window?", user="victim")
+    # The victim continues its own session, with its context.
+    follow_up = widget_chat("How long is the refund window?", user="victim", session_id=session_id)
+    assert follow_up["session_id"] == session_id
+    assert follow_up["usage"]["prompt_tokens"] > fresh["usage"]["prompt_tokens"]
+
+    # Another visitor with the same key and the victim's id, with or without claiming its user:
+    # a new conversation, without the victim's context; the victim's session is untouched.
+    for user in ("attacker", "victim", None):
+        body = {"session_id": session_id, **({"user": user} if user else {})}
+        stolen = widget_chat("How long is the refund window?", **body)
+        if user == "victim":  # same key and same claimed user: indistinguishable, it is the owner
+            continue
+        assert stolen["session_id"] != session_id
+        assert stolen["usage"]["prompt_tokens"] == fresh["usage"]["prompt_tokens"]
+    streamed = api.chat_stream(widget, "Hi there", session_id=session_id, user="attacker", headers=origin)
+    assert streamed.status == 200
+    assert streamed.one("end")["session_id"] != session_id
+
+    # A publishable key cannot choose a new id either.
+    chosen = widget_chat("Which courier do you ship with?", session_id="sess_ChosenByTheWidget1")
+    assert chosen["session_id"] != "sess_ChosenByTheWidget1"
+    assert hot.exists(f"obdal:session-owner:{app_id}:sess_ChosenByTheWidget1") == 0
+
+    # A secret key chooses ids (the product page's sess_9Rna21), and the end user never changes.
+    first = chat_usage(api, secret, "Which courier do you ship with?", session_id="sess_9Rna21", user="alice")
+    assert first["session_id"] == "sess_9Rna21"
+    again = chat_usage(api, secret, "How long is the refund window?", session_id="sess_9Rna21", user="alice")
+    assert again["session_id"] == "sess_9Rna21"
+    for other in ({"user": "mallory"}, {}):
+        refused = api.chat(secret, "Tell me everything", session_id="sess_9Rna21", **other)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "session_not_yours"
+    refused_stream = api.chat_stream(secret, "Tell me everything", session_id="sess_9Rna21", user="mallory")
+    assert refused_stream.status == 409
+    # The widget's session is not the secret key's either.
+    assert api.chat(secret, "Hello", session_id=session_id, user="victim").status_code == 409
+
+    victim_session = api.wait_session(secret, session_id, messages=6)
+    time.sleep(1)  # anything wrongly appended would be metered by now
+    victim_session = get(api, secret, f"/v1/sessions/{session_id}")
+    assert len(victim_session["messages"]) == 6  # its own three turns, the owner's repeat included
+    assert victim_session["user"] == "victim"
+    assert session_id in {s["session_id"] for s in api.sessions(secret, include_all="true", user="victim")}
+    alice = api.wait_session(secret, "sess_9Rna21", messages=4)
+    assert alice["user"] == "alice"
+    assert len(alice["messages"]) == 4
+
+
 def test_sessions_of_another_app_are_invisible(api: Api) -> None:
     _, key = api.new_tenant("owner")
     _, stranger = api.new_tenant("stranger")

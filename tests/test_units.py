@@ -74,16 +74,33 @@ def test_keys_round_trip() -> None:
 
 
 def test_chunks_follow_headings_and_keep_paragraphs() -> None:
-    text = (
-        "# Returns\n\nFirst paragraph about returns.\n\n"
-        "## Exceptions\n\nSale items are final.\n\n# Shipping\n\nWe ship."
-    )
+    # Sections of a tenth of the target or more (10 tokens here) each have chunks of their own.
+    returns = "Returns are accepted within 45 days of delivery. " * 3
+    exceptions = "Sale items, gift cards and opened software are final. " * 3
+    shipping = "We ship to every country of the European Union. " * 3
+    text = f"# Returns\n\n{returns}\n\n## Exceptions\n\n{exceptions}\n\n# Shipping\n\n{shipping}"
     chunks = chunk_text(text, target_tokens=100, overlap_tokens=10)
     assert [(c.heading, c.text) for c in chunks] == [
-        ("Returns", "First paragraph about returns."),
-        ("Returns > Exceptions", "Sale items are final."),
-        ("Shipping", "We ship."),
+        ("Returns", returns.strip()),
+        ("Returns > Exceptions", exceptions.strip()),
+        ("Shipping", shipping.strip()),
     ]
+
+
+def test_small_sections_are_packed_under_their_shared_heading() -> None:
+    # A chunk per heading made a Word file of 11,900 one-line sections 11,900 chunks (issue 15, finding 7).
+    text = "# Help\n\n" + "".join(f"## Topic {n}\n\nAnswer {n}.\n\n" for n in range(1000))
+    chunks = chunk_text(text, target_tokens=200, overlap_tokens=30)
+    assert len(chunks) <= 100  # a chunk of each section before
+    # A chunk's heading is the path its sections share (a last chunk of one section keeps its own).
+    assert {c.heading for c in chunks[:-1]} == {"Help"}
+    assert chunks[-1].heading.startswith("Help")
+    assert all(estimate_tokens(c.text) <= 200 for c in chunks)
+    words = "\n".join(f"{c.heading}\n\n{c.text}" for c in chunks)
+    assert all(f"Topic {n}\n\nAnswer {n}." in words for n in range(1000))
+    # Sections of different pages are never packed together.
+    paged = chunk_text("# A\n\nOne.\n\f\n# B\n\nTwo.")
+    assert [(c.heading, c.page, c.text) for c in paged] == [("A", 1, "One."), ("B", 2, "Two.")]
 
 
 def test_long_sections_are_split_near_the_target_with_overlap() -> None:

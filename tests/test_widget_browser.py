@@ -341,3 +341,25 @@ def test_widget_script_is_small_and_cacheable(stack: Stack) -> None:
     assert re.findall(rb"https?://[\w.-]+", response.content) == [b"https://HOST"]
     again = httpx.get(f"{stack.url}/widget.js", headers={"If-None-Match": response.headers["etag"]})
     assert again.status_code == 304
+
+
+def test_the_docs_and_the_demo_work_under_their_content_security_policies(
+    browser: Browser, stack: Stack
+) -> None:
+    api = Api(stack.url, stack.admin_token)
+    _, key = api.new_tenant("csp", kind="publishable", allowed_origins=[stack.url])
+    page = browser.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+
+    page.goto(f"{stack.url}/docs")
+    # Swagger UI, from the gateway's pinned copy, drew the operations from the schema.
+    expect(page.get_by_text("/v1/chat/completions").first).to_be_visible(timeout=20_000)
+    page.goto(f"{stack.url}/demo?key={key}")
+    page.get_by_role("button", name="Open chat: Obdal demo").click()
+    expect(page.get_by_role("textbox")).to_be_visible()
+    page.close()
+    assert violations == []
+    assert all(url.startswith(stack.url) for url in requested), requested

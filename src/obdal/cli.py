@@ -54,7 +54,12 @@ def _up(_: argparse.Namespace) -> None:
 
 
 def _status(args: argparse.Namespace) -> None:
-    _print(_call(args, "GET", "/v1/status", admin=False))
+    # With the operator token the gateway adds the details (paths, models, errors) to up/down.
+    try:
+        admin = bool(_admin_token(args))
+    except SystemExit:
+        admin = False
+    _print(_call(args, "GET", "/v1/status", admin=admin))
 
 
 def _apps_create(args: argparse.Namespace) -> None:

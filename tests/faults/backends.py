@@ -54,9 +54,7 @@ class OutageStack:
         self.redis = self._started(redis_server(self.base, port=self.redis.port).start())
 
     def restart_mongo(self) -> None:
-        self.mongo = self._started(
-            mongo_server(self.base / "mongo", port=self.mongo.port, log_dir=self.base / "logs").start()
-        )
+        self.mongo = self._started(mongo_server(self.base, port=self.mongo.port).start())
 
     def start_ingest(self) -> Process:
         """An ``obdal-ingest`` process on its own index directory (Qdrant local mode).
@@ -115,7 +113,7 @@ def outage_stack(base: Path) -> Iterator[OutageStack]:
     try:
         servers.append(nats := nats_server(base).start())
         servers.append(redis := redis_server(base).start())
-        servers.append(mongo := mongo_server(base / "mongo", log_dir=base / "logs").start())
+        servers.append(mongo := mongo_server(base).start())
         port = free_port()
         env = clean_env(
             OBDAL_NATS_URL=nats.url,

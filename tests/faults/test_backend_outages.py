@@ -90,7 +90,7 @@ async def test_a_wait_for_an_upload_ends_when_nats_goes(tmp_path: Path) -> None:
     bus = nats_server(tmp_path).start()
     nc = await connect(bus.url, name="upload-wait")
     try:
-        store = FileStatusStore(await key_value(nc.jetstream(), subjects.KV_FILES))
+        store = FileStatusStore(await key_value(nc.jetstream(), subjects.KV_FILES), js=nc.jetstream())
         now = datetime.now(UTC)
         queued = FileStatus(
             file_id="file_waiting00000000",
@@ -168,15 +168,16 @@ def test_mongo_stopped_reads_fail_cleanly_and_writes_wait_in_jetstream(outage: O
 
 def test_redis_stopped_chat_answers_without_history_and_recovers(outage: OutageStack) -> None:
     api = outage.api
-    _, key = api.new_tenant("redis-outage", rate_limit_rpm=1000)
+    _, key = api.new_tenant("redis-outage", rate_limit_rpm=1000, token_budget=100_000)
     outage.redis.stop()
     during = api.chat(key, "is anyone there?")
-    assert during.status_code == 200, "chat fails open: no rate limit, no session history"
+    assert during.status_code == 200, "chat fails open: no rate limit, budget, answer cap, session history"
     assert "x-ratelimit-remaining" not in during.headers
     status = outage.status()
     assert status["dependencies"]["redis"]["ok"] is False  # type: ignore[index]
     assert "rate limiting unavailable" in outage.process.log()
     assert "session history unavailable" in outage.chat.log()
+    assert "could not reserve tokens" in outage.chat.log()
 
     outage.restart_redis()
     wait_until(

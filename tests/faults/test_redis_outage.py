@@ -33,6 +33,9 @@ def test_gateway_keeps_serving_without_redis_and_recovers(lone_gateway: LoneGate
     assert status.status_code == 503
     assert status.json()["dependencies"]["redis"]["ok"] is False
     assert "rate limiting unavailable" in gateway.log()
+    chat = api.chat(key, "hello")  # past the cap on answers in progress: no worker runs on this bus
+    assert chat.json()["error"]["code"] == "no_worker_available", chat.text
+    assert "answer slots unavailable" in gateway.log()
 
     bus = lone_gateway.bus
     bus.redis = redis_server(bus.base, port=bus.redis.port).start()

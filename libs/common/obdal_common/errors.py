@@ -158,7 +158,10 @@ def error_class(status: int) -> type[ObdalError]:
     return BadRequest if 400 <= status < 500 else ObdalError
 
 
-def error_for_code(status: int, code: str | None, message: str) -> ObdalError:
+def error_for_code(status: int, code: str | None, message: str, *, retry_after: int = 1) -> ObdalError:
     """Rebuild an error received over NATS (status, code, message) as an exception;
-    ``code`` ``None`` is the class's default."""
-    return error_class(status)(message, code=code)
+    ``code`` ``None`` is the class's default; ``retry_after`` is a 429's."""
+    cls = error_class(status)
+    if issubclass(cls, RateLimited):
+        return cls(message, code=code, retry_after=retry_after)
+    return cls(message, code=code)

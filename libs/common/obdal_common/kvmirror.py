@@ -75,6 +75,14 @@ class KVMirror(Generic[T]):
         record = self._records.get(key)
         if record is not None:
             return record
+        return await self.fetch(key)
+
+    def cached(self, key: str) -> T | None:
+        """A record as the watch last delivered it (no I/O)."""
+        return self._records.get(key)
+
+    async def fetch(self, key: str) -> T | None:
+        """A record read from KV now (and remembered), even if memory has one."""
         try:
             entry = await self._kv.get(key)
         except KeyNotFoundError:

@@ -1,6 +1,18 @@
-"""NATS helpers: connecting, declaring streams and buckets, publishing events, pull consumers.
+"""NATS helpers: connecting, declaring streams and buckets, publishing events, pull consumers,
+erasing what was consumed or deleted.
 
-Request/reply between services is :mod:`obdal_common.contract`'s."""
+Request/reply between services is :mod:`obdal_common.contract`'s.
+
+Erasure: JetStream's message delete (``STREAM.MSG.DELETE`` without ``no_erase``, what
+``js.delete_msg`` sends) overwrites the message's record in its block file with random bytes.
+Everything else that removes a message (an ack on a work queue, a purge, ``max_age``, an
+Object Store delete, which purges the object's chunks) only drops it from the index: its bytes
+stay in the ``.blk`` file until the whole block is removed, which for a quiet stream's last
+block is never. Measured on nats-server 2.15: a marker put in an object or an event is still
+in ``msgs/1.blk`` after a purge, and nowhere on disk after an erase (2.5-4.7 ms per small
+message, ~15 ms per 128 KB chunk: the server overwrites and syncs the record).
+So content leaves the disk only through :func:`erase_msg` and :func:`erase_object`.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +37,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
+from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE, ObjectStore
 
 from obdal_common import subjects
 from obdal_common.errors import DependencyUnavailable
@@ -36,6 +49,8 @@ __all__ = [
     "connect",
     "decode_or_term",
     "ensure_topology",
+    "erase_msg",
+    "erase_object",
     "key_value",
     "publish_event",
     "pull_each",
@@ -50,6 +65,7 @@ _DEDUPE_WINDOW_S = 600
 _FIRST_CONNECT_S = 10.0
 _PUBLISH_TIMEOUT_S = 2.0
 _PUBLISH_RETRY_MAX_S = 2.0
+_ERASE_WINDOW = 64
 
 
 async def connect(url: str, *, name: str) -> NATS:
@@ -168,6 +184,16 @@ async def ensure_topology(js: JetStreamContext) -> None:
             max_age=_EVENTS_MAX_AGE_S,
         ),
     )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=subjects.SESSION_KEYS_STREAM,
+            subjects=list(subjects.SESSION_KEYS_SUBJECTS),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_msgs_per_subject=1,
+        ),
+    )
     for bucket in (subjects.KV_APPS, subjects.KV_KEYS, subjects.KV_FILES):
         await key_value(js, bucket)
     try:
@@ -267,3 +293,32 @@ async def decode_or_term(msg: Msg, kind: type[T], *, what: str) -> T | None:
         log.error("dropping malformed %s: %s", what, exc)
         await msg.term()
         return None
+
+
+async def erase_msg(js: JetStreamContext, msg: Msg) -> None:
+    """Delete a consumed JetStream message from its stream, overwriting its bytes on disk."""
+    meta = msg.metadata
+    with contextlib.suppress(NotFoundError):  # erased already (this is a redelivery)
+        await js.delete_msg(meta.stream, meta.sequence.stream)
+
+
+async def erase_object(js: JetStreamContext, objects: ObjectStore, *, bucket: str, name: str) -> None:
+    """Delete an object, overwriting each of its chunks on disk first (the store's own delete
+    only purges them). Raises ``NotFoundError`` if there is no such object."""
+    info = await objects.get_info(name)
+    stream = OBJ_STREAM_TEMPLATE.format(bucket=bucket)
+    chunks = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=info.nuid)
+    seqs: list[int] = []
+    while True:
+        try:
+            chunk = await js.get_msg(stream, seq=seqs[-1] + 1 if seqs else 1, subject=chunks, next=True)
+        except NotFoundError:  # no chunk left after the last one found
+            break
+        if chunk.seq is None:  # typed optional by nats-py; a stored message always has one
+            break
+        seqs.append(chunk.seq)
+    # Erases run one after another on the server (~15 ms per 128 KB chunk); sending a window
+    # of them at once still saves the round trips: 20 MB in 2.5 s instead of 4.5 s.
+    for start in range(0, len(seqs), _ERASE_WINDOW):
+        await asyncio.gather(*(js.delete_msg(stream, s) for s in seqs[start : start + _ERASE_WINDOW]))
+    await objects.delete(name)

@@ -7,7 +7,7 @@ redacts a few cloud-signature parameters. Everything we export goes through here
 
 * URL attributes lose their query string, and query attributes are dropped;
 * any other string (attribute, event, resource value, log line) has Obdal keys, bearer
-  tokens and the values of key-like or personal query parameters replaced.
+  tokens, URL passwords and the values of key-like or personal query parameters replaced.
 """
 
 from __future__ import annotations
@@ -40,11 +40,15 @@ _SENSITIVE_PARAM = re.compile(
     r"(?i)((?:^|[?&;\s])[\w.-]*(?:key|token|secret|password|passwd|auth|sig|signature|"
     r"user|email|phone|credential)[\w.-]*=)[^&#\s\"']*"
 )
+# The password (or token) in a URL's user information: ``nats://obdal:<password>@host``,
+# ``redis://:<password>@host``, ``nats://<token>@host``. The servers' URLs carry them.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://(?:[^\s/?#@:\"']*:)?)[^\s/?#@\"']+@")
 # A URL or an absolute path followed by a query string, anywhere in a string.
 _URL_QUERY = re.compile(r"((?:[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/?#\"']*)?/[^\s?#\"']*)\?[^\s#\"']*")
 
-# The labels the ASGI middleware's own metrics (``http.server.*``) may keep: never a URL,
-# a target or a query (see obdal_common.metrics).
+# The labels the ASGI middleware's own metrics (``http.server.*``) may keep: never a URL, a
+# target, a query or any other value a client chooses, such as the Host header (``http.host``,
+# ``http.server_name``): each new value is a new series (see obdal_common.metrics).
 METRIC_ATTRIBUTE_ALLOWLIST = frozenset(
     {
         "http.method",
@@ -56,9 +60,6 @@ METRIC_ATTRIBUTE_ALLOWLIST = frozenset(
         "url.scheme",
         "http.flavor",
         "network.protocol.version",
-        "http.host",
-        "http.server_name",
-        "net.host.name",
         "net.host.port",
         "error.type",
     }
@@ -71,8 +72,10 @@ def strip_query(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """``text`` with keys, bearer tokens, URL query strings and sensitive parameters replaced."""
+    """``text`` with keys, bearer tokens, URL passwords and query strings and sensitive parameters
+    replaced."""
     text = _OBDAL_KEY.sub(rf"\1_{REDACTED}", text)
+    text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
     text = _BEARER.sub(rf"\1{REDACTED}", text)
     text = _URL_QUERY.sub(rf"\1?{REDACTED}", text)
     return _SENSITIVE_PARAM.sub(rf"\1{REDACTED}", text)

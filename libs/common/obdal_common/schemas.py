@@ -153,7 +153,11 @@ class HistoryMessage(msgspec.Struct, frozen=True, kw_only=True):
 
 class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     """A chat turn. ``history`` is the conversation so far when the client keeps it
-    (the OpenAI-compatible API); without it the session's stored context is used."""
+    (the OpenAI-compatible API); without it the session's stored context is used.
+
+    ``session_given``: the client named the session (else the gateway made a new id); with
+    ``key_kind`` it decides whether the turn may start or continue that session
+    (docs/sessions.md, "Who may continue a session")."""
 
     request_id: str
     app_id: str
@@ -162,6 +166,10 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     message: str
     user: str | None = None
     history: list[HistoryMessage] | None = None
+    # The key's daily token budget, which the worker reserves each answer's cost against.
+    token_budget: int | None = None
+    key_kind: KeyKind = "secret"
+    session_given: bool = False
 
 
 # What became of a turn: answered from passages, declined (nothing relevant), or small talk
@@ -213,6 +221,8 @@ class ChatError(msgspec.Struct, frozen=True, kw_only=True, tag="error"):
     code: str
     message: str
     status: int = 500
+    # For a 429: seconds before a retry may pass (the gateway's Retry-After).
+    retry_after_s: int = 1
 
 
 class ChatStarted(msgspec.Struct, frozen=True, kw_only=True, tag="started"):
@@ -221,6 +231,9 @@ class ChatStarted(msgspec.Struct, frozen=True, kw_only=True, tag="started"):
     message_id: str
     model: str
     prompt_tokens: int
+    # The session the turn went to: a publishable key naming a session it may not continue
+    # is given a new one.
+    session_id: str
 
 
 ChatReply: TypeAlias = ChatAccepted | ChatDelta | ChatSources | ChatPing | ChatEnd | ChatError | ChatStarted
@@ -332,6 +345,8 @@ class FileStatus(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     chunks: int = 0
     error: str | None = None
+    # The reason of a ``failed`` file as a stable code (``too_many_chunks``, …), next to ``error``'s words.
+    error_code: str | None = None
     version: int = 1
     progress: int = 0
     tokens: int = 0

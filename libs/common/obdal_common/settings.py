@@ -50,6 +50,13 @@ class ObdalSettings(BaseSettings):
         "auto",
         description="auto: hybrid, but BM25 alone with the hashing embedder (it measured better)",
     )
+    index_compact_after_s: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="How long after a deletion the embedded index rewrites its segments, so deleted "
+        "passages leave the disk (docs/security.md)",
+    )
 
     event_publish_retry_s: float = Field(
         120.0, gt=0, description="How long publishing a usage/turn event is retried through a NATS outage"

@@ -27,10 +27,13 @@ __all__ = [
     "KV_KEYS",
     "METERING_CONSUMER",
     "OBJECT_STORE_FILES",
+    "SESSION_KEYS_STREAM",
+    "SESSION_KEYS_SUBJECTS",
     "TURN_EVENT",
     "USAGE_EVENT",
     "chat_cancel_subject",
     "deadletter_subject",
+    "session_key_subject",
     "status_subject",
     "turn_event_id",
     "usage_event_id",
@@ -63,6 +66,10 @@ KV_APPS: Final = "obdal_apps"
 KV_KEYS: Final = "obdal_keys"
 KV_FILES: Final = "obdal_files"
 OBJECT_STORE_FILES: Final = "obdal_file_bytes"
+# One key per session, sealing its content in MongoDB (metering's). A stream, not a KV bucket:
+# erasing a message, which is how a key is destroyed, is refused in KV buckets (deny_delete).
+SESSION_KEYS_STREAM: Final = "OBDAL_SESSION_KEYS"
+SESSION_KEYS_SUBJECTS: Final = ("obdal.sessionkey.>",)
 
 # Answers whose worker died mid-stream (published by the gateway, metered by a surviving chat worker).
 CHAT_PARTIAL_STREAM: Final = "OBDAL_CHAT_PARTIAL"
@@ -83,6 +90,11 @@ def chat_cancel_subject(request_id: str) -> str:
 def deadletter_subject(service: str) -> str:
     """Where ``service`` puts messages it can never process."""
     return f"obdal.deadletter.{service}"
+
+
+def session_key_subject(app_id: str, session_id: str) -> str:
+    """Where the sealing key of a session is (ids are letters, digits, ``_`` and ``-``)."""
+    return f"obdal.sessionkey.{app_id}.{session_id}"
 
 
 def usage_event_id(message_id: str) -> str:

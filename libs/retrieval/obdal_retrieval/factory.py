@@ -54,7 +54,11 @@ async def open_index(settings: ObdalSettings) -> HybridIndex:
         else:
             from obdal_retrieval.edge import EdgeBackend
 
-            backend = EdgeBackend(settings.index_dir / _slug(embedder.model_id), dim=dim)
+            backend = EdgeBackend(
+                settings.index_dir / _slug(embedder.model_id),
+                dim=dim,
+                compact_after_s=settings.index_compact_after_s,
+            )
         mode: SearchMode
         if settings.retrieval_mode != "auto":
             mode = settings.retrieval_mode

@@ -13,6 +13,7 @@ from opentelemetry import trace
 
 from obdal_chat.pipeline import AnswerPipeline
 from obdal_common import subjects
+from obdal_common.errors import ObdalError
 from obdal_common.schemas import ChatAccepted, ChatError, ChatPing, ChatRequest, decode, encode
 from obdal_common.telemetry import extract_context
 
@@ -70,6 +71,11 @@ class AnswerServer:
             await self._send(inbox, ChatError(code="bad_message", message=str(exc), status=400))
             return
         with tracer.start_as_current_span("chat.answer", context=extract_context(msg.headers)):
+            try:
+                req = await self._pipeline.admit(req)
+            except ObdalError as exc:  # refused before accepting: the gateway answers its status
+                await self._send(inbox, ChatError(code=exc.code, message=exc.message, status=exc.status))
+                return
             await self._send(inbox, ChatAccepted())
             answer = asyncio.create_task(self._pump(inbox, req))
 

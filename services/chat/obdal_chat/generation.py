@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
@@ -82,7 +83,7 @@ class Generator:
         """
         source: AsyncGenerator[str | ProviderUsage, None]
         if answers_at_once(options.model):
-            source = stream_answer(question, passages, persona=options.system_prompt)
+            source = self._offline(question, passages, options)
         elif options.model.startswith(_OPENAI) and self._lean_openai:
             source = self._openai.stream(
                 model=options.model.removeprefix(_OPENAI),
@@ -109,6 +110,26 @@ class Generator:
         finally:
             if not completion.provider_usage:
                 completion.completion_tokens = self.count_tokens(options.model, text=completion.text)
+
+    async def _offline(
+        self, question: str, passages: Sequence[Hit], options: GenerationOptions
+    ) -> AsyncGenerator[str, None]:
+        """The offline answer, cut at ``options.max_tokens`` as a model's would be: what an answer
+        may cost is bounded for every model (budgets reserve that bound, docs/security.md)."""
+        pieces = [piece async for piece in stream_answer(question, passages, persona=options.system_prompt)]
+        keep = len(pieces)
+        if self.count_tokens(options.model, text="".join(pieces)) > options.max_tokens:
+            # The most pieces within the bound (counts grow with the prefix); rare, so log(n) counts.
+            keep = (
+                bisect.bisect_right(
+                    range(len(pieces) + 1),
+                    options.max_tokens,
+                    key=lambda n: self.count_tokens(options.model, text="".join(pieces[:n])),
+                )
+                - 1
+            )
+        for piece in pieces[:keep]:
+            yield piece
 
     async def _litellm_stream(
         self, messages: list[dict[str, str]], options: GenerationOptions

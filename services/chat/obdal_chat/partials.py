@@ -4,6 +4,10 @@ The gateway publishes what it relayed of such an answer (a :class:`PartialAnswer
 to a work-queue stream; whichever chat worker is alive counts its tokens with the
 model's tokenizer and records it like any answer, under the dead worker's event
 ids, so an answer is metered once even if its worker was only slow.
+
+A partial holds the question and what was relayed of the answer: once recorded, it is erased
+from the stream (its bytes overwritten) before the ack, since a work queue's ack only drops it
+from the index and leaves the bytes in the block file (:mod:`obdal_common.messaging`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from obdal_chat.app_settings import AppSettings
 from obdal_chat.generation import Completion, Generator
 from obdal_chat.pipeline import AnswerPipeline
 from obdal_common import subjects
-from obdal_common.messaging import decode_or_term, pull_each
+from obdal_common.messaging import decode_or_term, erase_msg, pull_each
 from obdal_common.schemas import ChatRequest, PartialAnswer, Usage
 
 __all__ = ["PartialAnswers"]
@@ -99,6 +103,7 @@ class PartialAnswers:
                 partial.message_id,
                 usage.total_tokens,
             )
+            await erase_msg(self._js, msg)
             await msg.ack_sync()
         else:
             await msg.nak(delay=_RETRY_S)

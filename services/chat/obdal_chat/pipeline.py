@@ -13,6 +13,7 @@ from opentelemetry import metrics, trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from obdal_chat.admission import admit_session
 from obdal_chat.app_settings import AppSettings, GenerationOptions
 from obdal_chat.coalesce import coalesce
 from obdal_chat.generation import Completion, Generator, answers_at_once
@@ -21,8 +22,8 @@ from obdal_chat.history import SessionHistory
 from obdal_chat.prompts import build_messages
 from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
-from obdal_common.budgets import add_tokens
-from obdal_common.errors import DependencyUnavailable, ObdalError
+from obdal_common.budgets import Reservation, TokenLedger
+from obdal_common.errors import DependencyUnavailable, ObdalError, RateLimited
 from obdal_common.ids import new_id
 from obdal_common.messaging import publish_event
 from obdal_common.schemas import (
@@ -87,12 +88,30 @@ class AnswerPipeline:
         self._apps = apps
         self._generator = generator
         self._js = js
-        self._redis = redis
+        self._ledger = TokenLedger(redis, hold_s=settings.chat_reservation_ttl_s)
         self._min_relevance = (
             relevance_floor(index.embedder.model_id)
             if settings.chat_min_relevance is None
             else settings.chat_min_relevance
         )
+
+    async def admit(self, req: ChatRequest) -> ChatRequest:
+        """The turn as it may go ahead, before the worker accepts it; raises an
+        :class:`ObdalError` the gateway answers as the request's status."""
+        return await admit_session(req, history=self._history)
+
+    async def _reserve(self, req: ChatRequest, answer_id: str, tokens: int) -> Reservation | None:
+        """Hold ``tokens`` (the prompt and the completion bound) of the key's budget, if it has
+        one; raises 429 ``token_budget_exhausted`` when they do not fit."""
+        if req.token_budget is None:
+            return None
+        try:
+            return await self._ledger.reserve(
+                req.key_id, answer_id=answer_id, tokens=tokens, budget=req.token_budget
+            )
+        except RedisError as exc:  # budgets fail open, like rate limits (docs/security.md)
+            log.warning("could not reserve tokens of the budget of %s: %s", req.key_id, exc)
+            return None
 
     async def answer(self, req: ChatRequest) -> AsyncIterator[ChatReply]:
         """Yield deltas, then sources, then the end (or an error). Always meters what was generated."""
@@ -130,7 +149,19 @@ class AnswerPipeline:
         # Counted before generating and announced to the gateway, which needs it to have the
         # answer metered if this worker dies mid-stream (a provider's own count replaces it).
         completion = Completion(prompt_tokens=self._generator.count_tokens(options.model, messages=messages))
-        yield ChatStarted(message_id=message_id, model=options.model, prompt_tokens=completion.prompt_tokens)
+        try:
+            reservation = await self._reserve(req, message_id, completion.prompt_tokens + options.max_tokens)
+        except RateLimited as exc:  # over budget: refused before anything is generated or metered
+            yield ChatError(
+                code=exc.code, message=exc.message, status=exc.status, retry_after_s=exc.retry_after
+            )
+            return
+        yield ChatStarted(
+            message_id=message_id,
+            model=options.model,
+            prompt_tokens=completion.prompt_tokens,
+            session_id=req.session_id,
+        )
         finished = False
         try:
             with tracer.start_as_current_span("chat.generate") as gspan:
@@ -168,7 +199,15 @@ class AnswerPipeline:
             # Shielded: a cancelled answer (client gone) is still metered and kept.
             await asyncio.shield(
                 self.record(
-                    req, message_id, options, completion.text, sources, usage, finished, grounding.outcome
+                    req,
+                    message_id,
+                    options,
+                    completion.text,
+                    sources,
+                    usage,
+                    finished,
+                    grounding.outcome,
+                    reservation=reservation,
                 )
             )
         if finished:
@@ -191,9 +230,12 @@ class AnswerPipeline:
         usage: Usage,
         finished: bool,
         outcome: TurnOutcome = "answered",
+        *,
+        reservation: Reservation | None = None,
     ) -> bool:
         """Publish the answer's usage and turn events, count its tokens against the key's budget
-        and, if it finished, append it to the session history. ``False`` if the events were lost."""
+        (in place of its ``reservation``) and, if it finished, append it to the session history.
+        ``False`` if the events were lost."""
         now = datetime.now(UTC)
         usage_event = UsageEvent(
             event_id=subjects.usage_event_id(message_id),
@@ -238,7 +280,7 @@ class AnswerPipeline:
             log.error("usage of %s lost: %s", message_id, exc.message)
             published = False
         try:
-            await add_tokens(self._redis, req.key_id, usage.total_tokens)
+            await self._ledger.settle(req.key_id, usage.total_tokens, reservation=reservation)
         except RedisError as exc:  # budgets fail open, like rate limits (docs/security.md)
             log.warning("could not count tokens against the budget of %s: %s", req.key_id, exc)
         if finished and req.history is None:  # a client that sends its history keeps it itself

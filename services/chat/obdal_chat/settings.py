@@ -43,6 +43,12 @@ class ChatSettings(ObdalSettings):
     chat_openai_stream: bool = Field(
         True, description="Stream openai/ models with Obdal's lean client (false: through litellm)"
     )
+    chat_reservation_ttl_s: float = Field(
+        600.0,
+        gt=0,
+        description="Longest an answer holds its estimated cost against its key's token budget "
+        "(a worker that dies holding it gives it back then)",
+    )
     chat_coalesce_ms: float = Field(
         30.0, ge=0, description="Deltas after the first are sent at most this often (0: each at once)"
     )

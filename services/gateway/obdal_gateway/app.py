@@ -7,14 +7,13 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 
 from obdal_gateway.auth import check_declarations, provide_principal
 from obdal_gateway.cors import PolicyHeadersMiddleware
 from obdal_gateway.encodings import IdentityBodyMiddleware
 from obdal_gateway.error_responses import EXCEPTION_HANDLERS
 from obdal_gateway.instrumentation import RequestMetrics, name_span, prometheus_metrics, tracing_plugin
-from obdal_gateway.openapi_docs import complete_openapi
+from obdal_gateway.openapi_docs import SwaggerDocs, complete_openapi, docs_router
 from obdal_gateway.routes.admin import admin_router
 from obdal_gateway.routes.chat import chat
 from obdal_gateway.routes.completions import chat_completions
@@ -37,11 +36,14 @@ from obdal_gateway.routes.sessions import (
 from obdal_gateway.routes.status import live, status
 from obdal_gateway.routes.usage import usage
 from obdal_gateway.routes.widget import demo_page, widget_script
+from obdal_gateway.security_headers import SecurityHeaders
 from obdal_gateway.slow_clients import SendTimeout
 from obdal_gateway.state import Gateway
 
 __all__ = ["create_app"]
 
+# Where the OpenAPI document and its docs page are served.
+_DOCS = "/docs"
 # Multipart overhead on top of the largest accepted file.
 _BODY_SLACK = 64 * 1024
 # The conventions every route follows (docs/api.md), where generated clients read them.
@@ -67,10 +69,11 @@ def _gateway(state: State) -> Gateway:
 def create_app(gateway: Gateway) -> Litestar:
     """Build the app around connected dependencies (owned and closed by the caller)."""
     # Every middleware, outermost first. Litestar runs `middleware=` per route, after routing, so
-    # the router's own 404/405 never pass through it. Metrics and the send timeout must see every
-    # response: they run around routing, outside Litestar's OpenTelemetry middleware (a plugin)
-    # and its exception handling, wrapping the app's own ASGI handler below.
+    # the router's own 404/405 never pass through it. Security headers, metrics and the send
+    # timeout must see every response: they run around routing, outside Litestar's OpenTelemetry
+    # middleware (a plugin) and its exception handling, wrapping the app's own ASGI handler below.
     around_routing: list[ASGIMiddleware] = [
+        SecurityHeaders(),
         RequestMetrics(),
         SendTimeout(timeout_s=gateway.settings.client_send_timeout_s),
     ]
@@ -114,8 +117,9 @@ def create_app(gateway: Gateway) -> Litestar:
             title="Obdal API",
             version="0.1.0",
             description=_DESCRIPTION,
-            path="/docs",
-            render_plugins=[ScalarRenderPlugin()],
+            path=_DOCS,
+            render_plugins=[SwaggerDocs()],
+            openapi_router=docs_router(_DOCS),
         ),
         logging_config=None,  # logging is configured once per process (obdal_common.logs)
         debug=False,

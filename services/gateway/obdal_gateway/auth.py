@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
+from ipaddress import IPv6Address, ip_address, ip_network
 from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, Request
@@ -26,11 +27,12 @@ from litestar.routes import HTTPRoute
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
-from obdal_common.budgets import tokens_used
+from obdal_common.budgets import seconds_to_midnight, tokens_used
 from obdal_common.errors import Forbidden, ObdalError, RateLimited, Unauthorized
 from obdal_common.schemas import KeyRecord
+from obdal_gateway.clients import client_ip
 from obdal_gateway.cors import add_response_headers, allow_origin
-from obdal_gateway.keys import ALL_SCOPES, parse_key
+from obdal_gateway.keys import ALL_SCOPES, PUBLISHABLE_SCOPES, parse_key
 from obdal_gateway.origins import origin_allowed
 
 if TYPE_CHECKING:
@@ -50,8 +52,10 @@ __all__ = [
     "required_scope",
 ]
 
-# Refusals audited per second per gateway, so a flood of bad keys cannot flood the audit log.
-_AUDIT_REFUSALS_PER_S = 20
+# Refusals audited per second per client, so a flood of bad keys cannot flood the audit log, nor
+# use up an allowance other clients' refusals need. Clients counted per second are bounded too.
+_AUDIT_REFUSALS_PER_CLIENT_S = 20
+_AUDIT_CLIENTS_PER_S = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +103,38 @@ def _check_origin(record: KeyRecord, origin: str | None) -> None:
         raise Forbidden("this origin is not allowed for this key", code="origin_not_allowed")
 
 
+def _client_group(address: str | None) -> str:
+    """What one client is for the audit allowance: its address; for IPv6 its /64, which one host
+    usually holds whole (so it cannot pose as millions of clients)."""
+    try:
+        parsed = ip_address(address or "")
+    except ValueError:
+        return address or ""
+    if isinstance(parsed, IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
 class _RefusalAudit:
-    """A per-second allowance of audited refusals."""
+    """A per-second allowance of audited refusals for each client."""
 
     def __init__(self) -> None:
         self._second = 0
-        self._count = 0
+        self._counts: dict[str, int] = {}
 
-    def admit(self) -> bool:
+    def admit(self, client: str | None) -> bool:
         second = int(time.monotonic())
         if second != self._second:
-            self._second, self._count = second, 0
-        self._count += 1
-        return self._count <= _AUDIT_REFUSALS_PER_S
+            self._second = second
+            self._counts.clear()
+        group = _client_group(client)
+        count = self._counts.get(group)
+        if count is None and len(self._counts) >= _AUDIT_CLIENTS_PER_S:
+            return False
+        self._counts[group] = (count or 0) + 1
+        return (count or 0) < _AUDIT_REFUSALS_PER_CLIENT_S
 
 
 _refusals = _RefusalAudit()
@@ -120,17 +143,19 @@ _refusals = _RefusalAudit()
 async def _audit_refusal(
     request: Request[Any, Any, Any], gw: Gateway, error: ObdalError, key: str | None, record: KeyRecord | None
 ) -> None:
-    if not _refusals.admit():
+    client = client_ip(request.scope, trusted_proxies=gw.settings.trusted_proxies)
+    if not _refusals.admit(client):
         return
     parsed = parse_key(key) if key else None
     if record is None and parsed is not None:
-        # A well-formed key of a known id: attribute the refusal to its app.
-        record = await gw.keys.get(parsed[1])
+        # A well-formed key of a known id: attribute the refusal to its app. From memory only, so
+        # unknown and known ids cost the same here too (verify has just read KV for a refusal).
+        record = gw.keys.cached(parsed[1])
     detail = {"reason": error.code, "path": request.url.path}
     if request.headers.get("origin"):
         detail["origin"] = request.headers["origin"][:200]
-    if request.client:
-        detail["client_ip"] = request.client.host
+    if client:
+        detail["client_ip"] = client
     await gw.audit.record(
         "auth.refused",
         app_id=record.app_id if record else None,
@@ -160,7 +185,9 @@ async def authenticate(
         span.set_attribute("obdal.app_id", record.app_id)
         span.set_attribute("obdal.key_id", record.key_id)
         _check_origin(record, origin)
-        if scope not in record.scopes:
+        # A publishable key stored with a read scope (before they were refused at write) holds
+        # only its write-only ones.
+        if scope not in record.scopes or (record.kind == "publishable" and scope not in PUBLISHABLE_SCOPES):
             raise Forbidden(f"this key lacks the '{scope}' scope", code="insufficient_scope")
     except (Unauthorized, Forbidden) as exc:
         await _audit_refusal(request, gw, exc, key, record)
@@ -212,13 +239,8 @@ async def check_budget(gw: Gateway, principal: Principal) -> None:
         raise RateLimited(
             f"this key used its daily budget of {budget} tokens; it resets at 00:00 UTC",
             code="token_budget_exhausted",
-            retry_after=_seconds_to_midnight(),
+            retry_after=seconds_to_midnight(),
         )
-
-
-def _seconds_to_midnight() -> int:
-    now = time.time()
-    return int(86400 - now % 86400) + 1
 
 
 def bearer_matches(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> bool:
@@ -243,13 +265,17 @@ def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteH
 
 
 def metrics_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard of ``GET /metrics``: open unless ``OBDAL_METRICS_TOKEN`` is set; then scrapers send it
-    as a bearer token."""
+    """Guard of ``GET /metrics``: scrapers send ``OBDAL_METRICS_TOKEN`` as a bearer token, or the
+    operator token when that is unset; open only with ``OBDAL_METRICS_OPEN``."""
     gw: Gateway = connection.app.state.gateway
+    if gw.settings.metrics_open:
+        return
     token = gw.settings.metrics_token
-    if token is not None and not bearer_matches(connection, token.get_secret_value()):
+    if not bearer_matches(connection, token.get_secret_value() if token else gw.admin_token):
         raise Unauthorized(
-            "/metrics needs 'Authorization: Bearer <metrics token>'", code="invalid_metrics_token"
+            "/metrics needs 'Authorization: Bearer <metrics token>' (the operator token if "
+            "OBDAL_METRICS_TOKEN is unset)",
+            code="invalid_metrics_token",
         )
 
 

@@ -106,7 +106,8 @@ class RequestMetrics(ASGIMiddleware):
 def prometheus_metrics() -> Response[bytes]:
     """This process's metrics in the Prometheus text format (all services, in the embedded stack).
 
-    Open unless ``OBDAL_METRICS_TOKEN`` is set; then scrapers send it as a bearer token.
+    Scrapers send ``OBDAL_METRICS_TOKEN`` (or, unset, the operator token) as a bearer token; open
+    only with ``OBDAL_METRICS_OPEN`` (``metrics_guard``).
     """
     body, content_type = prometheus_text()
     return Response(body, media_type=content_type)

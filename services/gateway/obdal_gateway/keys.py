@@ -14,7 +14,7 @@ import hmac
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 from nats.js.kv import KeyValue
@@ -30,6 +30,7 @@ from obdal_gateway.origins import origin_allowed
 __all__ = [
     "ALL_SCOPES",
     "DEFAULT_SCOPES",
+    "PUBLISHABLE_SCOPES",
     "KeyRegistry",
     "hash_key",
     "new_key",
@@ -39,9 +40,12 @@ __all__ = [
 ALL_SCOPES: Final = frozenset(
     {"chat", "usage:read", "sessions:read", "sessions:write", "files:read", "files:write"}
 )
+# A publishable key is in public web pages: it may only ask (write-only scopes), never read
+# an app's files, usage or conversations.
+PUBLISHABLE_SCOPES: Final = frozenset({"chat"})
 DEFAULT_SCOPES: Final[dict[KeyKind, tuple[str, ...]]] = {
     "secret": tuple(sorted(ALL_SCOPES)),
-    "publishable": ("chat",),
+    "publishable": tuple(sorted(PUBLISHABLE_SCOPES)),
 }
 _PREFIX: Final[dict[KeyKind, str]] = {"secret": "sk", "publishable": "pk"}
 _KEY = re.compile(r"^obd_(sk|pk)_([A-Za-z0-9]{16})_([A-Za-z0-9]{32})$")
@@ -73,6 +77,20 @@ def parse_key(key: str) -> tuple[KeyKind, str] | None:
     return kind, f"key_{match.group(2)}"
 
 
+def _matched(
+    record: KeyRecord | None, kind: KeyKind, presented: str
+) -> Literal["current", "previous"] | None:
+    """Which secret of ``record`` the presented key's hash is; both compared, in constant time,
+    whether or not there is a record."""
+    current = hmac.compare_digest(record.secret_hash if record else _NO_HASH, presented)
+    previous = hmac.compare_digest((record.previous_secret_hash if record else None) or _NO_HASH, presented)
+    if record is None or record.kind != kind:
+        return None
+    if current:
+        return "current"
+    return "previous" if previous else None
+
+
 class KeyRegistry:
     """Keys in NATS KV, mirrored in memory by a watch so every replica sees changes at once."""
 
@@ -92,6 +110,10 @@ class KeyRegistry:
         """A key record, from memory or (just created elsewhere) from KV."""
         return await self._records.get(key_id)
 
+    def cached(self, key_id: str) -> KeyRecord | None:
+        """A key record as this gateway's watch last saw it (no I/O)."""
+        return self._records.cached(key_id)
+
     async def put(self, record: KeyRecord) -> None:
         await self._records.put(record.key_id, record)
 
@@ -108,21 +130,22 @@ class KeyRegistry:
         if parsed is None:
             raise Unauthorized("invalid API key", code="invalid_api_key")
         kind, key_id = parsed
-        record = await self.get(key_id)
-        now = datetime.now(UTC)
         presented = hash_key(key)
-        # Compare even when unknown so timing does not tell ids apart.
-        current = hmac.compare_digest(record.secret_hash if record else _NO_HASH, presented)
-        previous = hmac.compare_digest(
-            (record.previous_secret_hash if record else None) or _NO_HASH, presented
-        )
-        if record is None or record.kind != kind:
+        record = self._records.cached(key_id)
+        matched = _matched(record, kind, presented)
+        if matched is None:
+            # Unknown id or wrong secret, the same work either way (one KV read, the same
+            # comparisons) so timing does not tell ids apart; the read also catches a key created
+            # or rotated by another gateway a moment ago.
+            record = await self._records.fetch(key_id)
+            matched = _matched(record, kind, presented)
+        if record is None or matched is None:
             raise Unauthorized("invalid API key", code="invalid_api_key")
-        if not current:
-            if not previous:
-                raise Unauthorized("invalid API key", code="invalid_api_key")
-            if record.previous_valid_until is None or record.previous_valid_until <= now:
-                raise Unauthorized("this key was rotated; use its new secret", code="key_rotated")
+        now = datetime.now(UTC)
+        if matched == "previous" and (
+            record.previous_valid_until is None or record.previous_valid_until <= now
+        ):
+            raise Unauthorized("this key was rotated; use its new secret", code="key_rotated")
         if record.revoked_at is not None:
             raise Unauthorized("this API key has been revoked", code="key_revoked")
         if record.expires_at is not None and record.expires_at <= now:

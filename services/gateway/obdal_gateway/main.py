@@ -22,7 +22,7 @@ from obdal_gateway.apps import AppRegistry
 from obdal_gateway.audit import AuditLog
 from obdal_gateway.keys import KeyRegistry
 from obdal_gateway.operator_token import resolve_admin_token
-from obdal_gateway.ratelimit import RateLimiter
+from obdal_gateway.ratelimit import AnswerSlots, RateLimiter
 from obdal_gateway.relay import ChatRelay
 from obdal_gateway.settings import GatewaySettings
 from obdal_gateway.state import Gateway
@@ -70,6 +70,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
                 accept_timeout=settings.chat_accept_timeout_s,
                 idle_timeout=settings.chat_idle_timeout_s,
                 publish_retry_s=settings.event_publish_retry_s,
+                slots=AnswerSlots(redis, cap=settings.max_concurrent_answers_per_key),
             ),
             audit=AuditLog(js),
             limiter=RateLimiter(redis),
@@ -84,6 +85,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
                 port=settings.gateway_port,
                 log_config=None,
                 access_log=False,
+                # uvicorn would believe X-Forwarded-For from loopback; obdal_gateway.clients decides.
+                proxy_headers=False,
                 timeout_graceful_shutdown=5,
             )
         )

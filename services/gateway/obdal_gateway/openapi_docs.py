@@ -7,11 +7,24 @@ leave 401, 403, 404, 413, 415, 429, 502, 503 and 504 out. The chat endpoints ans
 ``text/event-stream`` when asked to stream, which a return annotation cannot say.
 A client generated from the schema (or a schema-driven fuzzer) would otherwise
 reject the real answers.
+
+The docs page itself (:class:`SwaggerDocs`) is Swagger UI from the ``swagger-ui-py`` wheel,
+pinned with the gateway's dependencies and served by the gateway: nothing is loaded from a CDN,
+and the page's policy (:func:`docs_router`) allows scripts from the gateway only, none inline.
 """
 
 from __future__ import annotations
 
-from litestar import Litestar
+import hashlib
+import html
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, Request, Response, Router, get
+from litestar.datastructures import ResponseHeader
+from litestar.exceptions import NotFoundException
+from litestar.openapi.plugins import OpenAPIRenderPlugin
 from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
@@ -22,7 +35,9 @@ from litestar.openapi.spec import (
 )
 from litestar.openapi.spec.enums import OpenAPIType
 
-__all__ = ["complete_openapi"]
+from obdal_gateway.security_headers import page_policy
+
+__all__ = ["SwaggerDocs", "complete_openapi", "docs_router"]
 
 _ERROR_SCHEMA = "Error"
 _ALWAYS = {
@@ -30,7 +45,7 @@ _ALWAYS = {
     "401": "Missing, unknown, expired or revoked key (or operator token)",
     "403": "The key's origin, scope or kind does not allow this",
     "404": "No such resource in the key's app",
-    "429": "Rate limit or token budget exceeded (see Retry-After)",
+    "429": "Rate limit, token budget or answers in progress exceeded (see Retry-After)",
     "503": "A dependency (NATS, a worker, MongoDB) is unavailable; retry shortly",
 }
 # Routes that answer with server-sent events when the body says ``"stream": true``.
@@ -106,3 +121,78 @@ def complete_openapi(app: Litestar) -> None:
                 description=description, content={"application/json": OpenAPIMediaType(schema=ref)}
             )
         operation.responses = responses
+
+
+def _swagger_ui(name: str) -> bytes:
+    # Read from the installed distribution's files, without importing its (unneeded) Python code.
+    return Path(
+        str(metadata.distribution("swagger-ui-py").locate_file(f"swagger_ui/static/{name}"))
+    ).read_bytes()
+
+
+_JS = "application/javascript; charset=utf-8"
+_ASSETS: dict[str, tuple[bytes, str]] = {
+    "swagger-ui-bundle.js": (_swagger_ui("swagger-ui-bundle.js"), _JS),
+    "swagger-ui.css": (_swagger_ui("swagger-ui.css"), "text/css; charset=utf-8"),
+    "docs.js": (resources.files("obdal_gateway").joinpath("static/docs.js").read_bytes(), _JS),
+}
+_ETAGS = {name: f'"{hashlib.sha256(body).hexdigest()[:20]}"' for name, (body, _) in _ASSETS.items()}
+# Swagger UI styles elements inline and draws icons as data: images; it fetches only the schema
+# and, for "Try it out", this API.
+_DOCS_POLICY = page_policy(
+    script="'self'", style="'self' 'unsafe-inline'", img="'self' data:", connect="'self'"
+)
+_ASSET_HANDLER = "docs_asset"
+
+
+def docs_router(path: str) -> Router:
+    """The router the docs are served from, with the docs page's Content-Security-Policy."""
+    return Router(
+        path,
+        route_handlers=[],
+        include_in_schema=False,
+        response_headers=[ResponseHeader(name="Content-Security-Policy", value=_DOCS_POLICY)],
+    )
+
+
+@get("/assets/{asset:str}", name=_ASSET_HANDLER, include_in_schema=False, sync_to_thread=False)
+def _docs_asset(request: Request[Any, Any, Any], asset: str) -> Response[bytes]:
+    if asset not in _ASSETS:
+        raise NotFoundException()
+    body, media_type = _ASSETS[asset]
+    headers = {"ETag": _ETAGS[asset], "Cache-Control": "public, max-age=3600"}
+    if request.headers.get("if-none-match") == _ETAGS[asset]:
+        return Response(b"", status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+class SwaggerDocs(OpenAPIRenderPlugin):
+    """Swagger UI at the docs root, from assets the gateway serves itself."""
+
+    def __init__(self) -> None:
+        super().__init__(path="/swagger", favicon="")  # Litestar's default favicon is on a CDN
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        def asset(name: str) -> str:
+            return html.escape(request.app.route_reverse(_ASSET_HANDLER, asset=name))
+
+        title = html.escape(str(openapi_schema["info"]["title"]))
+        spec = html.escape(self.get_openapi_json_route(request))
+        return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="stylesheet" href="{asset("swagger-ui.css")}">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="{asset("swagger-ui-bundle.js")}"></script>
+<script src="{asset("docs.js")}" data-spec="{spec}"></script>
+</body>
+</html>
+""".encode()
+
+    def receive_router(self, router: Router) -> None:
+        router.register(_docs_asset)

@@ -40,6 +40,7 @@ from obdal_common.schemas import (
     encode,
 )
 from obdal_common.telemetry import inject_headers
+from obdal_gateway.ratelimit import AnswerLease, AnswerSlots
 
 __all__ = ["ChatRelay", "ChatStream", "CollectedAnswer"]
 
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 _NO_RESPONDERS = "503"
 # Reports of partial answers still being published (a reference keeps each task alive).
 _reporting: set[asyncio.Task[None]] = set()
+# Leases of answers still being given back (the same).
+_releasing: set[asyncio.Future[None]] = set()
 
 _meter = metrics.get_meter(__name__)
 _ttft = _meter.create_histogram(
@@ -79,9 +82,11 @@ class ChatStream:
         stream: bool,
         idle_timeout: float,
         publish_retry_s: float,
+        lease: AnswerLease,
     ) -> None:
         self._nc = nc
         self._sub = sub
+        self._lease = lease
         self._request = request
         self._request_id = request.request_id
         self._idle_timeout = idle_timeout
@@ -109,6 +114,7 @@ class ChatStream:
                     status=GatewayTimeout.status,
                 )
                 return
+            await self._lease.renew()  # the worker's pings come every second while it is alive
             try:
                 reply = decode_chat_reply(msg.data)
             except msgspec.ValidationError:
@@ -137,7 +143,7 @@ class ChatStream:
             event_id=new_id("evt"),
             app_id=req.app_id,
             key_id=req.key_id,
-            session_id=req.session_id,
+            session_id=self._announced.session_id,
             message_id=self._announced.message_id,
             model=self._announced.model,
             prompt_tokens=self._announced.prompt_tokens,
@@ -163,13 +169,16 @@ class ChatStream:
                 elif isinstance(reply, ChatEnd):
                     return CollectedAnswer(content="".join(parts), sources=sources, end=reply)
                 elif isinstance(reply, ChatError):
-                    raise error_for_code(reply.status, reply.code, reply.message)
+                    raise error_for_code(
+                        reply.status, reply.code, reply.message, retry_after=reply.retry_after_s
+                    )
         finally:
             await self.close()
         raise BadGateway("the answer ended unexpectedly", code="incomplete_answer")
 
     async def close(self, *, cancel_worker: bool = True) -> None:
-        """Release the reply subscription; tell the worker to stop if the answer is unfinished."""
+        """Release the reply subscription and the answer's lease; tell the worker to stop if the
+        answer is unfinished."""
         if cancel_worker:  # an accepted request: it ends here, whatever the outcome
             _answer_duration.record(
                 time.perf_counter() - self._started, {**self._attrs, "obdal.outcome": self._outcome}
@@ -179,6 +188,12 @@ class ChatStream:
                 await self._nc.publish(subjects.chat_cancel_subject(self._request_id), b"")
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
+        # A task of its own, shielded: a client gone cancels this close, and the place must still
+        # be given back.
+        release = asyncio.ensure_future(self._lease.release())
+        _releasing.add(release)
+        release.add_done_callback(_releasing.discard)
+        await asyncio.shield(release)
 
 
 async def _publish_partial(nc: NATS, partial: PartialAnswer, *, give_up_after: float) -> None:
@@ -196,20 +211,33 @@ async def _publish_partial(nc: NATS, partial: PartialAnswer, *, give_up_after: f
 
 class ChatRelay:
     def __init__(
-        self, nc: NATS, *, accept_timeout: float, idle_timeout: float, publish_retry_s: float
+        self,
+        nc: NATS,
+        *,
+        accept_timeout: float,
+        idle_timeout: float,
+        publish_retry_s: float,
+        slots: AnswerSlots,
     ) -> None:
         self._nc = nc
+        self._slots = slots
         self._accept_timeout = accept_timeout
         self._idle_timeout = idle_timeout
         self._publish_retry_s = publish_retry_s
 
     async def open(self, request: ChatRequest, *, stream: bool) -> ChatStream:
         """Hand ``request`` to a chat worker (``stream``: whether the client asked for SSE, a metric
-        attribute). Raises 503 if none takes it in time."""
+        attribute). Raises 429 if its key has as many answers in flight as it may, 503 if no worker
+        takes it in time."""
         if not self._nc.is_connected:
             raise DependencyUnavailable("the message bus is unavailable", code="nats_unavailable")
-        inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox)
+        lease = await self._slots.acquire(request.key_id, request.request_id)
+        try:
+            inbox = self._nc.new_inbox()
+            sub = await self._nc.subscribe(inbox)
+        except BaseException:
+            await lease.release()
+            raise
         replies = ChatStream(
             self._nc,
             sub,
@@ -217,6 +245,7 @@ class ChatRelay:
             stream=stream,
             idle_timeout=self._idle_timeout,
             publish_retry_s=self._publish_retry_s,
+            lease=lease,
         )
         try:
             await self._nc.publish(
@@ -232,7 +261,7 @@ class ChatRelay:
                 raise DependencyUnavailable("no chat worker is running", code="no_worker_available")
             reply = decode_chat_reply(first.data)
             if isinstance(reply, ChatError):
-                raise error_for_code(reply.status, reply.code, reply.message)
+                raise error_for_code(reply.status, reply.code, reply.message, retry_after=reply.retry_after_s)
             if not isinstance(reply, ChatAccepted):
                 raise DependencyUnavailable("unexpected reply from chat worker", code="bad_worker_reply")
         except BaseException:

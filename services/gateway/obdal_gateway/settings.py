@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from obdal_common.settings import ObdalSettings
 
@@ -16,8 +20,16 @@ class GatewaySettings(ObdalSettings):
         None, description="Operator token for /v1/admin; generated and kept under the data dir if unset"
     )
     metrics_token: SecretStr | None = Field(
-        None,
-        description="Bearer token required on GET /metrics; unset leaves it open (keep it off the internet)",
+        None, description="Bearer token for GET /metrics; unset: the operator token is required there"
+    )
+    metrics_open: bool = Field(
+        False,
+        description="Serve GET /metrics without any token (only behind a network that keeps it private)",
+    )
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated CIDRs of the reverse proxies whose X-Forwarded-For is believed; "
+        "empty: the client is the TCP peer",
     )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted upload")
     max_message_chars: int = Field(8000, ge=1, description="Longest accepted chat message")
@@ -33,6 +45,16 @@ class GatewaySettings(ObdalSettings):
     default_rate_limit_rpm: int = Field(
         600, ge=1, description="Requests per minute of keys without their own limit"
     )
+    max_concurrent_answers_per_key: int = Field(
+        8, ge=1, description="Chat answers one key may have in progress at once, across gateways"
+    )
     client_send_timeout_s: float = Field(
         30.0, gt=0, description="A client that takes no response data for this long is disconnected"
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(ip_network(part.strip()) for part in value.split(",") if part.strip())
+        return value

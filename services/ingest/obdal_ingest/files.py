@@ -26,6 +26,7 @@ from obdal_common import subjects
 from obdal_common.contract.ingest import MAX_WAIT_S
 from obdal_common.errors import BadRequest, NotFound
 from obdal_common.ids import is_id, new_id
+from obdal_common.messaging import erase_object
 from obdal_common.schemas import (
     FileAccepted,
     FileList,
@@ -234,17 +235,21 @@ class FileLifecycle:
     async def _erase(self, name: str) -> None:
         """Delete bytes that must go (a deletion asked for): only "already gone" is fine."""
         with contextlib.suppress(NotFoundError):
-            await self._objects.delete(name)
+            await self._erase_bytes(name)
 
     async def _discard(self, name: str) -> None:
         """Delete bytes nobody needs any more; failing to is logged, not the request's failure
         (``delete_app`` sweeps whatever is left under the app's prefix)."""
         try:
-            await self._objects.delete(name)
+            await self._erase_bytes(name)
         except NotFoundError:
             pass
         except nats.errors.Error as exc:
             log.warning("could not delete unneeded bytes %s: %r", name, exc)
+
+    async def _erase_bytes(self, name: str) -> None:
+        # Overwritten on disk, not only purged: a purged chunk stays readable in its block file.
+        await erase_object(self._js, self._objects, bucket=subjects.OBJECT_STORE_FILES, name=name)
 
     async def _quietly(self, undo: Awaitable[None], what: str, status: FileStatus) -> None:
         try:

@@ -17,6 +17,7 @@ from obdal_ingest.files import FileLifecycle
 from obdal_ingest.jobs import JobConsumer
 from obdal_ingest.parser_pool import ParserPool
 from obdal_ingest.pipeline import IngestPipeline
+from obdal_ingest.quotas import IngestQuota
 from obdal_ingest.settings import IngestSettings
 from obdal_ingest.statuses import FileStatusStore
 from obdal_retrieval import HybridIndex, close_index, open_index
@@ -34,13 +35,17 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         js = nc.jetstream()
         await ensure_topology(js)
         index = await open_index(settings)
-        statuses = FileStatusStore(await key_value(js, subjects.KV_FILES))
+        files_kv = await key_value(js, subjects.KV_FILES)
+        statuses = FileStatusStore(files_kv, js=js)
         objects = await js.object_store(subjects.OBJECT_STORE_FILES)
         parsers = ParserPool(
             timeout_s=settings.parse_timeout_s,
             memory_mb=settings.parse_memory_mb,
         )
-        pipeline = IngestPipeline(settings, index=index, objects=objects, statuses=statuses, parsers=parsers)
+        quota = IngestQuota(files_kv, per_hour=settings.app_chunks_per_hour)
+        pipeline = IngestPipeline(
+            settings, index=index, objects=objects, statuses=statuses, parsers=parsers, quota=quota
+        )
         jobs = JobConsumer(js, pipeline, index, settings)
         files = FileLifecycle(
             statuses=statuses, objects=objects, js=js, index=index, connected=lambda: nc.is_connected

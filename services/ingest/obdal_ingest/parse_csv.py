@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from obdal_ingest.parsing import ParsedDocument, ParseError, decode_text
+from obdal_ingest.parsing import Limits, ParsedDocument, ParseError, decode_text
 from obdal_ingest.table_rows import record_text
 
 __all__ = ["parse_csv"]
@@ -13,7 +13,7 @@ __all__ = ["parse_csv"]
 _SNIFF_CHARS = 16384
 
 
-def parse_csv(data: bytes, _: int) -> ParsedDocument:
+def parse_csv(data: bytes, _: Limits) -> ParsedDocument:
     """The first row names the columns; every other row becomes ``Header: value`` lines."""
     text = decode_text(data)
     try:

@@ -6,7 +6,7 @@ import re
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from obdal_ingest.parsing import ParsedDocument, decode_text
+from obdal_ingest.parsing import Limits, ParsedDocument, decode_text
 from obdal_ingest.table_rows import record_text
 
 __all__ = ["parse_html"]
@@ -36,7 +36,7 @@ def _has_block_ancestor(node: LexborNode, root: LexborNode, blocks: set[str]) ->
     return False
 
 
-def parse_html(data: bytes, _: int) -> ParsedDocument:
+def parse_html(data: bytes, _: Limits) -> ParsedDocument:
     """Headings become ``#`` lines, table rows ``Header: value`` blocks, other blocks paragraphs."""
     tree = LexborHTMLParser(decode_text(data))
     title_node = tree.css_first("title")

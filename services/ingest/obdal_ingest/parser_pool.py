@@ -20,7 +20,13 @@ from obdal_common.processes import die_with_parent
 from obdal_ingest.chunking import TextChunk, chunk_text
 from obdal_ingest.parsing import ParseError, load_parsers, parse
 
-__all__ = ["Extracted", "ParserPool", "extract"]
+__all__ = ["Extracted", "ParserPool", "TooManyChunks", "extract"]
+
+
+class TooManyChunks(ParseError):
+    """The file would become more chunks than one file may (``OBDAL_MAX_FILE_CHUNKS``)."""
+
+    default_code = "too_many_chunks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +37,24 @@ class Extracted:
 
 
 def extract(
-    data: bytes, *, content_type: str, max_pages: int, target_tokens: int, overlap_tokens: int
+    data: bytes,
+    *,
+    content_type: str,
+    max_pages: int,
+    target_tokens: int,
+    overlap_tokens: int,
+    max_chars: int | None = None,
+    max_chunks: int | None = None,
 ) -> Extracted:
-    """Parse and chunk one file (what runs in the child process)."""
-    document = parse(data, content_type=content_type, max_pages=max_pages)
+    """Parse and chunk one file (what runs in the child process), refusing it here, before any
+    chunk is embedded, if it holds more than ``max_chars`` of text or makes more than ``max_chunks``."""
+    document = parse(data, content_type=content_type, max_pages=max_pages, max_chars=max_chars)
     chunks = chunk_text(document.text, target_tokens=target_tokens, overlap_tokens=overlap_tokens)
+    if max_chunks is not None and len(chunks) > max_chunks:
+        raise TooManyChunks(
+            f"the file would become {len(chunks):,} chunks, more than the {max_chunks:,} allowed for one"
+            " file (OBDAL_MAX_FILE_CHUNKS); split it into smaller files"
+        )
     return Extracted(title=document.title, pages=document.pages, chunks=chunks)
 
 
@@ -78,7 +97,15 @@ class ParserPool:
         self._pool = None
 
     async def extract(
-        self, data: bytes, *, content_type: str, max_pages: int, target_tokens: int, overlap_tokens: int
+        self,
+        data: bytes,
+        *,
+        content_type: str,
+        max_pages: int,
+        target_tokens: int,
+        overlap_tokens: int,
+        max_chars: int | None = None,
+        max_chunks: int | None = None,
     ) -> Extracted:
         """:func:`extract` in a child; :class:`ParseError` if it fails, runs out of time or memory."""
         if self._pool is None:
@@ -90,6 +117,8 @@ class ParserPool:
             max_pages=max_pages,
             target_tokens=target_tokens,
             overlap_tokens=overlap_tokens,
+            max_chars=max_chars,
+            max_chunks=max_chunks,
         )
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self._timeout_s)

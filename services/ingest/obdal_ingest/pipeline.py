@@ -14,6 +14,7 @@ from obdal_common.errors import ObdalError
 from obdal_common.schemas import FileState, IngestJob
 from obdal_ingest.chunking import estimate_tokens
 from obdal_ingest.parser_pool import ParserPool
+from obdal_ingest.quotas import IngestQuota
 from obdal_ingest.settings import IngestSettings
 from obdal_ingest.statuses import FileStatusStore
 from obdal_retrieval import Chunk, HybridIndex
@@ -36,11 +37,13 @@ class IngestPipeline:
         objects: ObjectStore,
         statuses: FileStatusStore,
         parsers: ParserPool,
+        quota: IngestQuota,
     ) -> None:
         self._settings = settings
         self._index = index
         self._objects = objects
         self._parsers = parsers
+        self._quota = quota
         self.statuses = statuses
 
     async def report(self, job: IngestJob, state: FileState, **changes: object) -> bool:
@@ -57,11 +60,14 @@ class IngestPipeline:
         span = trace.get_current_span()
         span.set_attribute("obdal.app_id", job.app_id)
         span.set_attribute("obdal.file_id", job.file_id)
-        if not await self.report(job, "processing", progress=0, started_at=datetime.now(UTC), error=None):
+        if not await self.report(
+            job, "processing", progress=0, started_at=datetime.now(UTC), error=None, error_code=None
+        ):
             log.info(
                 "file %s v%d was deleted or replaced before ingestion; skipping", job.file_id, job.version
             )
             return 0
+        await self._quota.check(job.app_id)  # an app whose hour is used up: not even parsed
         try:
             result = await self._objects.get(job.object_name)
         except ObjectNotFoundError:
@@ -79,7 +85,10 @@ class IngestPipeline:
                 max_pages=self._settings.max_pages,
                 target_tokens=self._settings.chunk_tokens,
                 overlap_tokens=self._settings.chunk_overlap_tokens,
+                max_chars=self._settings.max_file_chars,
+                max_chunks=self._settings.max_file_chunks,
             )
+        await self._quota.charge(job.app_id, len(extracted.chunks))  # before any chunk is embedded
         title = extracted.title or PurePosixPath(job.filename).stem
         chunks = [
             Chunk(

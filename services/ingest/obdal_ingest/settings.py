@@ -1,4 +1,13 @@
-"""Ingest worker settings (``OBDAL_*``)."""
+"""Ingest worker settings (``OBDAL_*``).
+
+The per-file caps are sized from what the largest legitimate document the other limits let in
+produces with the default chunking (measured with :func:`obdal_ingest.chunking.chunk_text`):
+1,000 dense pages (``OBDAL_MAX_PAGES``; five 90-word paragraphs a page) are 3.6 M characters
+and 5,000 chunks, ~730 characters a chunk. So 4 M characters fit such a manual, and 8,000
+chunks fit what 4 M characters of prose make, leaving the chunk cap to catch text cut into
+tiny pieces. Embedding runs at ~9 chunks/s on two cores (docs/ingestion.md): 8,000 chunks are
+~15 minutes of one worker, 20,000 an hour ~37 minutes.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +26,11 @@ class IngestSettings(ObdalSettings):
     max_pages: int = Field(1000, ge=1, description="Longest accepted PDF, in pages (longer ones fail)")
     parse_timeout_s: float = Field(120.0, gt=0, description="Parsing time after which a file fails")
     parse_memory_mb: int = Field(2048, ge=256, description="Memory ceiling of the parser process")
+    max_file_chars: int = Field(4_000_000, ge=1000, description="Most characters of text one file may hold")
+    max_file_chunks: int = Field(8000, ge=1, description="Most chunks one file may become")
+    app_chunks_per_hour: int = Field(
+        20_000, ge=1, description="Most chunks an app's files may become in any rolling hour"
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestSettings:

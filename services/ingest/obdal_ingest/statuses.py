@@ -10,15 +10,20 @@ from typing import Any
 
 import msgspec
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from obdal_common import subjects
 from obdal_common.errors import DependencyUnavailable
 from obdal_common.schemas import FileState, FileStatus, decode, encode
 
 __all__ = ["FileStatusStore"]
 
 _OUTCOMES: tuple[FileState, ...] = ("ready", "failed")
+# The bucket's stream and subjects, as NATS names every KV bucket's.
+_STREAM = f"KV_{subjects.KV_FILES}"
+_SUBJECT_PREFIX = f"$KV.{subjects.KV_FILES}."
 # How often a wait for an outcome checks that NATS is still there to deliver it.
 _CHECK_S = 1.0
 
@@ -39,10 +44,11 @@ def _hash_key(app_id: str, sha256: str) -> str:
 
 
 class FileStatusStore:
-    """File status records in NATS KV, keyed ``<app_id>.<file_id>``."""
+    """File status records in NATS KV (bucket ``obdal_files``), keyed ``<app_id>.<file_id>``."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, *, js: JetStreamContext) -> None:
         self._kv = kv
+        self._js = js
 
     async def put(self, status: FileStatus) -> None:
         await self._kv.put(_key(status.app_id, status.file_id), encode(status))
@@ -107,17 +113,21 @@ class FileStatusStore:
         return latest if latest is not None else await self.get(app_id, file_id)
 
     async def list(self, app_id: str) -> list[FileStatus]:
-        """Every file of an app, newest first."""
-        # A subject-filtered watch: KeyValue.keys(filters=...) matches substrings client-side,
-        # so a wildcard never matched, and it would read every app's keys.
-        watcher = await self._kv.watch(f"{app_id}.*", ignore_deletes=True, meta_only=True)
-        keys: list[str] = []
-        async for entry in watcher:
-            if entry is None:  # end of the current values
-                break
-            keys.append(entry.key)
-        await watcher.stop()  # type: ignore[no-untyped-call]
-        found = [s for s in [await self.get(app_id, k.split(".", 1)[1]) for k in keys] if s]
+        """Every file of an app, newest first.
+
+        The keys come from the stream's own count of messages per subject, one request that
+        answers for the stream as it stands. A KV watch was used before, and it missed files
+        while others were being written (38 of 200 listings incomplete with ten files being
+        updated): nats-py ends a watch's initial values when the consumer reports
+        nothing pending and none has been received yet, which is also true when the server has
+        sent them all and none has been read off the socket yet. (``KeyValue.keys()`` is that
+        same watch, over every app.) The server lists up to 100,000 subjects in one answer, far
+        more files than an app holds here; nats-py asks for no further page.
+        """
+        # Subjects of a purged key keep their marker: those records read as absent and are skipped.
+        info = await self._js.stream_info(_STREAM, subjects_filter=f"{_SUBJECT_PREFIX}{_key(app_id, '*')}")
+        file_ids = [subject.rsplit(".", 1)[1] for subject in info.state.subjects or {}]
+        found = [s for s in [await self.get(app_id, f) for f in file_ids] if s]
         return sorted(found, key=lambda s: s.created_at, reverse=True)
 
     async def delete(self, app_id: str, file_id: str) -> None:

@@ -5,6 +5,12 @@ content). A tombstone per erased session and end user makes the consumer drop
 turn events of that session or user that were still in flight, so an erased
 conversation cannot reappear; turns that happen after the erasure (the same
 session id used again) are kept, so the session starts fresh.
+
+Deleting from MongoDB does not take content off its disk (journal, oplog, freed pages), so
+erasure also destroys the session's sealing key (:mod:`obdal_metering.sealing`), right after
+the tombstones: from then on no copy MongoDB keeps can be read. Retention destroys the key of
+a session once all its turns are past the policy; turns of a session still in use stay
+readable in such copies until the session goes.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pymongo.errors import PyMongoError
 
 from obdal_common.errors import BadRequest
 from obdal_common.schemas import EraseRequest, EraseResult, RetentionPolicy, RetentionQuery
+from obdal_metering.sealing import SessionKeys
 from obdal_metering.sessions import SessionKey, SessionStore
 
 __all__ = ["Eraser"]
@@ -41,10 +48,16 @@ def _user_tombstone(app_id: str, user: str) -> str:
 
 class Eraser:
     def __init__(
-        self, client: AsyncMongoClient[dict[str, Any]], database: str, sessions: SessionStore
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        database: str,
+        sessions: SessionStore,
+        *,
+        keys: SessionKeys,
     ) -> None:
         self._db = client[database]
         self._sessions = sessions
+        self._keys = keys
         self.retention_erased = 0
 
     async def ensure_indexes(self) -> None:
@@ -95,6 +108,7 @@ class Eraser:
         await self._db.erasures.bulk_write(
             [UpdateOne({"_id": t}, {"$set": {"erased_at": now}}, upsert=True) for t in tombstones]
         )
+        await self._keys.destroy(app_id, session_ids)
         scope = {"app_id": app_id, "session_id": {"$in": sorted(session_ids)}}
         deleted = await self._db.turns.delete_many(scope)
         summaries_deleted = await self._db.sessions.delete_many(scope)
@@ -136,6 +150,9 @@ class Eraser:
                 continue
             count = (await self._db.turns.delete_many(expired)).deleted_count
             await self._sessions.refresh(touched, shrinking=True)
+            ids = sorted(session_id for _, session_id in touched)
+            left = await self._db.turns.distinct("session_id", {"app_id": app_id, "session_id": {"$in": ids}})
+            await self._keys.destroy(app_id, set(ids) - set(left))
             log.info("retention erased %d turns of app %s", count, app_id)
             erased += count
         return erased

@@ -22,6 +22,7 @@ from obdal_common.schemas import DependencyStatus
 from obdal_metering.bindings import metering_bindings
 from obdal_metering.erasure import Eraser
 from obdal_metering.events import EventConsumer
+from obdal_metering.sealing import SessionKeys
 from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
 from obdal_metering.store import MeteringStore
@@ -46,11 +47,12 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
     try:
         js = nc.jetstream()
         await ensure_topology(js)
+        keys = SessionKeys(js)
         store = MeteringStore(mongo, settings.mongo_db)
-        sessions = SessionStore(mongo, settings.mongo_db)
-        eraser = Eraser(mongo, settings.mongo_db, sessions)
+        sessions = SessionStore(mongo, settings.mongo_db, keys=keys)
+        eraser = Eraser(mongo, settings.mongo_db, sessions, keys=keys)
         await _wait_for_mongo(settings, (store, sessions, eraser), stop)
-        events = EventConsumer(js, store, sessions, eraser, settings)
+        events = EventConsumer(js, store, sessions, eraser, settings, keys=keys)
 
         async def events_check() -> DependencyStatus:
             detail = (

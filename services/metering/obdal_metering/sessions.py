@@ -4,6 +4,10 @@ Turns (one per answer) are the source of truth. A ``sessions`` document per
 (app, session) summarises them for listing; it is recomputed from the turns
 after every write, never incremented, so redelivered or duplicated turn events
 cannot skew it and a crash between the two writes is repaired by the redelivery.
+
+Content (questions, answers, sources, previews) is stored sealed with its session's key
+(:mod:`obdal_metering.sealing`) and opened here on the way out; a turn whose key is gone
+(erased while it was being read) is left out.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from obdal_common.schemas import (
     Usage,
     encode,
 )
+from obdal_metering.sealing import SessionKeys, seal, unseal
 
 __all__ = ["SessionKey", "SessionStore"]
 
@@ -44,35 +49,44 @@ _EXPORT_PAGE_SESSIONS = 50
 _ORDER = [("started_at", DESCENDING), ("session_id", DESCENDING)]
 
 
-def _summary(doc: dict[str, Any]) -> SessionSummary:
+def _summary(doc: dict[str, Any], key: bytes | None) -> SessionSummary:
     return SessionSummary(
         session_id=doc["session_id"],
         started_at=doc["started_at"],
         last_at=doc["last_at"],
         message_count=int(doc["message_count"]),
         total_tokens=int(doc["total_tokens"]),
-        preview=doc["preview"],
+        preview=unseal(key, doc["preview"]) or "",
         user=doc.get("user"),
     )
 
 
-def _messages(turns: Iterable[dict[str, Any]]) -> list[SessionMessage]:
+def _sources(key: bytes | None, stored: str | list[dict[str, Any]]) -> list[Source] | None:
+    if not isinstance(stored, str):  # stored before sealing
+        return msgspec.convert(stored, list[Source])
+    opened = unseal(key, stored)
+    return None if opened is None else msgspec.json.decode(opened, type=list[Source])
+
+
+def _messages(turns: Iterable[dict[str, Any]], key: bytes | None) -> list[SessionMessage]:
     messages: list[SessionMessage] = []
     for turn in turns:
         at = turn["occurred_at"]
+        question, answer = unseal(key, turn["user_message"]), unseal(key, turn["answer"])
+        sources = _sources(key, turn["sources"])
+        if question is None or answer is None or sources is None:
+            continue
         messages.append(
-            SessionMessage(
-                message_id=turn["message_id"], role="user", content=turn["user_message"], timestamp=at
-            )
+            SessionMessage(message_id=turn["message_id"], role="user", content=question, timestamp=at)
         )
         messages.append(
             SessionMessage(
                 message_id=turn["message_id"],
                 role="assistant",
-                content=turn["answer"],
+                content=answer,
                 timestamp=at,
                 usage=msgspec.convert(turn["usage"], Usage),
-                sources=msgspec.convert(turn["sources"], list[Source]),
+                sources=sources,
                 # Turns stored before outcomes were recorded were answered or declined: unknown.
                 outcome=turn.get("outcome"),
             )
@@ -80,13 +94,14 @@ def _messages(turns: Iterable[dict[str, Any]]) -> list[SessionMessage]:
     return messages
 
 
-def _detail(summary: SessionSummary, turns: Sequence[dict[str, Any]]) -> SessionDetail:
-    return SessionDetail(**msgspec.structs.asdict(summary), messages=_messages(turns))
+def _detail(summary: SessionSummary, turns: Sequence[dict[str, Any]], key: bytes | None) -> SessionDetail:
+    return SessionDetail(**msgspec.structs.asdict(summary), messages=_messages(turns, key))
 
 
 class SessionStore:
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str, *, keys: SessionKeys) -> None:
         self._db = client[database]
+        self._keys = keys
 
     async def ensure_indexes(self) -> None:
         """The summary's identity, the listing order (all, and per end user), and turn lookups."""
@@ -128,12 +143,14 @@ class SessionStore:
                             "turns": {"$sum": 1},
                             "total_tokens": {"$sum": "$usage.total_tokens"},
                             "preview": {"$first": "$user_message"},
-                            "user": {"$last": "$user"},
+                            # A session's end user is its first turn's, whatever later turns say.
+                            "user": {"$first": "$user"},
                         }
                     },
                 ]
             )
             rows = {row["_id"]: row async for row in cursor}
+            sealing_keys = await self._keys.many(app_id, rows)
             ops: list[ReplaceOne[dict[str, Any]] | DeleteOne] = []
             for session_id in sorted(session_ids):
                 key = {"app_id": app_id, "session_id": session_id}
@@ -141,13 +158,15 @@ class SessionStore:
                 if row is None:
                     ops.append(DeleteOne(key))
                     continue
+                session_key = sealing_keys.get(session_id)
+                preview = (unseal(session_key, str(row["preview"])) or "")[:_PREVIEW_CHARS]
                 doc = {
                     **key,
                     "started_at": row["started_at"],
                     "last_at": row["last_at"],
                     "message_count": 2 * int(row["turns"]),
                     "total_tokens": int(row["total_tokens"]),
-                    "preview": str(row["preview"])[:_PREVIEW_CHARS],
+                    "preview": preview if session_key is None else seal(session_key, preview),
                     "user": row["user"],
                 }
                 guard = {} if shrinking else {"message_count": {"$lte": doc["message_count"]}}
@@ -197,17 +216,20 @@ class SessionStore:
             )
         return {"$and": clauses}
 
-    async def _page(self, query: dict[str, Any], limit: int) -> tuple[list[SessionSummary], bool]:
-        """Up to ``limit`` summaries in listing order, and whether more follow."""
+    async def _page(
+        self, app_id: str, query: dict[str, Any], limit: int
+    ) -> tuple[list[SessionSummary], bool, dict[str, bytes]]:
+        """Up to ``limit`` summaries in listing order, whether more follow, and their keys."""
         docs = await self._db.sessions.find(query).sort(_ORDER).limit(limit + 1).to_list()
-        return [_summary(d) for d in docs[:limit]], len(docs) > limit
+        keys = await self._keys.many(app_id, (d["session_id"] for d in docs[:limit]))
+        return [_summary(d, keys.get(d["session_id"])) for d in docs[:limit]], len(docs) > limit, keys
 
     async def summaries(self, query: SessionQuery) -> SessionPage:
         """A page of sessions, most recently started first; ``next_cursor`` when more follow."""
         mongo_query = self._filter(
             query.app_id, cursor=query.cursor, start=query.start, end=query.end, user=query.user
         )
-        page, more = await self._page(mongo_query, query.limit)
+        page, more, _ = await self._page(query.app_id, mongo_query, query.limit)
         return SessionPage(
             data=page, next_cursor=encode_cursor(page[-1].started_at, page[-1].session_id) if more else None
         )
@@ -225,19 +247,20 @@ class SessionStore:
         turns = (await self._turns(app_id, [session_id])).get(session_id, []) if doc else []
         if doc is None or not turns:
             raise NotFound(f"no session {session_id}", code="session_not_found")
-        return _detail(_summary(doc), turns)
+        key = await self._keys.get(app_id, session_id)
+        return _detail(_summary(doc, key), turns, key)
 
     async def export_page(self, query: SessionExportQuery) -> SessionExportPage:
         """Whole sessions in listing order, as many as fit one NATS message."""
         mongo_query = self._filter(
             query.app_id, cursor=query.cursor, start=query.start, end=query.end, user=query.user
         )
-        page, more = await self._page(mongo_query, _EXPORT_PAGE_SESSIONS)
+        page, more, keys = await self._page(query.app_id, mongo_query, _EXPORT_PAGE_SESSIONS)
         turns = await self._turns(query.app_id, [s.session_id for s in page])
         sessions: list[SessionDetail] = []
         size = 0
         for summary in page:
-            detail = _detail(summary, turns.get(summary.session_id, []))
+            detail = _detail(summary, turns.get(summary.session_id, []), keys.get(summary.session_id))
             size += len(encode(detail))
             if sessions and size > _EXPORT_PAGE_BYTES:
                 more = True

@@ -9,8 +9,9 @@ model is slow — until ``end`` or ``error``. A client that goes away is told to
 worker on ``subjects.chat_cancel_subject(request_id)``.
 
 The request/reply RPCs below are served by ``obdal_chat.bindings``. The chat owns each
-session's working history (Redis) and the daily token counters (written per answer,
-read by the gateway through :mod:`obdal_common.budgets`, the one shared read model).
+session's working history (Redis) and the daily token counters (each answer's cost reserved
+before it is generated and settled after; read by the gateway through
+:mod:`obdal_common.budgets`, the one shared read model).
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ from obdal_common.schemas import (
 __all__ = ["MAX_WAIT_S", "Ingest", "stage"]
 
 _QUICK_S = 5.0
+# Erasing a file's bytes takes ~15 ms per 128 KB chunk on the server (2.9 s for 20 MB measured).
+_ERASE_S = 30.0
 # The longest an upload may wait for its outcome (``?wait=``); the outcome RPC waits that long.
 MAX_WAIT_S = 120
 
@@ -76,10 +78,10 @@ class Ingest(Contract):
     (``?wait=``); 404 ``file_not_found`` if it was deleted meanwhile."""
 
     delete = Rpc(
-        "obdal.ingest.files.delete", IngestDelete, IngestDeleted, timeout=_QUICK_S, errors=(NotFound,)
+        "obdal.ingest.files.delete", IngestDelete, IngestDeleted, timeout=_ERASE_S, errors=(NotFound,)
     )
     """Delete a file: its passages first (no answer cites it once this returns), then its
-    bytes and status (``DELETE /v1/files/{id}``); 404 ``file_not_found``."""
+    bytes, erased chunk by chunk, and status (``DELETE /v1/files/{id}``); 404 ``file_not_found``."""
 
     delete_app = Rpc("obdal.ingest.files.delete_app", IngestDeleteApp, IngestDeleted, timeout=30.0)
     """Erase every file of an app, bytes whose upload never finished included

@@ -11,7 +11,7 @@ from litestar import Response, delete, get, patch, post
 from obdal_common.errors import BadRequest, NotFound
 from obdal_common.ids import is_id
 from obdal_common.schemas import KeyKind, KeyRecord
-from obdal_gateway.keys import ALL_SCOPES, DEFAULT_SCOPES, hash_key, new_key
+from obdal_gateway.keys import ALL_SCOPES, DEFAULT_SCOPES, PUBLISHABLE_SCOPES, hash_key, new_key
 from obdal_gateway.origins import validate_allowed_origin
 from obdal_gateway.routes.admin_apps import app_or_404
 from obdal_gateway.state import Gateway
@@ -48,11 +48,18 @@ class Rotation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     grace_period_s: Annotated[int, msgspec.Meta(ge=0, le=_MAX_GRACE_S)] = 3600
 
 
-def _scopes(scopes: list[str]) -> tuple[str, ...]:
+def _scopes(scopes: list[str], *, kind: KeyKind) -> tuple[str, ...]:
     unknown = set(scopes) - ALL_SCOPES
     if unknown:
         raise BadRequest(
             f"unknown scopes {sorted(unknown)}; known: {sorted(ALL_SCOPES)}", code="invalid_scope"
+        )
+    readable = set(scopes) - PUBLISHABLE_SCOPES
+    if kind == "publishable" and readable:
+        raise BadRequest(
+            f"publishable keys are public (in web pages) and may only have {sorted(PUBLISHABLE_SCOPES)},"
+            f" not {sorted(readable)}: use a secret key on a server for those",
+            code="scope_not_allowed_for_publishable",
         )
     return tuple(sorted(set(scopes)))
 
@@ -96,7 +103,7 @@ async def create_key(gw: Gateway, app_id: str, data: NewKey) -> Response[dict[st
         app_id=app_id,
         name=data.name.strip(),
         kind=data.kind,
-        scopes=_scopes(data.scopes) if data.scopes is not None else DEFAULT_SCOPES[data.kind],
+        scopes=_scopes(data.scopes, kind=data.kind) if data.scopes is not None else DEFAULT_SCOPES[data.kind],
         allowed_origins=_origins(data.allowed_origins),
         secret_hash=hash_key(secret),
         created_at=datetime.now(UTC),
@@ -131,7 +138,7 @@ async def update_key(gw: Gateway, key_id: str, data: KeyChanges) -> dict[str, An
     if data.name is not msgspec.UNSET:
         changes["name"] = data.name.strip()
     if data.scopes is not msgspec.UNSET:
-        changes["scopes"] = _scopes(data.scopes)
+        changes["scopes"] = _scopes(data.scopes, kind=record.kind)
     if data.allowed_origins is not msgspec.UNSET:
         changes["allowed_origins"] = _origins(data.allowed_origins)
     if data.expires_at is not msgspec.UNSET:

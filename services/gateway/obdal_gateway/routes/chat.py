@@ -109,6 +109,9 @@ async def chat(data: ChatBody, gw: Gateway, principal: Principal) -> Response[di
         session_id=data.session_id or new_id("sess"),
         message=data.message,
         user=data.user,
+        token_budget=principal.key.token_budget,
+        key_kind=principal.key.kind,
+        session_given=data.session_id is not None,
     )
     stream = await gw.relay.open(chat_request, stream=data.stream)
     if data.stream:

@@ -184,6 +184,7 @@ async def chat_completions(
             message=question,
             user=data.user,
             history=history,
+            token_budget=principal.key.token_budget,
         ),
         stream=data.stream,
     )

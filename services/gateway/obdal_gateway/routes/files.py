@@ -15,8 +15,10 @@ from litestar.enums import RequestEncodingType
 from litestar.openapi import ResponseSpec
 from litestar.params import Body, Parameter
 
+from obdal_common import subjects
 from obdal_common.contract.ingest import MAX_WAIT_S, stage
 from obdal_common.errors import BadRequest, DependencyUnavailable, PayloadTooLarge, UnprocessableContent
+from obdal_common.messaging import erase_object
 from obdal_common.schemas import (
     FileAccepted,
     FileListQuery,
@@ -167,8 +169,8 @@ async def _hand_over(gw: Gateway, staged: str, call: Awaitable[FileAccepted]) ->
     try:
         return await call
     except Exception:
-        with contextlib.suppress(Exception):
-            await gw.objects.delete(staged)
+        with contextlib.suppress(Exception):  # erased, not only purged (docs/security.md, finding 3)
+            await erase_object(gw.js, gw.objects, bucket=subjects.OBJECT_STORE_FILES, name=staged)
         raise
 
 

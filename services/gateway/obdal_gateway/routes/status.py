@@ -1,4 +1,8 @@
-"""``GET /v1/status``: liveness and readiness of every dependency."""
+"""``GET /v1/status``: liveness and readiness of every dependency.
+
+Anyone may ask whether the service is up, so anonymous callers get only ``ok`` per component;
+the details (data paths, model names, versions, error messages) are for the operator token.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,13 @@ import asyncio
 from typing import Any
 
 import msgspec
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.openapi import ResponseSpec
 
 from obdal_common.contract.rpc import BoundRpc
 from obdal_common.errors import ObdalError
 from obdal_common.schemas import ServiceStatus, StatusQuery
+from obdal_gateway.auth import bearer_matches
 from obdal_gateway.state import Gateway
 
 __all__ = ["live", "status"]
@@ -43,8 +48,8 @@ async def _redis(gw: Gateway) -> dict[str, Any]:
     summary="Readiness of the gateway, the workers and their dependencies",
     responses={503: ResponseSpec(data_container=dict[str, Any], description="Not ready (same body)")},
 )
-async def status(gw: Gateway) -> Response[dict[str, Any]]:
-    """200 when everything can serve, 503 (same body) otherwise."""
+async def status(gw: Gateway, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """200 when everything can serve, 503 (same body) otherwise; details with the operator token."""
     checks = (gw.chat.status, gw.ingest.status, gw.metering.status)
     redis, *services = await asyncio.gather(_redis(gw), *(_service(c) for c in checks))
     by_name = dict(zip(_SERVICES, services, strict=True))
@@ -58,8 +63,15 @@ async def status(gw: Gateway) -> Response[dict[str, Any]]:
     chat_deps = by_name["chat"].get("dependencies", {})
     deps["index"] = chat_deps.get("index", {"ok": False, "detail": "chat is not answering"})
     ready = all(d.get("ok") for d in deps.values()) and all(s.get("ok") for s in services)
+    if not bearer_matches(request, gw.admin_token):
+        deps = _up_down(deps)
+        by_name = _up_down(by_name)
     body = {"status": "ok" if ready else "degraded", "dependencies": deps, "services": by_name}
     return Response(body, status_code=200 if ready else 503)
+
+
+def _up_down(components: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: {"ok": bool(report.get("ok"))} for name, report in components.items()}
 
 
 @get("/v1/status/live", summary="Liveness: the gateway process answers")

@@ -10,11 +10,18 @@ from typing import Any
 
 from litestar import Request, Response, get
 
+from obdal_gateway.security_headers import page_policy
+
 __all__ = ["demo_page", "widget_script"]
 
 _SCRIPT = resources.files("obdal_gateway").joinpath("static/widget.js").read_bytes()
 _ETAG = f'"{hashlib.sha256(_SCRIPT).hexdigest()[:20]}"'
 _PUBLISHABLE = re.compile(r"^obd_pk_[A-Za-z0-9]{16}_[A-Za-z0-9]{32}$")
+# The demo runs the widget from this origin and nothing inline but styles: the page's own and
+# the <style> the widget puts in its shadow root.
+_DEMO_POLICY = {
+    "Content-Security-Policy": page_policy(script="'self'", style="'unsafe-inline'", connect="'self'")
+}
 
 
 @get("/widget.js", summary="The embeddable chat widget", include_in_schema=False)
@@ -69,5 +76,6 @@ async def demo_page(request: Request[Any, Any, Any], key: str | None = None) -> 
             _DEMO.format(body="<p>That is not a publishable key (<code>obd_pk_…</code>).</p>"),
             status_code=400,
             media_type="text/html",
+            headers=_DEMO_POLICY,
         )
-    return Response(_DEMO.format(body=body), media_type="text/html")
+    return Response(_DEMO.format(body=body), media_type="text/html", headers=_DEMO_POLICY)

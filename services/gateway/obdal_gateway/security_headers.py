@@ -1,0 +1,52 @@
+"""Headers that limit what a browser does with any of the gateway's responses.
+
+Every response says ``X-Content-Type-Options: nosniff`` (a JSON error or an upload's echo is
+never run as a script or rendered as HTML), may not be framed (``X-Frame-Options: DENY``, and
+``frame-ancestors 'none'``) and carries a Content-Security-Policy: by default one that allows
+nothing, which is right for everything but the pages. A page declares the sources it needs with
+:func:`page_policy` as its own ``Content-Security-Policy`` header, which the middleware keeps.
+The widget script is embedded in customers' pages: those pages' own policies govern it.
+"""
+
+from __future__ import annotations
+
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["SecurityHeaders", "page_policy"]
+
+# No framing (clickjacking), no <base> or form posts elsewhere, whatever the page allows.
+_ALWAYS = "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+
+def page_policy(
+    *, script: str = "'none'", style: str = "'none'", img: str = "'none'", connect: str = "'none'"
+) -> str:
+    """A Content-Security-Policy allowing only the given sources (``'self'``, ``data:``, hashes)."""
+    return (
+        f"default-src 'none'; script-src {script}; style-src {style}; img-src {img}; "
+        f"connect-src {connect}; {_ALWAYS}"
+    )
+
+
+_DEFAULT_POLICY = page_policy()
+
+
+class SecurityHeaders(ASGIMiddleware):
+    """Adds the headers above to every HTTP response (run around routing, so 404s get them too)."""
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableScopeHeaders.from_message(message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["X-Frame-Options"] = "DENY"
+                if "content-security-policy" not in headers:
+                    headers["Content-Security-Policy"] = _DEFAULT_POLICY
+            await send(message)
+
+        await next_app(scope, receive, send_with_headers)
