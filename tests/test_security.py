@@ -175,9 +175,20 @@ def test_an_answer_that_may_cost_more_than_the_budget_is_refused_before_generati
     key = api.create_key(api.create_app("budget-small"), token_budget=50)["key"]
     # Its prompt is ~100 tokens, and its completion may be up to 512 (OBDAL_CHAT_MAX_TOKENS).
     refused(api.chat(key, "Tell me about your refund policy"), 429, "token_budget_exhausted")
-    streamed = api.chat_stream(key, "Tell me about your refund policy")
-    assert streamed.names() == ["error"]
-    assert streamed.one("error")["code"] == "token_budget_exhausted"
+    # Streamed too, the refusal is the request's status (the stream waits for the worker's start).
+    streamed = api.http.post(
+        "/v1/chat",
+        headers=api.auth(key),
+        json={"message": "Tell me about your refund policy", "stream": True},
+    )
+    refused(streamed, 429, "token_budget_exhausted")
+    assert int(streamed.headers["retry-after"]) >= 1
+    completions = api.http.post(
+        "/v1/chat/completions",
+        headers=api.auth(key),
+        json={"messages": [{"role": "user", "content": "Tell me about your refund policy"}], "stream": True},
+    )
+    assert completions.status_code == 429, completions.text
     time.sleep(1)
     assert api.usage(key)["total_requests"] == 0  # nothing generated, nothing metered
 

@@ -30,6 +30,7 @@ from obdal_common.schemas import (
     ChatDelta,
     ChatEnd,
     ChatError,
+    ChatPing,
     ChatReply,
     ChatRequest,
     ChatSources,
@@ -98,9 +99,35 @@ class ChatStream:
         self._first_token = False
         self._outcome = "cancelled"
         self._attrs = {"obdal.stream": stream}  # the client's, for the latency metrics
+        self._early: list[ChatReply] = []  # read by begin(), not yet iterated
+        self._source = self._replies()  # one reader, shared by begin() and iteration
+
+    async def begin(self) -> None:
+        """Wait until the worker starts generating, so that what refuses a turn before that (a
+        budget it does not fit, a failed retrieval) is the request's status, not an SSE
+        ``error`` after a 200. Raises that error; replies read meanwhile are kept for
+        iteration. It returns at the start signal, sent just before the first delta."""
+        async for reply in self._source:
+            if isinstance(reply, ChatStarted):
+                return
+            if isinstance(reply, ChatError):
+                raise error_for_code(reply.status, reply.code, reply.message, retry_after=reply.retry_after_s)
+            if not isinstance(reply, ChatPing):
+                self._early.append(reply)
+                return
 
     async def __aiter__(self) -> AsyncIterator[ChatReply]:
         """Every reply after ``accepted``, pings included, ending with end or error."""
+        early, self._early = self._early, []
+        for reply in early:
+            yield reply
+            if self._finished:
+                return
+        async for reply in self._source:
+            if not isinstance(reply, ChatStarted):
+                yield reply
+
+    async def _replies(self) -> AsyncIterator[ChatReply]:
         while True:
             try:
                 msg = await self._sub.next_msg(timeout=self._idle_timeout)
@@ -121,7 +148,6 @@ class ChatStream:
                 continue
             if isinstance(reply, ChatStarted):  # the gateway's own: kept to meter a dead worker's answer
                 self._announced = reply
-                continue
             if isinstance(reply, ChatDelta):
                 self._relayed.append(reply.content)
                 if not self._first_token:
@@ -266,5 +292,10 @@ class ChatRelay:
                 raise DependencyUnavailable("unexpected reply from chat worker", code="bad_worker_reply")
         except BaseException:
             await replies.close(cancel_worker=False)
+            raise
+        try:
+            await replies.begin()
+        except BaseException:  # refused before generating, or the client left: the stream ends here
+            await replies.close()
             raise
         return replies
