@@ -31,6 +31,7 @@ from obdal_common.schemas import (
 )
 from obdal_metering.bindings import metering_bindings
 from obdal_metering.erasure import Eraser
+from obdal_metering.feedback import FeedbackStore
 from obdal_metering.sealing import SessionKeys
 from obdal_metering.sessions import SessionStore
 from obdal_metering.store import MeteringStore
@@ -133,7 +134,11 @@ async def test_metering_answers_mongodb_down_as_one_503_code_on_every_rpc() -> N
         sessions = SessionStore(mongo, "down", keys=keys)
         store = MeteringStore(mongo, "down")
         bindings = metering_bindings(
-            store=store, sessions=sessions, eraser=Eraser(mongo, "down", sessions, keys=keys), checks={}
+            store=store,
+            sessions=sessions,
+            feedback=FeedbackStore(mongo, "down", keys=keys),
+            eraser=Eraser(mongo, "down", sessions, keys=keys),
+            checks={},
         )
         bus = MemoryBus()
         await bindings.serve(bus)

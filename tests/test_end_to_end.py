@@ -104,3 +104,5 @@ def test_openapi_schema_is_served(api: Api) -> None:
     schema = api.http.get("/docs/openapi.json").json()
     assert "/v1/chat" in schema["paths"]
     assert "/v1/files" in schema["paths"]
+    assert "post" in schema["paths"]["/v1/messages/{message_id}/feedback"]
+    assert "get" in schema["paths"]["/v1/feedback"]

@@ -20,6 +20,8 @@ from obdal_common.messaging import close, connect
 from obdal_common.schemas import (
     EraseRequest,
     EraseResult,
+    FeedbackQuery,
+    FeedbackSet,
     RetentionPolicy,
     SessionDetail,
     SessionLookup,
@@ -324,6 +326,9 @@ async def test_retention_erases_old_session_content(bus: ManagedServer, metering
     ]
     await publish_turns(bus.url, old + mixed)
     assert await wait_session(bus.url, app_id, "sess_mixed", 4) is not None
+    for turn in old + mixed:
+        rating = FeedbackSet(app_id=app_id, message_id=turn.message_id, rating="down", wait_s=3)
+        await ask(bus.url, Metering.feedback, rating)
 
     policy = RetentionPolicy(app_id=app_id, session_ttl_days=1)
     assert await ask(bus.url, Metering.set_retention, policy) == policy
@@ -348,6 +353,9 @@ async def test_retention_erases_old_session_content(bus: ManagedServer, metering
         assert await keys.get(app_id, "sess_mixed") is not None
     finally:
         await close(nc)
+    # Ratings of the erased turns go with them.
+    rated = await ask(bus.url, Metering.feedback_list, FeedbackQuery(app_id=app_id))
+    assert [item.message_id for item in rated.feedback] == [mixed[1].message_id]
 
 
 async def test_a_summary_that_counted_more_turns_is_not_overwritten(

@@ -296,6 +296,8 @@ ENDPOINTS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/v1/sessions/export", "sessions:read", {}),
     ("DELETE", "/v1/sessions/sess_0000000000000000", "sessions:write", {}),
     ("DELETE", "/v1/users/nobody", "sessions:write", {}),
+    ("POST", "/v1/messages/msg_0000000000000000/feedback", "chat", {"json": {"rating": "up"}}),
+    ("GET", "/v1/feedback", "sessions:read", {}),
 ]
 
 

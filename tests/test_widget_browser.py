@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Request, Route, expect, sync_playwright
 
 from obdal.servers import free_port
 from tests.api import Api
@@ -109,7 +110,7 @@ def open_widget(page: Page) -> None:
 def ask(page: Page, question: str) -> None:
     # The widget ignores Enter while an answer is still streaming (Send is disabled until its
     # `end`), and the answer's text shows before that: wait for Send, as a person would.
-    expect(page.get_by_role("button", name="Send")).to_be_enabled(timeout=20_000)
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_enabled(timeout=20_000)
     box = page.get_by_role("textbox", name="Your question")
     box.fill(question)
     box.press("Enter")
@@ -363,3 +364,246 @@ def test_the_docs_and_the_demo_work_under_their_content_security_policies(
     page.close()
     assert violations == []
     assert all(url.startswith(stack.url) for url in requested), requested
+
+
+# --- Feedback on answers (issue 18) ---------------------------------------------------------
+
+COMMENT = "Wrong courier <img src=x onerror=\"window.__xss='comment'\"> for me"
+
+
+@pytest.fixture(scope="module")
+def rated(stack: Stack) -> Iterator[tuple[_Site, Api, str]]:
+    """An app of its own, so `GET /v1/feedback` holds only what these tests sent."""
+    api = Api(stack.url, stack.admin_token)
+    app_id = api.create_app("feedback")
+    secret = api.create_key(app_id)["key"]
+    api.index(secret, "policy.md", POLICY)
+    port = free_port()
+    key = api.create_key(app_id, kind="publishable", allowed_origins=[f"http://127.0.0.1:{port}"])["key"]
+    site = _Site(PAGE.format(gateway=stack.url, key=key), port=port)
+    yield site, api, secret
+    site.close()
+
+
+def feedback_items(api: Api, secret: str) -> list[dict[str, object]]:
+    response = api.http.get("/v1/feedback", headers=api.auth(secret))
+    assert response.status_code == 200, f"GET /v1/feedback: {response.status_code} {response.text[:200]}"
+    items: list[dict[str, object]] = response.json()["feedback"]
+    return items
+
+
+def wait_feedback(api: Api, secret: str, message_id: str, **expected: object) -> dict[str, object]:
+    """The one stored rating of a message once it has ``expected`` (a second replaces the first)."""
+    deadline = time.monotonic() + 20
+    while True:
+        mine = [i for i in feedback_items(api, secret) if i.get("message_id") == message_id]
+        if len(mine) == 1 and all(mine[0].get(k) == v for k, v in expected.items()):
+            return mine[0]
+        assert time.monotonic() < deadline, f"feedback on {message_id}: {mine}, expected {expected}"
+        time.sleep(0.2)
+
+
+def rated_answer(page: Page) -> Locator:
+    """Ask, and the answer's "Rate this answer" group, which comes with its `end`."""
+    open_widget(page)
+    ask(page, "Which courier do you ship with?")
+    answer = page.locator(".msg.bot").last
+    expect(answer).to_contain_text("Zorblax", timeout=20_000)
+    group = answer.get_by_role("group", name="Rate this answer")
+    expect(group).to_be_visible(timeout=20_000)
+    expect(answer).not_to_have_attribute("aria-busy", "true")
+    # Never on the greeting, which has no message id.
+    expect(page.locator(".msg.bot").first.get_by_role("group")).to_have_count(0)
+    return group
+
+
+def feedback_posts(page: Page) -> list[dict[str, object]]:
+    sent: list[dict[str, object]] = []
+
+    def seen(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith("/feedback"):
+            sent.append({"url": request.url, "body": request.post_data_json})
+
+    page.on("request", seen)
+    return sent
+
+
+ACTIVE = "document.getElementById('obdal-widget').shadowRoot.activeElement"
+
+
+def test_feedback_with_a_comment_reaches_the_api(browser: Browser, rated: tuple[_Site, Api, str]) -> None:
+    site, api, secret = rated
+    page = browser.new_page()
+    sent = feedback_posts(page)
+    page.goto(site.origin)
+    group = rated_answer(page)
+    helpful = group.get_by_role("button", name="Helpful", exact=True)
+    unhelpful = group.get_by_role("button", name="Not helpful", exact=True)
+    expect(helpful).to_have_attribute("aria-pressed", "false")
+    expect(unhelpful).to_have_attribute("aria-pressed", "false")
+
+    unhelpful.click()
+    expect(unhelpful).to_have_attribute("aria-pressed", "true", timeout=10_000)
+    expect(helpful).to_have_attribute("aria-pressed", "false")
+    message_id = sent[0]["url"].split("/v1/messages/")[1].split("/")[0]  # type: ignore[union-attr]
+    assert message_id.startswith("msg_")
+    session_id = sent[0]["body"]["session_id"]  # type: ignore[index]
+    assert sent[0]["body"] == {"rating": "down", "session_id": session_id}
+    assert str(session_id).startswith("sess_")
+
+    sheet = page.get_by_role("form", name="Tell us what was wrong")
+    expect(sheet).to_be_visible()
+    assert page.evaluate(ACTIVE + ".tagName") == "SELECT"  # focus moved into the form
+    sheet.get_by_label("What was wrong? (optional)").select_option("inaccurate")
+    sheet.get_by_label("Comment (optional)").fill(COMMENT)
+    sheet.get_by_role("button", name="Send feedback").click()
+    expect(group.get_by_role("status")).to_have_text("Thanks for your feedback", timeout=10_000)
+    expect(sheet).to_have_count(0)
+    assert sent[1]["body"] == {
+        "rating": "down",
+        "reason": "inaccurate",
+        "comment": COMMENT,
+        "session_id": session_id,
+    }
+    stored = wait_feedback(api, secret, message_id, rating="down", comment=COMMENT)
+    assert stored["reason"] == "inaccurate"
+    assert stored["session_id"] == session_id
+    assert stored["question"] == "Which courier do you ship with?"
+    assert "Zorblax" in str(stored["answer"])
+    # The comment stayed text: nothing in it ran or became an element.
+    assert page.locator("#obdal-widget >> img").count() == 0
+    assert page.evaluate("window.__xss") is None
+
+    # Changeable: "Helpful" now replaces the rating (one per message).
+    helpful.click()
+    expect(helpful).to_have_attribute("aria-pressed", "true", timeout=10_000)
+    expect(unhelpful).to_have_attribute("aria-pressed", "false")
+    assert sent[2]["body"] == {"rating": "up", "session_id": session_id}
+    wait_feedback(api, secret, message_id, rating="up")  # still one item for the message
+
+    # A reload shows the answer with its rating kept.
+    page.reload()
+    open_widget(page)
+    kept = page.locator(".msg.bot").last.get_by_role("group", name="Rate this answer")
+    expect(kept.get_by_role("button", name="Helpful", exact=True)).to_have_attribute("aria-pressed", "true")
+    page.close()
+
+
+def test_feedback_by_keyboard_and_its_accessibility(browser: Browser, rated: tuple[_Site, Api, str]) -> None:
+    site, api, secret = rated
+    page = browser.new_page()
+    sent = feedback_posts(page)
+    page.goto(site.origin)
+    group = rated_answer(page)
+    helpful = group.get_by_role("button", name="Helpful", exact=True)
+    unhelpful = group.get_by_role("button", name="Not helpful", exact=True)
+
+    # From the question box, Shift+Tab goes back through the conversation to the thumbs.
+    page.get_by_role("textbox", name="Your question").focus()
+    for _ in range(6):
+        if page.evaluate(ACTIVE + ".getAttribute('aria-label')") == "Not helpful":
+            break
+        page.keyboard.press("Shift+Tab")
+    assert page.evaluate(ACTIVE + ".getAttribute('aria-label')") == "Not helpful"
+    outline = page.evaluate(f"getComputedStyle({ACTIVE}).outlineStyle")
+    assert outline == "solid"  # a visible focus ring (keyboard focus: :focus-visible)
+    page.keyboard.press("Shift+Tab")
+    assert page.evaluate(ACTIVE + ".getAttribute('aria-label')") == "Helpful"
+    page.keyboard.press("Enter")
+    expect(helpful).to_have_attribute("aria-pressed", "true", timeout=10_000)
+    expect(group.get_by_role("status")).to_have_text("Thanks for your feedback")
+    assert page.evaluate(ACTIVE + ".getAttribute('aria-label')") == "Helpful"  # focus stayed
+
+    page.keyboard.press("Tab")
+    page.keyboard.press("Space")
+    expect(unhelpful).to_have_attribute("aria-pressed", "true", timeout=10_000)
+    expect(helpful).to_have_attribute("aria-pressed", "false")
+    sheet = page.get_by_role("form", name="Tell us what was wrong")
+    expect(sheet).to_be_visible()
+    reason = sheet.get_by_role("combobox", name="What was wrong? (optional)")
+    comment = sheet.get_by_role("textbox", name="Comment (optional)")
+    expect(reason).to_be_focused()
+    expect(comment).to_have_attribute("maxlength", "2000")
+    # Every control of the open widget has an accessible name; the thumbs are toggle buttons.
+    names = page.evaluate(
+        """() => [...document.getElementById('obdal-widget').shadowRoot
+              .querySelectorAll('button, select, textarea')]
+            .filter(e => !e.closest('[hidden]'))
+            .map(e => e.getAttribute('aria-label') || (e.id && e.getRootNode()
+              .querySelector(`label[for="${e.id}"]`)?.textContent) || e.textContent.trim())"""
+    )
+    assert all(names), names
+    assert page.locator("#obdal-widget .fb-btn:not([aria-pressed])").count() == 0
+    expect(page.get_by_role("dialog", name="Shop help")).to_be_visible()
+    # Inside the bubble, without breaking the layout: nothing wider than the conversation.
+    log_box = page.get_by_role("log", name="Conversation").bounding_box()
+    sheet_box = sheet.bounding_box()
+    assert log_box is not None
+    assert sheet_box is not None
+    assert log_box["x"] <= sheet_box["x"]
+    assert sheet_box["x"] + sheet_box["width"] <= log_box["x"] + log_box["width"]
+    page.screenshot(path="/tmp/widget-feedback.png")
+    page.set_viewport_size({"width": 375, "height": 667})  # and on a phone, full screen
+    for control in (sheet, comment, sheet.get_by_role("button", name="Send feedback")):
+        box = control.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= 375
+    page.set_viewport_size({"width": 1280, "height": 720})
+    expect(reason).to_be_focused()
+
+    page.keyboard.press("ArrowDown")  # the first reason
+    page.keyboard.press("Tab")
+    expect(comment).to_be_focused()
+    page.keyboard.type("Too vague")
+    page.keyboard.press("Tab")
+    expect(sheet.get_by_role("button", name="Skip")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(sheet.get_by_role("button", name="Send feedback")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(sheet).to_have_count(0, timeout=10_000)
+    expect(unhelpful).to_be_focused()  # back where the form was opened from
+    assert sent[-1]["body"] == {
+        "rating": "down",
+        "reason": "inaccurate",
+        "comment": "Too vague",
+        "session_id": sent[0]["body"]["session_id"],  # type: ignore[index]
+    }
+
+    # Escape in the form closes the form, not the chat, and returns to the button.
+    page.keyboard.press("Enter")
+    expect(sheet).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(sheet).to_have_count(0)
+    expect(page.get_by_role("dialog", name="Shop help")).to_be_visible()
+    expect(unhelpful).to_be_focused()
+    message_id = sent[0]["url"].split("/v1/messages/")[1].split("/")[0]  # type: ignore[union-attr]
+    wait_feedback(api, secret, message_id, rating="down", comment="Too vague")
+    page.close()
+
+
+def test_feedback_errors_are_shown_as_text(browser: Browser, rated: tuple[_Site, Api, str]) -> None:
+    """Refusals from the API, stubbed here: shown in an alert by the thumbs, never as HTML."""
+    site, _, _ = rated
+    page = browser.new_page()
+    page.goto(site.origin)
+    group = rated_answer(page)
+    refusal = {"error": {"code": "rate_limited", "message": "<img src=x onerror=alert(1)>"}}
+
+    def refuse(route: Route) -> None:
+        headers = {"Retry-After": "7", "Access-Control-Expose-Headers": "Retry-After"}
+        route.fulfill(status=429, json=refusal, headers=headers)
+
+    page.route("**/v1/messages/*/feedback", refuse)
+    unhelpful = group.get_by_role("button", name="Not helpful", exact=True)
+    unhelpful.click()
+    alert = group.get_by_role("alert")
+    expect(alert).to_have_text("Too many requests right now. Please wait 7 seconds and try again.")
+    expect(unhelpful).to_have_attribute("aria-pressed", "false")  # the server did not record it
+    expect(page.get_by_role("form", name="Tell us what was wrong")).to_have_count(0)
+    page.unroute("**/v1/messages/*/feedback")
+    page.route("**/v1/messages/*/feedback", lambda route: route.abort())
+    group.get_by_role("button", name="Helpful", exact=True).click()
+    expect(alert).to_contain_text("could not be sent")
+    assert page.locator("#obdal-widget >> img").count() == 0
+    page.close()

@@ -31,6 +31,13 @@ __all__ = [
     "EraseRequest",
     "EraseResult",
     "ErrorReply",
+    "FeedbackItem",
+    "FeedbackList",
+    "FeedbackQuery",
+    "FeedbackRating",
+    "FeedbackReason",
+    "FeedbackRecord",
+    "FeedbackSet",
     "FileAccepted",
     "FileList",
     "FileListQuery",
@@ -49,6 +56,7 @@ __all__ = [
     "IngestJob",
     "KeyKind",
     "KeyRecord",
+    "MessageFeedback",
     "PartialAnswer",
     "RetentionPolicy",
     "RetentionQuery",
@@ -543,8 +551,21 @@ class SessionLookup(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
 
 
+FeedbackRating: TypeAlias = Literal["up", "down"]
+FeedbackReason: TypeAlias = Literal["inaccurate", "incomplete", "irrelevant", "outdated", "other"]
+
+
+class MessageFeedback(msgspec.Struct, frozen=True, kw_only=True):
+    """An answer's rating as its session shows it."""
+
+    rating: FeedbackRating
+    reason: FeedbackReason | None
+    comment: str | None
+    updated_at: datetime
+
+
 class SessionMessage(msgspec.Struct, frozen=True, kw_only=True):
-    """One message of a session; assistant messages carry their turn's usage and sources."""
+    """One message of a session; assistant messages carry their turn's usage, sources and rating."""
 
     message_id: str
     role: Literal["user", "assistant"]
@@ -553,6 +574,7 @@ class SessionMessage(msgspec.Struct, frozen=True, kw_only=True):
     usage: Usage | None = None
     sources: list[Source] = msgspec.field(default_factory=list)
     outcome: TurnOutcome | None = None
+    feedback: MessageFeedback | None = None
 
 
 class SessionDetail(SessionSummary, frozen=True, kw_only=True):
@@ -587,6 +609,65 @@ class EraseRequest(msgspec.Struct, frozen=True, kw_only=True):
 class EraseResult(msgspec.Struct, frozen=True, kw_only=True):
     session_ids: list[str]
     messages_erased: int
+
+
+# --- feedback on answers (metering) ---------------------------------------------------
+
+
+class FeedbackSet(msgspec.Struct, frozen=True, kw_only=True):
+    """Rate one answer (replacing any earlier rating of it). ``session_id``: only if the answer
+    is of that session. ``wait_s``: how long to wait for the turn to be stored, as a rating may
+    come right after the answer, before metering has consumed its turn event."""
+
+    app_id: str
+    message_id: str
+    rating: FeedbackRating
+    reason: FeedbackReason | None = None
+    comment: str | None = None
+    session_id: str | None = None
+    wait_s: float = 0.0
+
+
+class FeedbackRecord(msgspec.Struct, frozen=True, kw_only=True):
+    message_id: str
+    session_id: str
+    rating: FeedbackRating
+    reason: FeedbackReason | None
+    comment: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class FeedbackQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of an app's ratings first given within ``[start, end)``, newest first."""
+
+    app_id: str
+    limit: int = 20
+    cursor: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    user: str | None = None
+    rating: FeedbackRating | None = None
+
+
+class FeedbackItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A rating with the question and the answer it rates."""
+
+    message_id: str
+    session_id: str
+    user: str | None
+    rating: FeedbackRating
+    reason: FeedbackReason | None
+    comment: str | None
+    question: str
+    answer: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class FeedbackList(msgspec.Struct, frozen=True, kw_only=True):
+    feedback: list[FeedbackItem]
+    next_cursor: str | None = None
 
 
 class RetentionQuery(msgspec.Struct, frozen=True, kw_only=True):

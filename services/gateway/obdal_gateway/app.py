@@ -17,6 +17,7 @@ from obdal_gateway.openapi_docs import SwaggerDocs, complete_openapi, docs_route
 from obdal_gateway.routes.admin import admin_router
 from obdal_gateway.routes.chat import chat
 from obdal_gateway.routes.completions import chat_completions
+from obdal_gateway.routes.feedback import list_feedback, rate_message
 from obdal_gateway.routes.files import (
     delete_all_files,
     delete_file,
@@ -101,6 +102,8 @@ def create_app(gateway: Gateway) -> Litestar:
             get_session,
             delete_session,
             delete_user,
+            rate_message,
+            list_feedback,
             retention_router,
             replace_file,
             delete_all_files,

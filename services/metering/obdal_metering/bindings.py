@@ -13,6 +13,7 @@ from obdal_common.errors import DependencyUnavailable
 from obdal_common.health import Check, status_handler
 from obdal_common.schemas import SessionDetail, SessionLookup
 from obdal_metering.erasure import Eraser
+from obdal_metering.feedback import FeedbackStore
 from obdal_metering.sessions import SessionStore
 from obdal_metering.store import MeteringStore
 
@@ -26,7 +27,12 @@ def _mongo_unavailable() -> DependencyUnavailable:
 
 
 def metering_bindings(
-    *, store: MeteringStore, sessions: SessionStore, eraser: Eraser, checks: dict[str, Check]
+    *,
+    store: MeteringStore,
+    sessions: SessionStore,
+    feedback: FeedbackStore,
+    eraser: Eraser,
+    checks: dict[str, Check],
 ) -> Bindings:
     """Every metering RPC bound to the store that answers it."""
 
@@ -42,6 +48,8 @@ def metering_bindings(
         .bind(Metering.session, session)
         .bind(Metering.export, sessions.export_page)
         .bind(Metering.erase, eraser.erase)
+        .bind(Metering.feedback, feedback.set)
+        .bind(Metering.feedback_list, feedback.list)
         .bind(Metering.retention, eraser.retention)
         .bind(Metering.set_retention, eraser.set_retention)
     )

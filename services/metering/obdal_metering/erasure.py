@@ -1,7 +1,7 @@
 """Erasing session content: on request (a session, an end user) and by per-app retention.
 
-Erasure deletes turns and their summaries; usage events stay (they hold no
-content). A tombstone per erased session and end user makes the consumer drop
+Erasure deletes turns, their summaries and their ratings (``feedback``); usage events
+stay (they hold no content). A tombstone per erased session and end user makes the consumer drop
 turn events of that session or user that were still in flight, so an erased
 conversation cannot reappear; turns that happen after the erasure (the same
 session id used again) are kept, so the session starts fresh.
@@ -112,6 +112,7 @@ class Eraser:
         scope = {"app_id": app_id, "session_id": {"$in": sorted(session_ids)}}
         deleted = await self._db.turns.delete_many(scope)
         summaries_deleted = await self._db.sessions.delete_many(scope)
+        await self._db.feedback.delete_many(scope)
         erased = sorted(session_ids) if deleted.deleted_count or summaries_deleted.deleted_count else []
         return EraseResult(session_ids=erased, messages_erased=2 * deleted.deleted_count)
 
@@ -142,13 +143,13 @@ class Eraser:
                 "app_id": app_id,
                 "occurred_at": {"$lt": now - timedelta(days=policy["session_ttl_days"])},
             }
-            touched: set[SessionKey] = {
-                (app_id, d["session_id"])
-                for d in await self._db.turns.find(expired, {"session_id": 1}).to_list()
-            }
+            found = await self._db.turns.find(expired, {"session_id": 1, "message_id": 1}).to_list()
+            touched: set[SessionKey] = {(app_id, d["session_id"]) for d in found}
             if not touched:
                 continue
             count = (await self._db.turns.delete_many(expired)).deleted_count
+            rated = sorted({d["message_id"] for d in found})
+            await self._db.feedback.delete_many({"app_id": app_id, "message_id": {"$in": rated}})
             await self._sessions.refresh(touched, shrinking=True)
             ids = sorted(session_id for _, session_id in touched)
             left = await self._db.turns.distinct("session_id", {"app_id": app_id, "session_id": {"$in": ids}})

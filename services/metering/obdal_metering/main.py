@@ -22,6 +22,7 @@ from obdal_common.schemas import DependencyStatus
 from obdal_metering.bindings import metering_bindings
 from obdal_metering.erasure import Eraser
 from obdal_metering.events import EventConsumer
+from obdal_metering.feedback import FeedbackStore
 from obdal_metering.sealing import SessionKeys
 from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
@@ -50,8 +51,9 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
         keys = SessionKeys(js)
         store = MeteringStore(mongo, settings.mongo_db)
         sessions = SessionStore(mongo, settings.mongo_db, keys=keys)
+        feedback = FeedbackStore(mongo, settings.mongo_db, keys=keys)
         eraser = Eraser(mongo, settings.mongo_db, sessions, keys=keys)
-        await _wait_for_mongo(settings, (store, sessions, eraser), stop)
+        await _wait_for_mongo(settings, (store, sessions, feedback, eraser), stop)
         events = EventConsumer(js, store, sessions, eraser, settings, keys=keys)
 
         async def events_check() -> DependencyStatus:
@@ -62,7 +64,9 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
             return DependencyStatus(ok=True, detail=detail)
 
         checks = {"nats": nats_check(nc), "mongo": ping_check(store.ping), "events": events_check}
-        bindings = metering_bindings(store=store, sessions=sessions, eraser=eraser, checks=checks)
+        bindings = metering_bindings(
+            store=store, sessions=sessions, feedback=feedback, eraser=eraser, checks=checks
+        )
         await bindings.serve(NatsBus(nc))
         log.info("metering ready (MongoDB %s)", settings.mongo_db)
         gauges = consumer_gauges(

@@ -5,6 +5,8 @@ Turns (one per answer) are the source of truth. A ``sessions`` document per
 after every write, never incremented, so redelivered or duplicated turn events
 cannot skew it and a crash between the two writes is repaired by the redelivery.
 
+Each answer shows its rating, if it has one (:mod:`obdal_metering.feedback`).
+
 Content (questions, answers, sources, previews) is stored sealed with its session's key
 (:mod:`obdal_metering.sealing`) and opened here on the way out; a turn whose key is gone
 (erased while it was being read) is left out.
@@ -13,7 +15,7 @@ Content (questions, answers, sources, previews) is stored sealed with its sessio
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +26,7 @@ from pymongo.errors import BulkWriteError
 from obdal_common.cursors import decode_cursor, encode_cursor
 from obdal_common.errors import NotFound
 from obdal_common.schemas import (
+    MessageFeedback,
     SessionDetail,
     SessionExportPage,
     SessionExportQuery,
@@ -35,6 +38,7 @@ from obdal_common.schemas import (
     Usage,
     encode,
 )
+from obdal_metering.feedback import message_feedback
 from obdal_metering.sealing import SessionKeys, seal, unseal
 
 __all__ = ["SessionKey", "SessionStore"]
@@ -68,7 +72,9 @@ def _sources(key: bytes | None, stored: str | list[dict[str, Any]]) -> list[Sour
     return None if opened is None else msgspec.json.decode(opened, type=list[Source])
 
 
-def _messages(turns: Iterable[dict[str, Any]], key: bytes | None) -> list[SessionMessage]:
+def _messages(
+    turns: Iterable[dict[str, Any]], key: bytes | None, feedback: Mapping[str, MessageFeedback]
+) -> list[SessionMessage]:
     messages: list[SessionMessage] = []
     for turn in turns:
         at = turn["occurred_at"]
@@ -89,13 +95,19 @@ def _messages(turns: Iterable[dict[str, Any]], key: bytes | None) -> list[Sessio
                 sources=sources,
                 # Turns stored before outcomes were recorded were answered or declined: unknown.
                 outcome=turn.get("outcome"),
+                feedback=feedback.get(turn["message_id"]),
             )
         )
     return messages
 
 
-def _detail(summary: SessionSummary, turns: Sequence[dict[str, Any]], key: bytes | None) -> SessionDetail:
-    return SessionDetail(**msgspec.structs.asdict(summary), messages=_messages(turns, key))
+def _detail(
+    summary: SessionSummary,
+    turns: Sequence[dict[str, Any]],
+    key: bytes | None,
+    feedback: Mapping[str, MessageFeedback],
+) -> SessionDetail:
+    return SessionDetail(**msgspec.structs.asdict(summary), messages=_messages(turns, key, feedback))
 
 
 class SessionStore:
@@ -248,7 +260,8 @@ class SessionStore:
         if doc is None or not turns:
             raise NotFound(f"no session {session_id}", code="session_not_found")
         key = await self._keys.get(app_id, session_id)
-        return _detail(_summary(doc, key), turns, key)
+        feedback = await message_feedback(self._db, app_id, {session_id: key})
+        return _detail(_summary(doc, key), turns, key, feedback)
 
     async def export_page(self, query: SessionExportQuery) -> SessionExportPage:
         """Whole sessions in listing order, as many as fit one NATS message."""
@@ -257,10 +270,15 @@ class SessionStore:
         )
         page, more, keys = await self._page(query.app_id, mongo_query, _EXPORT_PAGE_SESSIONS)
         turns = await self._turns(query.app_id, [s.session_id for s in page])
+        feedback = await message_feedback(
+            self._db, query.app_id, {s.session_id: keys.get(s.session_id) for s in page}
+        )
         sessions: list[SessionDetail] = []
         size = 0
         for summary in page:
-            detail = _detail(summary, turns.get(summary.session_id, []), keys.get(summary.session_id))
+            detail = _detail(
+                summary, turns.get(summary.session_id, []), keys.get(summary.session_id), feedback
+            )
             size += len(encode(detail))
             if sessions and size > _EXPORT_PAGE_BYTES:
                 more = True

@@ -1,7 +1,7 @@
 """Metering's contract: every RPC it answers, who calls it, what it can fail with.
 
 Served by ``obdal_metering.bindings`` (one handler per RPC, checked at start); called
-by the gateway through ``Metering(bus)``. Metering owns usage, turns, sessions, audit
+by the gateway through ``Metering(bus)``. Metering owns usage, turns, sessions, feedback, audit
 and retention (MongoDB); it also consumes the events declared in
 :mod:`obdal_common.contract.events`. Every RPC may answer 503 ``metering_unavailable``
 or ``metering_timeout`` (no replica answering), 503 ``mongo_unavailable`` (MongoDB
@@ -18,6 +18,10 @@ from obdal_common.schemas import (
     AuditQuery,
     EraseRequest,
     EraseResult,
+    FeedbackList,
+    FeedbackQuery,
+    FeedbackRecord,
+    FeedbackSet,
     RetentionPolicy,
     RetentionQuery,
     ServiceStatus,
@@ -74,6 +78,17 @@ class Metering(Contract):
     """Erase one session or every session of one end user, with a tombstone that keeps
     late events of it out; 400 ``invalid_erasure``. The chat's working history is the
     chat's to erase (:class:`obdal_common.contract.chat.Chat`)."""
+
+    feedback = Rpc(
+        "obdal.metering.feedback.set", FeedbackSet, FeedbackRecord, timeout=_QUERY_S, errors=(NotFound,)
+    )
+    """Rate an answer, replacing its earlier rating (``POST /v1/messages/{id}/feedback``); 404
+    ``message_not_found``. The caller adds the request's ``wait_s`` to the timeout."""
+
+    feedback_list = Rpc(
+        "obdal.metering.feedback.list", FeedbackQuery, FeedbackList, timeout=_QUERY_S, errors=(BadRequest,)
+    )
+    """A page of ratings with what they rate (``GET /v1/feedback``); 400 ``invalid_cursor``."""
 
     retention = Rpc("obdal.metering.retention.get", RetentionQuery, RetentionPolicy, timeout=_QUERY_S)
     """An app's retention policy (``GET /v1/admin/apps/{id}/retention``)."""

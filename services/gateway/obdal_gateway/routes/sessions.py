@@ -28,7 +28,7 @@ from obdal_gateway.auth import Principal
 from obdal_gateway.dates import day_bounds, parse_date_range
 from obdal_gateway.state import Gateway
 
-__all__ = ["delete_session", "delete_user", "export_sessions", "get_session", "list_sessions"]
+__all__ = ["checked_user", "delete_session", "delete_user", "export_sessions", "get_session", "list_sessions"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def _window(
     return day_bounds(*parse_date_range(start_date, end_date))
 
 
-def _user(user: str | None) -> str | None:
+def checked_user(user: str | None) -> str | None:
+    """An end user named in a query or path: 1 to 256 characters, as chat accepts."""
     if user is not None and not 1 <= len(user) <= _MAX_USER_CHARS:
         raise BadRequest(f"user must be 1 to {_MAX_USER_CHARS} characters", code="invalid_user")
     return user
@@ -80,7 +81,7 @@ async def list_sessions(
         cursor=checked_cursor(cursor),
         start=start,
         end=end,
-        user=_user(user),
+        user=checked_user(user),
     )
     page = await gw.metering.sessions(query)
     return {"sessions": msgspec.to_builtins(page.data), "next_cursor": page.next_cursor}
@@ -120,7 +121,7 @@ async def export_sessions(
     """One JSON object per line, one line per session with all its messages, in the order of
     ``GET /v1/sessions``; read page by page from metering while the response is written."""
     start, end = _window(start_date, end_date, include_all)
-    query = SessionExportQuery(app_id=principal.app_id, start=start, end=end, user=_user(user))
+    query = SessionExportQuery(app_id=principal.app_id, start=start, end=end, user=checked_user(user))
     # The first page is fetched before the response starts, so an early failure is a proper error status.
     first = await gw.metering.export(query)
     return Stream(
@@ -191,7 +192,7 @@ async def delete_session(principal: Principal, gw: Gateway, session_id: str) -> 
 async def delete_user(principal: Principal, gw: Gateway, user: str) -> dict[str, Any]:
     """Erases every session in which ``user`` (the ``user`` field of chat requests) took part.
     Answers 200 even when there was nothing to erase, so a retry is harmless."""
-    result, _ = await _erase(gw, EraseRequest(app_id=principal.app_id, user=_user(user)))
+    result, _ = await _erase(gw, EraseRequest(app_id=principal.app_id, user=checked_user(user)))
     await gw.audit.record(
         "user.erased",
         app_id=principal.app_id,

@@ -27,7 +27,8 @@
     "border-radius:50%;border:0;background:" + safeColor + ";color:#fff;cursor:pointer;z-index:2147483646;",
     "box-shadow:0 4px 14px rgba(0,0,0,.25);display:flex;align-items:center;justify-content:center}",
     ".launcher svg{width:26px;height:26px;fill:currentColor}",
-    ".launcher:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #111;outline-offset:2px}",
+    ".launcher:focus-visible,button:focus-visible,textarea:focus-visible,select:focus-visible{outline:3px solid #111;",
+    "outline-offset:2px}",
     ".panel{position:fixed;bottom:88px;" + (cfg.left ? "left" : "right") + ":20px;width:370px;height:540px;",
     "max-height:calc(100vh - 110px);background:#fff;color:#111;border-radius:14px;z-index:2147483647;",
     "box-shadow:0 10px 40px rgba(0,0,0,.25);display:flex;flex-direction:column;overflow:hidden}",
@@ -44,12 +45,31 @@
     ".error{align-self:stretch;background:#fff4f4;border:1px solid #f3b7b7;color:#8a1010}",
     ".sources{margin:6px 0 0;padding:6px 0 0 16px;border-top:1px solid #eee;font-size:12px;color:#444}",
     ".sources li{margin:2px 0}",
-    "form{display:flex;gap:8px;padding:10px;border-top:1px solid #e3e3e6;background:#fff}",
+    ".ask{display:flex;gap:8px;padding:10px;border-top:1px solid #e3e3e6;background:#fff}",
     "textarea{flex:1;resize:none;border:1px solid #c9c9ce;border-radius:10px;padding:8px 10px;font-size:14px;",
     "min-height:40px;max-height:120px}",
-    "form button{border:0;border-radius:10px;background:" + safeColor + ";color:#fff;padding:0 14px;font-size:14px;",
-    "cursor:pointer}",
-    "form button:disabled{opacity:.5;cursor:default}",
+    ".ask button,.fb-form button{border:0;border-radius:10px;background:" + safeColor + ";color:#fff;padding:0 14px;",
+    "font-size:14px;cursor:pointer}",
+    ".ask button:disabled{opacity:.5;cursor:default}",
+    // Feedback under an answer: a white-space:normal block, so the bubble's pre-wrap does not leak in.
+    ".fb{margin-top:6px;padding-top:6px;border-top:1px solid #eee;white-space:normal;display:flex;flex-wrap:wrap;",
+    "align-items:center;gap:6px;font-size:12px;color:#444}",
+    ".fb-btn{display:inline-flex;align-items:center;justify-content:center;width:32px;height:28px;padding:0;",
+    "border:1px solid #c9c9ce;border-radius:8px;background:#fff;color:#444;cursor:pointer}",
+    ".fb-btn svg{width:16px;height:16px;fill:currentColor}.fb-down svg{transform:rotate(180deg)}",
+    ".fb-btn[aria-pressed=true]{background:" + safeColor + ";border-color:" + safeColor + ";color:#fff}",
+    ".fb-btn[aria-disabled=true]{opacity:.6;cursor:progress}",
+    ".fb-status:empty,.fb-error:empty{display:none}",
+    ".fb-error{flex-basis:100%;background:#fff4f4;border:1px solid #f3b7b7;color:#8a1010;border-radius:8px;",
+    "padding:4px 8px}",
+    ".fb-form{flex-basis:100%;display:flex;flex-direction:column;gap:6px;margin:4px 0 0}",
+    ".fb-form label{font-size:12px;color:#333}",
+    ".fb-form select,.fb-form textarea{width:100%;font-size:13px;border:1px solid #c9c9ce;border-radius:8px;",
+    "padding:5px 8px;background:#fff;color:#111}",
+    ".fb-form textarea{flex:none;min-height:56px;resize:vertical}",
+    ".fb-actions{display:flex;gap:6px;justify-content:flex-end}",
+    ".fb-form button{padding:5px 12px;font-size:13px}",
+    ".fb-form .fb-skip{background:#fff;color:#333;border:1px solid #c9c9ce}",
     ".sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}",
     "@media (max-width:480px){.panel{left:0;right:0;bottom:0;top:0;width:100%;height:100%;max-height:none;",
     "border-radius:0}.launcher{bottom:14px}}"
@@ -79,7 +99,7 @@
   var close = el("button", { type: "button", "aria-label": "Close chat" }, "✕");
   header.append(title, reset, close);
   var log = el("div", { "class": "log", role: "log", "aria-live": "polite", "aria-label": "Conversation" });
-  var form = el("form");
+  var form = el("form", { "class": "ask" });
   var label = el("label", { "for": "obdal-input", "class": "sr" }, "Your question");
   var input = el("textarea", { id: "obdal-input", rows: "1", placeholder: cfg.placeholder, maxlength: "4000" });
   var send = el("button", { type: "submit" }, "Send");
@@ -124,7 +144,137 @@
   function render() {
     log.textContent = "";
     addMessage("bot", cfg.greeting);
-    state.messages.forEach(function (m) { addMessage(m.role, m.text, m.sources); });
+    state.messages.forEach(function (m) {
+      var node = addMessage(m.role, m.text, m.sources);
+      if (m.role === "bot" && m.message_id) node.appendChild(feedback(m, state));
+    });
+  }
+
+  // Static markup only (no received text): the two thumb glyphs.
+  var THUMB = '<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false"><path d="M2 21h4V9H2v12zm20-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3a1.5 1.5 0 0 0-.4-1L13.2 1 6.6 7.6A2 2 0 0 0 6 9v10a2 2 0 0 0 2 2h9a2 2 0 0 0 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7v-2z"/></svg>';
+  var REASONS = [["", "Choose a reason"], ["inaccurate", "Inaccurate"], ["incomplete", "Incomplete"],
+    ["irrelevant", "Not relevant"], ["outdated", "Out of date"], ["other", "Something else"]];
+  var fbCount = 0;
+
+  function feedbackError(status, body, retryAfter) {
+    var code = body && body.error && body.error.code;
+    if (status === 404) return "This answer can no longer be rated.";
+    if (status === 413) return "That comment is too long (2000 characters at most).";
+    if (status === 422) return "That feedback was not accepted (" + (code || status) + ").";
+    if (status === 429) return "Too many requests right now. Please wait " + (retryAfter || "a few") + " seconds and try again.";
+    return "Your feedback could not be sent: " + explain(status, body, retryAfter);
+  }
+
+  // Thumbs under one answer (m: its stored record, with message_id and the last rating).
+  function feedback(m, conversation) {
+    var n = ++fbCount;
+    var bar = el("div", { "class": "fb", role: "group", "aria-label": "Rate this answer" });
+    var up = el("button", { type: "button", "class": "fb-btn", "aria-pressed": "false", "aria-label": "Helpful", title: "Helpful" });
+    var down = el("button", { type: "button", "class": "fb-btn fb-down", "aria-pressed": "false", "aria-label": "Not helpful", title: "Not helpful" });
+    up.innerHTML = THUMB;
+    down.innerHTML = THUMB;
+    var status = el("span", { "class": "fb-status", role: "status" });
+    var error = el("div", { "class": "fb-error", role: "alert" });
+    bar.append(up, down, status, error);
+    var pending = false;
+    var sheet = null;
+
+    function show(rating) {
+      up.setAttribute("aria-pressed", String(rating === "up"));
+      down.setAttribute("aria-pressed", String(rating === "down"));
+    }
+    show(m.rating);
+
+    async function post(body) {
+      if (pending) return null;
+      pending = true;
+      up.setAttribute("aria-disabled", "true");
+      down.setAttribute("aria-disabled", "true");
+      status.textContent = "";
+      error.textContent = "";
+      body.session_id = conversation.session_id;
+      var result = null;
+      try {
+        var response = await fetch(apiBase + "/v1/messages/" + encodeURIComponent(m.message_id) + "/feedback", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", "Authorization": "Bearer " + key },
+          body: JSON.stringify(body)
+        });
+        var data = null;
+        try { data = await response.json(); } catch (e) { /* not JSON */ }
+        if (response.ok && data) {
+          result = data;
+          m.rating = data.rating;  // the pressed state follows the server's answer
+          show(m.rating);
+          if (conversation === state) save();
+        } else {
+          error.textContent = feedbackError(response.status, data, response.headers.get("Retry-After"));
+        }
+      } catch (e) {
+        error.textContent = "Your feedback could not be sent. Please check your connection and try again.";
+      }
+      pending = false;
+      up.removeAttribute("aria-disabled");
+      down.removeAttribute("aria-disabled");
+      return result;
+    }
+
+    function closeSheet(focusBack) {
+      if (!sheet) return;
+      sheet.remove();
+      sheet = null;
+      if (focusBack) down.focus();
+    }
+
+    function openSheet() {
+      if (sheet) { sheet.querySelector("select").focus(); return; }
+      sheet = el("form", { "class": "fb-form", "aria-label": "Tell us what was wrong" });
+      var reasonId = "obdal-fb-reason-" + n;
+      var commentId = "obdal-fb-comment-" + n;
+      var select = el("select", { id: reasonId });
+      REASONS.forEach(function (r) { select.appendChild(el("option", { value: r[0] }, r[1])); });
+      var comment = el("textarea", { id: commentId, rows: "3", maxlength: "2000" });
+      var actions = el("div", { "class": "fb-actions" });
+      var skip = el("button", { type: "button", "class": "fb-skip" }, "Skip");
+      var submit = el("button", { type: "submit", "aria-label": "Send feedback" }, "Send");
+      actions.append(skip, submit);
+      sheet.append(el("label", { "for": reasonId }, "What was wrong? (optional)"), select,
+        el("label", { "for": commentId }, "Comment (optional)"), comment, actions);
+      skip.addEventListener("click", function () { closeSheet(true); });
+      sheet.addEventListener("keydown", function (e) {
+        if (e.key === "Escape") { e.stopPropagation(); closeSheet(true); }
+      });
+      sheet.addEventListener("submit", async function (e) {
+        e.preventDefault();
+        var body = { rating: "down" };
+        if (select.value) body.reason = select.value;
+        var text = comment.value.trim();
+        if (text) body.comment = text.slice(0, 2000);
+        if (await post(body)) {
+          closeSheet(true);
+          status.textContent = "Thanks for your feedback";
+        }
+      });
+      bar.insertBefore(sheet, status);
+      log.scrollTop = log.scrollHeight;
+      select.focus();
+    }
+
+    up.addEventListener("click", async function () {
+      if (m.rating === "up") return;
+      if (await post({ rating: "up" })) {
+        closeSheet(false);
+        status.textContent = "Thanks for your feedback";
+      }
+    });
+    down.addEventListener("click", async function () {
+      if (m.rating === "down") return openSheet();  // already recorded: offer the details again
+      if (await post({ rating: "down" })) {
+        status.textContent = "Thanks for your feedback";
+        openSheet();
+      }
+    });
+    return bar;
   }
 
   function open() {
@@ -206,6 +356,7 @@
     var buffer = "";
     var sources = [];
     var failed = null;
+    var messageId = null;
     try {
       for (;;) {
         var chunk = await reader.read();
@@ -230,6 +381,7 @@
             sources = value.sources || [];
           } else if (event === "end") {
             conversation.session_id = value.session_id;
+            messageId = value.message_id || null;
           } else if (event === "error") {
             failed = value;
           }
@@ -238,13 +390,19 @@
     } catch (e) {
       if (e.name !== "AbortError") failed = { code: "stream_interrupted" };
     }
-    answer.removeAttribute("aria-busy");
     if (sources.length) answer.appendChild(sourceList(sources));
     if (text) {
-      conversation.messages.push({ role: "bot", text: text, sources: sources });
+      var record = { role: "bot", text: text, sources: sources };
+      // Thumbs only on a whole answer: its `end` came, with the id the rating refers to.
+      if (messageId && !failed) {
+        record.message_id = messageId;
+        answer.appendChild(feedback(record, conversation));
+      }
+      conversation.messages.push(record);
     } else {
       answer.remove();
     }
+    answer.removeAttribute("aria-busy");
     if (conversation === state) {
       save();
       if (failed) addMessage("error", "The answer was interrupted. Please ask again.");
