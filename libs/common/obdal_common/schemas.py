@@ -638,15 +638,10 @@ class FeedbackRecord(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
 
-class FeedbackQuery(msgspec.Struct, frozen=True, kw_only=True):
-    """A page of an app's ratings first given within ``[start, end)``, newest first."""
+class FeedbackQuery(SessionQuery, frozen=True, kw_only=True):
+    """A page of an app's ratings first given within ``[start, end)``, newest first: a page of
+    sessions' fields, plus the rating to keep."""
 
-    app_id: str
-    limit: int = 20
-    cursor: str | None = None
-    start: datetime | None = None
-    end: datetime | None = None
-    user: str | None = None
     rating: FeedbackRating | None = None
 
 
