@@ -514,6 +514,8 @@ def start_obdal(
         "OBDAL_CHAT_API_BASE": upstream,
         "OBDAL_CHAT_API_KEY": "sk-up",
         "OBDAL_CHAT_CONCURRENCY": "4000",
+        # One key carries the whole load here: its cap on answers in progress is not what is measured.
+        "OBDAL_MAX_CONCURRENT_ANSWERS_PER_KEY": "100000",
         **dict(setting.split("=", 1) for setting in settings),
     }
     # The chat worker and ingest share the embedded index, which one process at a time may open.
