@@ -15,7 +15,14 @@ import msgspec
 
 from obdal_common.errors import BadRequest
 
-__all__ = ["checked_cursor", "decode_cursor", "decode_group_cursor", "encode_cursor", "encode_group_cursor"]
+__all__ = [
+    "checked_cursor",
+    "checked_limit",
+    "decode_cursor",
+    "decode_group_cursor",
+    "encode_cursor",
+    "encode_group_cursor",
+]
 
 T = TypeVar("T")
 
@@ -80,3 +87,10 @@ def checked_cursor(value: str | None) -> str | None:
     if value is not None and not (value and len(value) <= _MAX_CURSOR_CHARS):
         raise _invalid()
     return value
+
+
+def checked_limit(limit: int, *, most: int) -> int:
+    """A client's page ``limit``: 400 ``invalid_limit`` unless it is 1 to ``most``."""
+    if not 1 <= limit <= most:
+        raise BadRequest(f"limit must be between 1 and {most}", code="invalid_limit")
+    return limit

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import get, post, put
 
-from obdal_common.cursors import decode_cursor, encode_cursor
+from obdal_common.cursors import checked_limit, decode_cursor, encode_cursor
 from obdal_common.errors import BadRequest, NotFound
 from obdal_common.ids import is_id
 from obdal_common.schemas import AppRecord, AuditQuery, ChatConfig
@@ -95,8 +95,7 @@ async def audit_log(
     limit: int = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    if not 1 <= limit <= _MAX_PAGE:
-        raise BadRequest(f"limit must be between 1 and {_MAX_PAGE}", code="invalid_limit")
+    checked_limit(limit, most=_MAX_PAGE)
     if app_id is not None and not is_id("app", app_id):
         raise BadRequest("app_id is not an app id", code="invalid_app_id")
     if action is not None and not action.replace(".", "").replace("_", "").isalnum():

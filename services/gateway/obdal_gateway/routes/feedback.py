@@ -9,7 +9,7 @@ from litestar import get, post
 from litestar.openapi import ResponseSpec
 
 from obdal_common.contract import Metering
-from obdal_common.cursors import checked_cursor
+from obdal_common.cursors import checked_cursor, checked_limit
 from obdal_common.errors import BadRequest, NotFound, PayloadTooLarge, UnprocessableContent
 from obdal_common.ids import is_id
 from obdal_common.schemas import FeedbackQuery, FeedbackRating, FeedbackReason, FeedbackSet
@@ -111,8 +111,7 @@ async def list_feedback(
     question and answer it rates. Pass ``next_cursor`` back as ``cursor``; each appears once."""
     if rating is not None and rating not in _RATINGS:
         raise BadRequest(f"rating must be one of {', '.join(_RATINGS)}", code="invalid_rating")
-    if not 1 <= limit <= _MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {_MAX_LIMIT}", code="invalid_limit")
+    checked_limit(limit, most=_MAX_LIMIT)
     start, end = day_bounds(*parse_date_range(start_date, end_date))
     query = FeedbackQuery(
         app_id=principal.app_id,

@@ -11,7 +11,7 @@ import msgspec
 from litestar import delete, get
 from litestar.response import Stream
 
-from obdal_common.cursors import checked_cursor
+from obdal_common.cursors import checked_cursor, checked_limit
 from obdal_common.errors import BadRequest, NotFound, ObdalError
 from obdal_common.schemas import (
     EraseRequest,
@@ -72,8 +72,7 @@ async def list_sessions(
     """Sessions active within ``start_date``..``end_date`` (UTC days, inclusive; default the last
     30 days, or every session with ``include_all=true``), optionally of one end ``user``. Pass
     ``next_cursor`` back as ``cursor`` for the next page; each session appears exactly once."""
-    if not 1 <= limit <= _MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {_MAX_LIMIT}", code="invalid_limit")
+    checked_limit(limit, most=_MAX_LIMIT)
     start, end = _window(start_date, end_date, include_all)
     query = SessionQuery(
         app_id=principal.app_id,

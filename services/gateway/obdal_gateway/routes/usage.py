@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 from litestar import get
 
-from obdal_common.cursors import checked_cursor
+from obdal_common.cursors import checked_cursor, checked_limit
 from obdal_common.errors import BadRequest
 from obdal_common.ids import is_id
 from obdal_common.schemas import UsageGroup, UsageQuery
@@ -42,8 +42,7 @@ async def usage(
         raise BadRequest(f"group_by must be one of {', '.join(_GROUPS)}", code="invalid_group_by")
     if key_id is not None and not is_id("key", key_id):
         raise BadRequest("key_id is not a key id", code="invalid_key_id")
-    if not 1 <= limit <= _MAX_ROWS:
-        raise BadRequest(f"limit must be between 1 and {_MAX_ROWS}", code="invalid_limit")
+    checked_limit(limit, most=_MAX_ROWS)
     group: UsageGroup = group_by  # type: ignore[assignment]
     query = UsageQuery(
         app_id=principal.app_id,
