@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -209,5 +210,6 @@ def test_cursor_paging_visits_every_rating_once(api: Api) -> None:
         cursor = {"cursor": page["next_cursor"]}
     assert len(seen) == len(set(seen)) == 25
     assert set(seen) == rated
-    created = [i["created_at"] for i in feedback(api, key, limit=100)["feedback"]]
+    # As times, not strings: a time on a whole second is written without a fraction.
+    created = [datetime.fromisoformat(i["created_at"]) for i in feedback(api, key, limit=100)["feedback"]]
     assert created == sorted(created, reverse=True)
