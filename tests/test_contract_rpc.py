@@ -21,17 +21,22 @@ from obdal_common.contract import Bindings, Chat, Contract, Ingest, MemoryBus, M
 from obdal_common.contract.rpc import ERROR_HEADER
 from obdal_common.errors import DependencyUnavailable, NotFound, ObdalError
 from obdal_common.schemas import (
+    AnalyticsQuery,
     ErrorReply,
     HistoryErase,
     RetentionPolicy,
     RetentionQuery,
     StatusQuery,
+    UnansweredQuery,
     UsageQuery,
     decode,
 )
 from obdal_metering.bindings import metering_bindings
 from obdal_metering.erasure import Eraser
 from obdal_metering.feedback import FeedbackStore
+from obdal_metering.grouping import Groups
+from obdal_metering.reports import Reports
+from obdal_metering.rollups import Rollups
 from obdal_metering.sealing import SessionKeys
 from obdal_metering.sessions import SessionStore
 from obdal_metering.store import MeteringStore
@@ -133,11 +138,14 @@ async def test_metering_answers_mongodb_down_as_one_503_code_on_every_rpc() -> N
         keys = SessionKeys(NatsClient().jetstream())
         sessions = SessionStore(mongo, "down", keys=keys)
         store = MeteringStore(mongo, "down")
+        rollups = Rollups(mongo, "down", refresh_s=1.0)
+        groups = Groups(mongo, "down", keys=keys)
         bindings = metering_bindings(
             store=store,
             sessions=sessions,
-            feedback=FeedbackStore(mongo, "down", keys=keys),
-            eraser=Eraser(mongo, "down", sessions, keys=keys),
+            feedback=FeedbackStore(mongo, "down", keys=keys, rollups=rollups),
+            eraser=Eraser(mongo, "down", sessions, keys=keys, groups=groups, rollups=rollups),
+            reports=Reports(mongo, "down", keys=keys, groups=groups, rollups=rollups),
             checks={},
         )
         bus = MemoryBus()
@@ -148,6 +156,8 @@ async def test_metering_answers_mongodb_down_as_one_503_code_on_every_rpc() -> N
             metering.usage(UsageQuery(app_id="app_x", start_date=today, end_date=today)),
             metering.retention(RetentionQuery(app_id="app_x")),
             metering.set_retention(RetentionPolicy(app_id="app_x", session_ttl_days=3)),
+            metering.analytics(AnalyticsQuery(app_id="app_x", start_date=today, end_date=today)),
+            metering.unanswered(UnansweredQuery(app_id="app_x", start_date=today, end_date=today)),
         ]
         for call in calls:
             with pytest.raises(DependencyUnavailable) as exc:

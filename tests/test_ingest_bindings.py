@@ -44,6 +44,7 @@ from obdal_common.schemas import (
 )
 from obdal_common.settings import ObdalSettings
 from obdal_gateway.routes.files import _while_connected
+from obdal_ingest.answers import CuratedAnswerStore
 from obdal_ingest.bindings import ingest_bindings
 from obdal_ingest.files import FileLifecycle
 from obdal_ingest.statuses import FileStatusStore
@@ -98,10 +99,24 @@ async def serve_owner(server: ManagedServer, nc: NATS, tmp_path: Path, bus: Bus,
     objects = await js.object_store(subjects.OBJECT_STORE_FILES)
     statuses = FileStatusStore(await key_value(js, subjects.KV_FILES), js=js)
     index = await open_index(ObdalSettings(data_dir=tmp_path, qdrant_url=":memory:"))
-    files = FileLifecycle(
-        statuses=statuses, objects=objects, js=js, index=index, connected=lambda: nc.is_connected
+    answers = CuratedAnswerStore(
+        await key_value(js, subjects.KV_ANSWERS),
+        js=js,
+        statuses=statuses,
+        embedder=index.embedder,
+        max_per_app=10,
     )
-    bindings = ingest_bindings(files=files, checks={"nats": nats_check(nc), "index": index.status})
+    files = FileLifecycle(
+        statuses=statuses,
+        objects=objects,
+        js=js,
+        index=index,
+        answers=answers,
+        connected=lambda: nc.is_connected,
+    )
+    bindings = ingest_bindings(
+        files=files, answers=answers, checks={"nats": nats_check(nc), "index": index.status}
+    )
     await bindings.serve(bus)
     return Owner(server, nc, js, objects, statuses, index, bindings, Ingest(caller))
 

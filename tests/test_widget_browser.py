@@ -3,87 +3,33 @@
 from __future__ import annotations
 
 import re
-import shutil
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, Request, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Request, Route, expect
 
 from obdal.servers import free_port
 from tests.api import Api
+from tests.browser import PAGE, POLICY, Site, ask, chromium, open_widget, serious_violations
 from tests.conftest import BIN, LoneGateway, Stack, clean_env
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-POLICY = "Returns\n\nWe ship every parcel with Zorblax Couriers. Parcels arrive within four days."
 HOSTILE = (
     "Warranty\n\nWarranty details: <img src=x onerror=\"window.__xss='img'\"> "
     "The warranty lasts 24 months. <script>window.__xss='script'</script>"
 )
-# The host page's own CSS tries hard to break anything it can reach.
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Shop</title>
-<style>* {{ color: red !important; font-size: 40px !important; }}
-button {{ display: none !important; }}</style>
-</head><body><h1>A shop</h1><button id="own">the page's own button</button>
-<script src="{gateway}/widget.js" data-key="{key}" data-title="Shop help" data-color="#0a7" async></script>
-</body></html>"""
-
-
-class _Site:
-    """A static host page on its own loopback origin."""
-
-    def __init__(self, html: str, *, port: int | None = None) -> None:
-        page = html.encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(page)))
-                self.end_headers()
-                self.wfile.write(page)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.port = port or free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.origin = f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
-def sites(stack: Stack) -> Iterator[tuple[_Site, _Site, Api, str]]:
+def sites(stack: Stack) -> Iterator[tuple[Site, Site, Api, str]]:
     """An allowed site and a copycat site embedding the same publishable key."""
     api = Api(stack.url, stack.admin_token)
     app_id = api.create_app("widget")
@@ -95,30 +41,14 @@ def sites(stack: Stack) -> Iterator[tuple[_Site, _Site, Api, str]]:
         "key"
     ]
     html = PAGE.format(gateway=stack.url, key=key)
-    allowed = _Site(html, port=allowed_port)
-    copycat = _Site(html)
+    allowed = Site(html, port=allowed_port)
+    copycat = Site(html)
     yield allowed, copycat, api, key
     allowed.close()
     copycat.close()
 
 
-def open_widget(page: Page) -> None:
-    page.get_by_role("button", name="Open chat: Shop help").click()
-    expect(page.get_by_role("dialog", name="Shop help")).to_be_visible()
-
-
-def ask(page: Page, question: str) -> None:
-    # The widget ignores Enter while an answer is still streaming (Send is disabled until its
-    # `end`), and the answer's text shows before that: wait for Send, as a person would.
-    expect(page.get_by_role("button", name="Send", exact=True)).to_be_enabled(timeout=20_000)
-    box = page.get_by_role("textbox", name="Your question")
-    box.fill(question)
-    box.press("Enter")
-
-
-def test_streams_a_grounded_answer_with_sources(
-    browser: Browser, sites: tuple[_Site, _Site, Api, str]
-) -> None:
+def test_streams_a_grounded_answer_with_sources(browser: Browser, sites: tuple[Site, Site, Api, str]) -> None:
     allowed, _, _, _ = sites
     page = browser.new_page()
     page.goto(allowed.origin)
@@ -132,7 +62,7 @@ def test_streams_a_grounded_answer_with_sources(
 
 
 def test_reload_continues_the_session_and_new_conversation_resets(
-    browser: Browser, sites: tuple[_Site, _Site, Api, str]
+    browser: Browser, sites: tuple[Site, Site, Api, str]
 ) -> None:
     allowed, _, _, _ = sites
     context = browser.new_context()
@@ -165,7 +95,7 @@ def test_reload_continues_the_session_and_new_conversation_resets(
 
 
 def test_a_copycat_origin_is_refused(
-    browser: Browser, sites: tuple[_Site, _Site, Api, str], stack: Stack
+    browser: Browser, sites: tuple[Site, Site, Api, str], stack: Stack
 ) -> None:
     _, copycat, _, key = sites
     page = browser.new_page()
@@ -193,7 +123,7 @@ def test_a_copycat_origin_is_refused(
     page.close()
 
 
-def test_html_in_documents_is_never_executed(browser: Browser, sites: tuple[_Site, _Site, Api, str]) -> None:
+def test_html_in_documents_is_never_executed(browser: Browser, sites: tuple[Site, Site, Api, str]) -> None:
     allowed, _, _, _ = sites
     page = browser.new_page()
     page.goto(allowed.origin)
@@ -208,7 +138,7 @@ def test_html_in_documents_is_never_executed(browser: Browser, sites: tuple[_Sit
     page.close()
 
 
-def test_keyboard_and_screen_reader_use(browser: Browser, sites: tuple[_Site, _Site, Api, str]) -> None:
+def test_keyboard_and_screen_reader_use(browser: Browser, sites: tuple[Site, Site, Api, str]) -> None:
     allowed, _, _, _ = sites
     page = browser.new_page()
     page.goto(allowed.origin)
@@ -226,6 +156,7 @@ def test_keyboard_and_screen_reader_use(browser: Browser, sites: tuple[_Site, _S
     page.keyboard.type("Which courier do you ship with?")
     page.keyboard.press("Enter")
     expect(log.locator(".msg.bot").last).to_contain_text("Zorblax", timeout=20_000)
+    assert serious_violations(page) == []  # open, with an answer and its sources
     page.keyboard.press("Escape")
     expect(page.get_by_role("dialog")).to_be_hidden()
     assert (
@@ -236,7 +167,7 @@ def test_keyboard_and_screen_reader_use(browser: Browser, sites: tuple[_Site, _S
 
 
 def test_phone_viewport_and_hostile_host_css(
-    browser: Browser, sites: tuple[_Site, _Site, Api, str], tmp_path: Path
+    browser: Browser, sites: tuple[Site, Site, Api, str], tmp_path: Path
 ) -> None:
     allowed, _, _, _ = sites
     page = browser.new_page(viewport={"width": 375, "height": 667}, is_mobile=True, has_touch=True)
@@ -251,7 +182,8 @@ def test_phone_viewport_and_hostile_host_css(
     assert panel is not None
     assert (panel["width"], panel["height"]) == (375, 667)  # full screen on a phone
     color = page.get_by_role("heading", name="Shop help").evaluate("e => getComputedStyle(e).color")
-    assert color == "rgb(255, 255, 255)"
+    # Not the host's red: the widget's dark text, which contrasts more than white on the light #0a7.
+    assert color == "rgb(17, 17, 17)"
     page.screenshot(path=str(tmp_path / "phone.png"))
     ask(page, "Which courier do you ship with?")
     expect(page.locator(".msg.bot").last).to_contain_text("Zorblax", timeout=20_000)
@@ -259,9 +191,7 @@ def test_phone_viewport_and_hostile_host_css(
     page.close()
 
 
-def test_rate_limit_is_explained(
-    browser: Browser, sites: tuple[_Site, _Site, Api, str], stack: Stack
-) -> None:
+def test_rate_limit_is_explained(browser: Browser, sites: tuple[Site, Site, Api, str], stack: Stack) -> None:
     _, _, api, secret_key_holder = sites
     app_id = api.admin.get(f"/v1/admin/keys/key_{secret_key_holder.split('_')[2]}").json()["app_id"]
     port = free_port()
@@ -269,7 +199,7 @@ def test_rate_limit_is_explained(
     key = api.create_key(
         app_id, kind="publishable", allowed_origins=[f"http://127.0.0.1:{port}"], rate_limit_rpm=1
     )["key"]
-    site = _Site(PAGE.format(gateway=stack.url, key=key), port=port)
+    site = Site(PAGE.format(gateway=stack.url, key=key), port=port)
     try:
         page = browser.new_page()
         page.goto(site.origin)
@@ -290,7 +220,7 @@ def test_service_down_is_explained(browser: Browser, lone_gateway: LoneGateway) 
     key = api.create_key(
         api.create_app("down"), kind="publishable", allowed_origins=[f"http://127.0.0.1:{site_port}"]
     )["key"]
-    site = _Site(PAGE.format(gateway=lone_gateway.url, key=key), port=site_port)
+    site = Site(PAGE.format(gateway=lone_gateway.url, key=key), port=site_port)
     try:
         page = browser.new_page()
         page.goto(site.origin)
@@ -372,7 +302,7 @@ COMMENT = "Wrong courier <img src=x onerror=\"window.__xss='comment'\"> for me"
 
 
 @pytest.fixture(scope="module")
-def rated(stack: Stack) -> Iterator[tuple[_Site, Api, str]]:
+def rated(stack: Stack) -> Iterator[tuple[Site, Api, str]]:
     """An app of its own, so `GET /v1/feedback` holds only what these tests sent."""
     api = Api(stack.url, stack.admin_token)
     app_id = api.create_app("feedback")
@@ -380,7 +310,7 @@ def rated(stack: Stack) -> Iterator[tuple[_Site, Api, str]]:
     api.index(secret, "policy.md", POLICY)
     port = free_port()
     key = api.create_key(app_id, kind="publishable", allowed_origins=[f"http://127.0.0.1:{port}"])["key"]
-    site = _Site(PAGE.format(gateway=stack.url, key=key), port=port)
+    site = Site(PAGE.format(gateway=stack.url, key=key), port=port)
     yield site, api, secret
     site.close()
 
@@ -431,7 +361,7 @@ def feedback_posts(page: Page) -> list[dict[str, object]]:
 ACTIVE = "document.getElementById('obdal-widget').shadowRoot.activeElement"
 
 
-def test_feedback_with_a_comment_reaches_the_api(browser: Browser, rated: tuple[_Site, Api, str]) -> None:
+def test_feedback_with_a_comment_reaches_the_api(browser: Browser, rated: tuple[Site, Api, str]) -> None:
     site, api, secret = rated
     page = browser.new_page()
     sent = feedback_posts(page)
@@ -489,7 +419,7 @@ def test_feedback_with_a_comment_reaches_the_api(browser: Browser, rated: tuple[
     page.close()
 
 
-def test_feedback_by_keyboard_and_its_accessibility(browser: Browser, rated: tuple[_Site, Api, str]) -> None:
+def test_feedback_by_keyboard_and_its_accessibility(browser: Browser, rated: tuple[Site, Api, str]) -> None:
     site, api, secret = rated
     page = browser.new_page()
     sent = feedback_posts(page)
@@ -542,6 +472,7 @@ def test_feedback_by_keyboard_and_its_accessibility(browser: Browser, rated: tup
     assert sheet_box is not None
     assert log_box["x"] <= sheet_box["x"]
     assert sheet_box["x"] + sheet_box["width"] <= log_box["x"] + log_box["width"]
+    assert serious_violations(page) == []  # the open widget with its feedback form
     page.screenshot(path="/tmp/widget-feedback.png")
     page.set_viewport_size({"width": 375, "height": 667})  # and on a phone, full screen
     for control in (sheet, comment, sheet.get_by_role("button", name="Send feedback")):
@@ -582,7 +513,7 @@ def test_feedback_by_keyboard_and_its_accessibility(browser: Browser, rated: tup
     page.close()
 
 
-def test_feedback_errors_are_shown_as_text(browser: Browser, rated: tuple[_Site, Api, str]) -> None:
+def test_feedback_errors_are_shown_as_text(browser: Browser, rated: tuple[Site, Api, str]) -> None:
     """Refusals from the API, stubbed here: shown in an alert by the thumbs, never as HTML."""
     site, _, _ = rated
     page = browser.new_page()

@@ -1,7 +1,8 @@
 """Opaque keyset cursors: the position of the last item of a page, for the next page to start after.
 
 Newest-first listings page by (time, id); ordered breakdowns (usage by day, model or key)
-by the last group, tied to what is grouped so a cursor of one grouping cannot page another.
+by the last group, tied to what is grouped so a cursor of one grouping cannot page another;
+rankings (unanswered question groups) by (count, time, id).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ __all__ = [
     "checked_limit",
     "decode_cursor",
     "decode_group_cursor",
+    "decode_rank_cursor",
     "encode_cursor",
     "encode_group_cursor",
+    "encode_rank_cursor",
 ]
 
 T = TypeVar("T")
@@ -37,6 +40,12 @@ class _Cursor(msgspec.Struct, frozen=True):
 class _GroupCursor(msgspec.Struct, frozen=True):
     by: str
     after: str
+
+
+class _RankCursor(msgspec.Struct, frozen=True):
+    n: int
+    t: datetime
+    s: str
 
 
 def _pack(cursor: Any) -> str:
@@ -79,6 +88,21 @@ def decode_group_cursor(value: str, by: str) -> str:
     if cursor.by != by:
         raise _invalid()
     return cursor.after
+
+
+def encode_rank_cursor(count: int, at: datetime, key: str) -> str:
+    """The ``next_cursor`` of a ranking (by count, then time, then id, all descending) whose page
+    ended with (``count``, ``at``, ``key``)."""
+    return _pack(_RankCursor(n=count, t=at, s=key))
+
+
+def decode_rank_cursor(value: str) -> tuple[int, datetime, str]:
+    """(count, time, id) of a cursor made by :func:`encode_rank_cursor`; 400 ``invalid_cursor``
+    otherwise."""
+    cursor = _unpack(value, _RankCursor)
+    if cursor.t.tzinfo is None:
+        raise _invalid()
+    return cursor.n, cursor.t, cursor.s
 
 
 def checked_cursor(value: str | None) -> str | None:

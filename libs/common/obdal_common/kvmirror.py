@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 import msgspec
@@ -22,11 +22,15 @@ T = TypeVar("T")
 
 
 class KVMirror(Generic[T]):
-    """Every record of one KV bucket, decoded as ``typ``, kept current by a watch."""
+    """Every record of one KV bucket, decoded as ``typ``, kept current by a watch.
 
-    def __init__(self, kv: KeyValue, typ: type[T]) -> None:
+    ``on_change`` is told the key of every record the watch adds, changes or removes (for
+    what a reader derives from the records and must rebuild)."""
+
+    def __init__(self, kv: KeyValue, typ: type[T], *, on_change: Callable[[str], None] | None = None) -> None:
         self._kv = kv
         self._typ = typ
+        self._on_change = on_change
         self._records: dict[str, T] = {}
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -61,11 +65,14 @@ class KVMirror(Generic[T]):
     def _apply(self, key: str, value: bytes | None, operation: str | None) -> None:
         if operation in ("DEL", "PURGE") or not value:
             self._records.pop(key, None)
-            return
-        try:
-            self._records[key] = decode(value, self._typ)
-        except msgspec.ValidationError:
-            log.error("ignoring malformed %s record %s", self._typ.__name__, key)
+        else:
+            try:
+                self._records[key] = decode(value, self._typ)
+            except msgspec.ValidationError:
+                log.error("ignoring malformed %s record %s", self._typ.__name__, key)
+                return
+        if self._on_change is not None:
+            self._on_change(key)
 
     def values(self) -> Iterable[T]:
         return self._records.values()

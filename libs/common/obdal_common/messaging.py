@@ -194,7 +194,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
             max_msgs_per_subject=1,
         ),
     )
-    for bucket in (subjects.KV_APPS, subjects.KV_KEYS, subjects.KV_FILES):
+    for bucket in (subjects.KV_APPS, subjects.KV_KEYS, subjects.KV_FILES, subjects.KV_ANSWERS):
         await key_value(js, bucket)
     try:
         await js.object_store(subjects.OBJECT_STORE_FILES)

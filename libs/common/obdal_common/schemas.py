@@ -13,6 +13,10 @@ from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 import msgspec
 
 __all__ = [
+    "AnalyticsDay",
+    "AnalyticsFigures",
+    "AnalyticsQuery",
+    "AnalyticsReport",
     "AppRecord",
     "AuditEvent",
     "AuditPage",
@@ -27,6 +31,14 @@ __all__ = [
     "ChatRequest",
     "ChatSources",
     "ChatStarted",
+    "CuratedAnswer",
+    "CuratedAnswerCreate",
+    "CuratedAnswerDeleted",
+    "CuratedAnswerLookup",
+    "CuratedAnswerPage",
+    "CuratedAnswerQuery",
+    "CuratedAnswerUpdate",
+    "CuratedAnswerUse",
     "DependencyStatus",
     "EraseRequest",
     "EraseResult",
@@ -39,6 +51,7 @@ __all__ = [
     "FeedbackRecord",
     "FeedbackSet",
     "FileAccepted",
+    "FileCitations",
     "FileList",
     "FileListQuery",
     "FileLookup",
@@ -58,6 +71,8 @@ __all__ = [
     "KeyRecord",
     "MessageFeedback",
     "PartialAnswer",
+    "QuestionExample",
+    "QuestionGroup",
     "RetentionPolicy",
     "RetentionQuery",
     "ServiceStatus",
@@ -70,9 +85,12 @@ __all__ = [
     "SessionQuery",
     "SessionSummary",
     "Source",
+    "SourceKind",
     "StatusQuery",
     "TurnEvent",
     "TurnOutcome",
+    "UnansweredPage",
+    "UnansweredQuery",
     "Usage",
     "UsageBucket",
     "UsageEvent",
@@ -180,17 +198,24 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     session_given: bool = False
 
 
-# What became of a turn: answered from passages, declined (nothing relevant), or small talk
-# answered without any. Metering keeps it, so unanswered questions can be counted.
-TurnOutcome: TypeAlias = Literal["answered", "declined", "smalltalk"]
+# What became of a turn: answered from passages, declined (nothing relevant), small talk
+# answered without any, or answered with a curated answer. Metering keeps it, so unanswered
+# questions can be counted.
+TurnOutcome: TypeAlias = Literal["answered", "declined", "smalltalk", "curated"]
+SourceKind: TypeAlias = Literal["passage", "curated"]
 
 
 class Source(msgspec.Struct, frozen=True, kw_only=True):
+    """A passage an answer used, or (``kind`` ``curated``, with its ``answer_id``) a curated
+    answer; a curated answer's ``file_id``/``filename`` are its source file's, if it names one."""
+
     file_id: str
     filename: str
     snippet: str
     score: float
     page: int | None = None
+    kind: SourceKind = "passage"
+    answer_id: str | None = None
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
@@ -295,6 +320,12 @@ class TurnEvent(msgspec.Struct, frozen=True, kw_only=True):
     occurred_at: datetime
     user: str | None = None
     outcome: TurnOutcome = "answered"
+    # The question's dense vector (float16, little-endian) by the app's embedder ``embedder``:
+    # metering groups similar questions with it (unanswered questions, top questions).
+    question_vector: bytes = b""
+    embedder: str = ""
+    # The curated answer given, when ``outcome`` is ``curated``.
+    curated_answer_id: str | None = None
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -429,6 +460,69 @@ class IngestDeleteApp(msgspec.Struct, frozen=True, kw_only=True):
     :class:`IngestDeleted` whose file_id is ``*``)."""
 
     app_id: str
+
+
+# --- curated answers (ingest) -----------------------------------------------------
+
+
+class CuratedAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """An answer written by the app's people for the questions it answers (NATS KV, ingest's).
+
+    ``vectors``: one dense vector per question, then one of the first question with the answer
+    (float16, little-endian) by ``embedder``, so that
+    chat workers match questions without embedding the curated ones again; never in the API.
+    ``source_filename``: the source file's name when it was last named or renamed, for chat's
+    citation (chat cannot read file statuses); never in the API either."""
+
+    answer_id: str
+    app_id: str
+    questions: list[str]
+    answer: str
+    created_at: datetime
+    updated_at: datetime
+    source_file_id: str | None = None
+    source_filename: str = ""
+    embedder: str = ""
+    vectors: list[bytes] = msgspec.field(default_factory=list)
+
+
+class CuratedAnswerCreate(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+    questions: list[str]
+    answer: str
+    source_file_id: str | None = None
+
+
+class CuratedAnswerUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """Change some fields of a curated answer (unset ones are kept; a ``None`` source clears it)."""
+
+    app_id: str
+    answer_id: str
+    questions: list[str] | msgspec.UnsetType = msgspec.UNSET
+    answer: str | msgspec.UnsetType = msgspec.UNSET
+    source_file_id: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class CuratedAnswerLookup(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+    answer_id: str
+
+
+class CuratedAnswerQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of an app's curated answers, most recently updated first."""
+
+    app_id: str
+    limit: int = 50
+    cursor: str | None = None
+
+
+class CuratedAnswerPage(msgspec.Struct, frozen=True, kw_only=True):
+    answers: list[CuratedAnswer]
+    next_cursor: str | None = None
+
+
+class CuratedAnswerDeleted(msgspec.Struct, frozen=True, kw_only=True):
+    answer_id: str
 
 
 # --- metering queries ------------------------------------------------------------
@@ -663,6 +757,110 @@ class FeedbackItem(msgspec.Struct, frozen=True, kw_only=True):
 class FeedbackList(msgspec.Struct, frozen=True, kw_only=True):
     feedback: list[FeedbackItem]
     next_cursor: str | None = None
+
+
+# --- analytics (metering) --------------------------------------------------------------
+
+
+class AnalyticsQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """An app's support figures over whole UTC days, both ends inclusive."""
+
+    app_id: str
+    start_date: date
+    end_date: date
+    group_by: Literal["day"] = "day"
+    top: int = 10
+
+
+class AnalyticsFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """What happened in a period: conversations started, messages (turns), distinct end users,
+    turns by outcome (``handed_off``: turns of sessions handed to a person), ratings."""
+
+    conversations: int = 0
+    messages: int = 0
+    users: int = 0
+    answered: int = 0
+    declined: int = 0
+    curated: int = 0
+    smalltalk: int = 0
+    handed_off: int = 0
+    feedback_up: int = 0
+    feedback_down: int = 0
+
+
+class AnalyticsDay(AnalyticsFigures, frozen=True, kw_only=True):
+    date: date
+
+
+class QuestionExample(msgspec.Struct, frozen=True, kw_only=True):
+    message_id: str
+    session_id: str
+    question: str
+    asked_at: datetime
+    outcome: TurnOutcome
+    rating: FeedbackRating | None = None
+
+
+class QuestionGroup(msgspec.Struct, frozen=True, kw_only=True):
+    """Similar questions: how often asked in the period (``count``), how many of those went
+    unanswered (declined, rated down, handed off), one question that stands for them, the latest
+    examples and when one was last asked."""
+
+    group_id: str
+    count: int
+    unanswered: int
+    declined: int
+    rated_down: int
+    handed_off: int
+    representative: str
+    examples: list[QuestionExample]
+    last_asked_at: datetime
+
+
+class FileCitations(msgspec.Struct, frozen=True, kw_only=True):
+    file_id: str
+    filename: str
+    citations: int
+
+
+class CuratedAnswerUse(msgspec.Struct, frozen=True, kw_only=True):
+    answer_id: str
+    served: int
+    feedback_up: int
+    feedback_down: int
+
+
+class AnalyticsReport(msgspec.Struct, frozen=True, kw_only=True):
+    start_date: date
+    end_date: date
+    group_by: Literal["day"]
+    totals: AnalyticsFigures
+    series: list[AnalyticsDay]
+    top_questions: list[QuestionGroup]
+    top_files: list[FileCitations]
+    curated_answers: list[CuratedAnswerUse]
+    # When the figures were last brought up to date (they trail the turns by a few seconds).
+    as_of: datetime | None = None
+
+
+class UnansweredQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Groups of questions unanswered within the days, most unanswered first; ``cursor`` is the
+    previous page's ``next_cursor``."""
+
+    app_id: str
+    start_date: date
+    end_date: date
+    limit: int = 20
+    cursor: str | None = None
+    examples: int = 3
+
+
+class UnansweredPage(msgspec.Struct, frozen=True, kw_only=True):
+    start_date: date
+    end_date: date
+    groups: list[QuestionGroup]
+    next_cursor: str | None = None
+    as_of: datetime | None = None
 
 
 class RetentionQuery(msgspec.Struct, frozen=True, kw_only=True):

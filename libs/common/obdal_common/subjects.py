@@ -65,6 +65,8 @@ DEADLETTER_SUBJECTS: Final = ("obdal.deadletter.>",)
 KV_APPS: Final = "obdal_apps"
 KV_KEYS: Final = "obdal_keys"
 KV_FILES: Final = "obdal_files"
+# Curated answers, ingest's: key ``<app_id>.<answer_id>``; chat workers watch a mirror of it.
+KV_ANSWERS: Final = "obdal_answers"
 OBJECT_STORE_FILES: Final = "obdal_file_bytes"
 # One key per session, sealing its content in MongoDB (metering's). A stream, not a KV bucket:
 # erasing a message, which is how a key is destroyed, is refused in KV buckets (deny_delete).

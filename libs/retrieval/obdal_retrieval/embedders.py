@@ -13,7 +13,15 @@ import numpy as np
 from obdal_common.errors import ConfigurationError, DependencyUnavailable
 from obdal_retrieval.minilm import MINILM_MODEL_ID, MiniLMEmbedder
 
-__all__ = ["Embedder", "HashingEmbedder", "LiteLLMEmbedder", "make_embedder", "relevance_floor"]
+__all__ = [
+    "Embedder",
+    "HashingEmbedder",
+    "LiteLLMEmbedder",
+    "curated_passage_floor",
+    "curated_threshold",
+    "make_embedder",
+    "relevance_floor",
+]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -22,6 +30,21 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _RELEVANCE_FLOORS = {MINILM_MODEL_ID: 0.40, "obdal/hashing-384": 0.20}
 # Hosted embedders were not measured here: a middle value, to be calibrated with bench/answers.py.
 _UNCALIBRATED_FLOOR = 0.30
+# The cosine similarity from which a question is taken to ask what a curated answer answers (its
+# best vector: one of its questions, or its first question with the answer), so that it gets the
+# curated answer as written (docs/support.md). MiniLM's is calibrated by bench/support.py on 200
+# paraphrases of 57 curated questions and 123 unrelated questions: at 0.58, 64% of paraphrases get
+# their answer, 3% another entry's, 1.6% of unrelated questions one (2.4% from 0.56 down). The 90%
+# target is out of MiniLM's reach: 15% of paraphrases are closer to another entry's question than
+# to their own. Under the threshold, a curated answer can still join the passages.
+# Uncalibrated embedders get a strict value: a wrong curated answer is worse than a generated one.
+_CURATED_THRESHOLDS = {MINILM_MODEL_ID: 0.58}
+_UNCALIBRATED_CURATED = 0.90
+# Under that threshold a curated answer may still join the passages, as one: its first question
+# with its answer, compared with the question as documents' passages are. Not at the relevance
+# floor: on bench/support.py's set, 13% of unrelated questions have a curated passage over 0.40
+# (and the extractive answerer quotes it); over 0.50, 2.4%, while 68.5% of paraphrases get theirs.
+_CURATED_PASSAGE_FLOORS = {MINILM_MODEL_ID: 0.50}
 
 
 class Embedder(Protocol):
@@ -114,3 +137,15 @@ def make_embedder(model_id: str, *, model_cache_dir: Path | None = None) -> Embe
 def relevance_floor(model_id: str) -> float:
     """The calibrated relevance threshold of an embedder (``OBDAL_CHAT_MIN_RELEVANCE`` overrides it)."""
     return _RELEVANCE_FLOORS.get(model_id, _UNCALIBRATED_FLOOR)
+
+
+def curated_threshold(model_id: str) -> float:
+    """The calibrated similarity from which a question gets a curated answer
+    (``OBDAL_CHAT_CURATED_THRESHOLD`` overrides it)."""
+    return _CURATED_THRESHOLDS.get(model_id, _UNCALIBRATED_CURATED)
+
+
+def curated_passage_floor(model_id: str) -> float:
+    """The calibrated similarity from which a curated answer under :func:`curated_threshold`
+    joins a question's passages (an uncalibrated embedder's never does)."""
+    return _CURATED_PASSAGE_FLOORS.get(model_id, _UNCALIBRATED_CURATED)

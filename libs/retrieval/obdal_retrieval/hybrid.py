@@ -57,17 +57,26 @@ class HybridIndex:
         return len(chunks)
 
     async def search(
-        self, app_id: str, query: str, *, limit: int = 5, mode: SearchMode | None = None
+        self,
+        app_id: str,
+        query: str,
+        *,
+        limit: int = 5,
+        mode: SearchMode | None = None,
+        dense: list[float] | None = None,
     ) -> list[Hit]:
         """The app's passages best matching ``query`` (never another app's).
 
         ``mode`` overrides the index's configured mode (bench/retrieval.py measures each).
+        ``dense`` is ``query``'s vector by this index's embedder when the caller has it already
+        (chat embeds a question once, for curated answers and retrieval).
         """
         if not query.strip():
             return []
         mode = mode or self.mode
         # Embedded in every mode: the dense similarity is each hit's relevance, even when BM25 alone ranks.
-        dense = (await self.embedder.embed([query]))[0]
+        if dense is None:
+            dense = (await self.embedder.embed([query]))[0]
         sparse = self._sparse.query(query) if mode != "dense" else None
         wanted = limit + _TIE_MARGIN
         found = await self.backend.search(

@@ -56,13 +56,17 @@ async def ground(
     context: Sequence[str] = (),
     limit: int,
     min_relevance: float,
+    dense: list[float] | None = None,
 ) -> Grounding:
-    """Retrieve for ``question`` (with the conversation's earlier ``context``) and keep what is relevant."""
+    """Retrieve for ``question`` (with the conversation's earlier ``context``) and keep what is relevant.
+
+    ``dense``: the vector of what is searched (``question`` alone when there is no context), if
+    the caller embedded it already."""
     if smalltalk.classify(question) is not None:
         return Grounding(passages=[], outcome="smalltalk")
     if is_summary_request(question):
         limit *= _SUMMARY_DEPTH
-    hits = await index.search(app_id, "\n".join([*context, question]), limit=limit)
+    hits = await index.search(app_id, "\n".join([*context, question]), limit=limit, dense=dense)
     passages = [hit for hit in hits if hit.relevance >= min_relevance]
     return Grounding(
         passages=passages,

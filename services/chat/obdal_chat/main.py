@@ -8,6 +8,7 @@ import logging
 from obdal_chat.answers import AnswerServer
 from obdal_chat.app_settings import AppSettings
 from obdal_chat.bindings import chat_bindings
+from obdal_chat.curated import CuratedAnswers
 from obdal_chat.generation import Generator
 from obdal_chat.history import SessionHistory
 from obdal_chat.partials import PartialAnswers
@@ -40,6 +41,8 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
         generator = Generator(settings)
         apps = AppSettings(settings, await key_value(js, subjects.KV_APPS))
         await apps.start()
+        curated = CuratedAnswers(await key_value(js, subjects.KV_ANSWERS), embedder=index.embedder.model_id)
+        await curated.start()
         history = SessionHistory(
             redis, max_messages=settings.chat_history_messages, ttl_s=settings.chat_session_ttl_s
         )
@@ -48,6 +51,7 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
             index=index,
             history=history,
             apps=apps,
+            curated=curated,
             generator=generator,
             js=js,
             redis=redis,
@@ -87,6 +91,7 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
         await bindings.stop()
         await answers.stop()
         await partials
+        await curated.stop()
         await apps.stop()
         await generator.aclose()
     finally:

@@ -1,9 +1,12 @@
-"""One answer: retrieve, assemble the prompt, generate, meter."""
+"""One answer: a curated answer if one answers the question, else retrieve, assemble the
+prompt, generate; meter either."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime
@@ -13,9 +16,11 @@ from opentelemetry import metrics, trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from obdal_chat import smalltalk
 from obdal_chat.admission import admit_session
 from obdal_chat.app_settings import AppSettings, GenerationOptions
 from obdal_chat.coalesce import coalesce
+from obdal_chat.curated import CuratedAnswers, CuratedMatch
 from obdal_chat.generation import Completion, Generator, answers_at_once
 from obdal_chat.grounding import ground
 from obdal_chat.history import SessionHistory
@@ -41,7 +46,8 @@ from obdal_common.schemas import (
     UsageEvent,
 )
 from obdal_retrieval import Hit, HybridIndex
-from obdal_retrieval.embedders import relevance_floor
+from obdal_retrieval.embedders import curated_passage_floor, curated_threshold, relevance_floor
+from obdal_retrieval.packed import pack
 
 __all__ = ["AnswerPipeline"]
 
@@ -54,6 +60,14 @@ _tokens = _meter.create_counter(
 _cost = _meter.create_counter("obdal.chat.cost", unit="USD", description="Cost of the answers, by model")
 
 _SNIPPET_CHARS = 240
+# What a curated answer is metered and announced as: no model wrote it, and it costs nothing.
+_CURATED_MODEL = "obdal/curated"
+# A curated answer streamed a few words a delta, as a model's would come (never joined: it is
+# all there at once, and joined it would arrive as one message).
+_WORD_GROUP = re.compile(r"\s*(?:\S+\s*){1,4}")
+# Curated answers under the threshold that join the passages, ahead of the documents': at most
+# two, so the documents keep most of the places.
+_MAX_CURATED_PASSAGES = 2
 
 
 def _source(hit: Hit) -> Source:
@@ -78,12 +92,14 @@ class AnswerPipeline:
         index: HybridIndex,
         history: SessionHistory,
         apps: AppSettings,
+        curated: CuratedAnswers,
         generator: Generator,
         js: JetStreamContext,
         redis: Redis,
     ) -> None:
         self._settings = settings
         self._index = index
+        self._curated = curated
         self._history = history
         self._apps = apps
         self._generator = generator
@@ -93,6 +109,14 @@ class AnswerPipeline:
             relevance_floor(index.embedder.model_id)
             if settings.chat_min_relevance is None
             else settings.chat_min_relevance
+        )
+        self._curated_threshold = (
+            curated_threshold(index.embedder.model_id)
+            if settings.chat_curated_threshold is None
+            else settings.chat_curated_threshold
+        )
+        self._curated_passage_floor = min(
+            curated_passage_floor(index.embedder.model_id), self._curated_threshold
         )
 
     async def admit(self, req: ChatRequest) -> ChatRequest:
@@ -126,20 +150,46 @@ class AnswerPipeline:
             history = [{"role": m.role, "content": m.content} for m in req.history]
         # Retrieval sees the conversation, so a follow-up finds its topic's passages.
         previous = [m["content"] for m in history if m["role"] == "user"][-1:]
+        # The question alone, embedded once: matched with curated answers, searched with when
+        # there is no earlier context, and kept with the turn (metering groups questions by it).
+        vector = None
+        if smalltalk.classify(req.message) is None:
+            vector = (await self._index.embedder.embed([req.message]))[0]
+        matches = (
+            []
+            if vector is None
+            else self._curated.match(req.app_id, vector, at_least=self._curated_passage_floor)
+        )
+        span.set_attribute(
+            "obdal.curated.best_similarity", round(matches[0].similarity if matches else 0.0, 4)
+        )
+        packed = b"" if vector is None else pack(vector)
+        if matches and matches[0].similarity >= self._curated_threshold:
+            async for reply in self._curated_answer(req, message_id, options, matches[0], packed):
+                yield reply
+            return
+        related = sorted(
+            (match for match in matches if match.passage >= self._curated_passage_floor),
+            key=lambda match: -match.passage,
+        )[: min(_MAX_CURATED_PASSAGES, self._settings.chat_top_k)]
         with tracer.start_as_current_span("chat.retrieve") as rspan:
             grounding = await ground(
                 self._index,
                 req.app_id,
                 req.message,
                 context=previous,
-                limit=self._settings.chat_top_k,
+                limit=self._settings.chat_top_k - len(related),
                 min_relevance=self._min_relevance,
+                dense=None if previous else vector,
             )
-            hits = grounding.passages
+            hits = [match.hit() for match in related] + grounding.passages
+            outcome: TurnOutcome = "answered" if related else grounding.outcome
             rspan.set_attribute("obdal.hits", grounding.found)
             rspan.set_attribute("obdal.hits.relevant", len(hits))
+            rspan.set_attribute("obdal.hits.curated", len(related))
             rspan.set_attribute("obdal.hits.best_relevance", round(grounding.best_relevance, 4))
-            rspan.set_attribute("obdal.turn.outcome", grounding.outcome)
+            rspan.set_attribute("obdal.turn.outcome", outcome)
+        sources = [match.source() for match in related] + [_source(hit) for hit in grounding.passages]
         messages = build_messages(
             system_prompt=options.system_prompt,
             hits=hits,
@@ -195,7 +245,6 @@ class AnswerPipeline:
             _tokens.add(usage.prompt_tokens, {**model, "gen_ai.token.type": "input"})
             _tokens.add(usage.completion_tokens, {**model, "gen_ai.token.type": "output"})
             _cost.add(usage.cost, model)
-            sources = [_source(hit) for hit in hits]
             # Shielded: a cancelled answer (client gone) is still metered and kept.
             await asyncio.shield(
                 self.record(
@@ -206,8 +255,9 @@ class AnswerPipeline:
                     sources,
                     usage,
                     finished,
-                    grounding.outcome,
+                    outcome,
                     reservation=reservation,
+                    question_vector=packed,
                 )
             )
         if finished:
@@ -217,8 +267,53 @@ class AnswerPipeline:
                 message_id=message_id,
                 model=options.model,
                 usage=usage,
-                answered=grounding.outcome != "declined",
+                answered=outcome != "declined",
             )
+
+    async def _curated_answer(
+        self,
+        req: ChatRequest,
+        message_id: str,
+        options: GenerationOptions,
+        match: CuratedMatch,
+        question_vector: bytes,
+    ) -> AsyncIterator[ChatReply]:
+        """The curated answer as written: no model, no tokens, nothing reserved; streamed and
+        metered like any answer (with outcome ``curated``)."""
+        trace.get_current_span().set_attribute("obdal.turn.outcome", "curated")
+        options = dataclasses.replace(options, model=_CURATED_MODEL)
+        yield ChatStarted(
+            message_id=message_id, model=_CURATED_MODEL, prompt_tokens=0, session_id=req.session_id
+        )
+        sources = [match.source()]
+        usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0, cost=0.0)
+        sent: list[str] = []
+        finished = False
+        try:
+            for delta in _WORD_GROUP.findall(match.answer.answer):
+                sent.append(delta)
+                yield ChatDelta(content=delta)
+            finished = True
+        finally:
+            # Shielded: a cancelled answer (client gone) is still metered and kept.
+            await asyncio.shield(
+                self.record(
+                    req,
+                    message_id,
+                    options,
+                    "".join(sent),
+                    sources,
+                    usage,
+                    finished,
+                    "curated",
+                    question_vector=question_vector,
+                    curated_answer_id=match.answer.answer_id,
+                )
+            )
+        yield ChatSources(sources=sources)
+        yield ChatEnd(
+            session_id=req.session_id, message_id=message_id, model=_CURATED_MODEL, usage=usage, answered=True
+        )
 
     async def record(
         self,
@@ -232,10 +327,13 @@ class AnswerPipeline:
         outcome: TurnOutcome = "answered",
         *,
         reservation: Reservation | None = None,
+        question_vector: bytes = b"",
+        curated_answer_id: str | None = None,
     ) -> bool:
         """Publish the answer's usage and turn events, count its tokens against the key's budget
         (in place of its ``reservation``) and, if it finished, append it to the session history.
-        ``False`` if the events were lost."""
+        ``question_vector``: the question's (:func:`obdal_retrieval.packed.pack`) by the index's
+        embedder, if it was embedded. ``False`` if the events were lost."""
         now = datetime.now(UTC)
         usage_event = UsageEvent(
             event_id=subjects.usage_event_id(message_id),
@@ -263,6 +361,9 @@ class AnswerPipeline:
             occurred_at=now,
             user=req.user,
             outcome=outcome,
+            question_vector=question_vector,
+            embedder=self._index.embedder.model_id if question_vector else "",
+            curated_answer_id=curated_answer_id,
         )
         published = True
         try:

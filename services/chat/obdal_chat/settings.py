@@ -27,6 +27,13 @@ class ChatSettings(ObdalSettings):
         description="Cosine similarity a passage needs to be used and cited (unset: the embedder's "
         "calibrated value, docs/chat.md)",
     )
+    chat_curated_threshold: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity from which a question gets a curated answer as written (unset: "
+        "the embedder's calibrated value, docs/support-curated.md)",
+    )
     chat_history_messages: int = Field(12, ge=0, le=200)
     chat_session_ttl_s: int = Field(86400, ge=60)
     chat_heartbeat_s: float = Field(1.0, gt=0, description="Ping interval while generating")

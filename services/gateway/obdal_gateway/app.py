@@ -15,6 +15,8 @@ from obdal_gateway.error_responses import EXCEPTION_HANDLERS
 from obdal_gateway.instrumentation import RequestMetrics, name_span, prometheus_metrics, tracing_plugin
 from obdal_gateway.openapi_docs import SwaggerDocs, complete_openapi, docs_router
 from obdal_gateway.routes.admin import admin_router
+from obdal_gateway.routes.analytics import analytics, unanswered
+from obdal_gateway.routes.answers import create_answer, delete_answer, get_answer, list_answers, update_answer
 from obdal_gateway.routes.chat import chat
 from obdal_gateway.routes.completions import chat_completions
 from obdal_gateway.routes.feedback import list_feedback, rate_message
@@ -107,6 +109,13 @@ def create_app(gateway: Gateway) -> Litestar:
             retention_router,
             replace_file,
             delete_all_files,
+            create_answer,
+            list_answers,
+            get_answer,
+            update_answer,
+            delete_answer,
+            analytics,
+            unanswered,
         ],
         # `principal`: the caller's key, checked for the scope its route declares (obdal_gateway.auth).
         dependencies={"gw": Provide(_gateway, sync_to_thread=False), "principal": Provide(provide_principal)},

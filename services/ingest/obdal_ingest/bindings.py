@@ -12,6 +12,7 @@ import nats.errors
 from obdal_common.contract import Bindings, Ingest
 from obdal_common.errors import DependencyUnavailable
 from obdal_common.health import Check, status_handler
+from obdal_ingest.answers import CuratedAnswerStore
 from obdal_ingest.files import FileLifecycle
 
 __all__ = ["ingest_bindings"]
@@ -21,7 +22,9 @@ def _nats_unavailable() -> DependencyUnavailable:
     return DependencyUnavailable("the message bus is unavailable, retry shortly", code="nats_unavailable")
 
 
-def ingest_bindings(*, files: FileLifecycle, checks: dict[str, Check]) -> Bindings:
+def ingest_bindings(
+    *, files: FileLifecycle, answers: CuratedAnswerStore, checks: dict[str, Check]
+) -> Bindings:
     """Every ingest RPC bound to what answers it."""
     return (
         Bindings(Ingest, lower_errors={nats.errors.Error: _nats_unavailable})
@@ -33,4 +36,9 @@ def ingest_bindings(*, files: FileLifecycle, checks: dict[str, Check]) -> Bindin
         .bind(Ingest.outcome, files.outcome)
         .bind(Ingest.delete, files.delete)
         .bind(Ingest.delete_app, files.delete_app)
+        .bind(Ingest.answer_create, answers.create)
+        .bind(Ingest.answer_update, answers.update)
+        .bind(Ingest.answer_get, answers.get)
+        .bind(Ingest.answer_list, answers.list_answers)
+        .bind(Ingest.answer_delete, answers.delete)
     )

@@ -43,6 +43,7 @@ from obdal_common.schemas import (
     encode,
 )
 from obdal_common.telemetry import inject_headers
+from obdal_ingest.answers import CuratedAnswerStore
 from obdal_ingest.statuses import FileStatusStore
 from obdal_retrieval import HybridIndex
 
@@ -76,12 +77,14 @@ class FileLifecycle:
         objects: ObjectStore,
         js: JetStreamContext,
         index: HybridIndex,
+        answers: CuratedAnswerStore,
         connected: Callable[[], bool],
     ) -> None:
         self._statuses = statuses
         self._objects = objects
         self._js = js
         self._index = index
+        self._answers = answers
         self._connected = connected
 
     async def upload(self, req: FileUpload) -> FileAccepted:
@@ -153,6 +156,8 @@ class FileLifecycle:
             # The previous version's passages stay searchable until the new ones are in, but
             # need no bytes; a job of that version still queued is skipped as stale.
             await self._discard(_bytes_of(current))
+        if status.filename != current.filename:  # curated answers cite it by name
+            await self._answers.follow_file(status.app_id, status.file_id, filename=status.filename)
         return FileAccepted(file=status)
 
     async def _restore(self, current: FileStatus, replacement: FileStatus) -> None:
@@ -182,17 +187,21 @@ class FileLifecycle:
         return found
 
     async def delete(self, req: IngestDelete) -> IngestDeleted:
-        """Passages first (no answer cites the file once this returns), then bytes, then status
-        (last, so a delete that failed half-way can be repeated)."""
+        """Passages first (no answer cites the file once this returns), then bytes, then the
+        curated answers' mention of it as their source, then status (last, so a delete that
+        failed half-way can be repeated)."""
         status = await self._owned(req.app_id, req.file_id)
         removed = await self._index.delete_file(req.app_id, req.file_id)
         await self._erase(_bytes_of(status))
+        await self._answers.follow_file(req.app_id, req.file_id, filename=None)
         await self._statuses.delete(req.app_id, req.file_id)
         return IngestDeleted(file_id=req.file_id, vectors_deleted=removed, files_deleted=1)
 
     async def delete_app(self, req: IngestDeleteApp) -> IngestDeleted:
-        """Every passage of the app (those whose status is lost too), every file, every byte."""
+        """Every passage of the app (those whose status is lost too), every file, every byte, and
+        its curated answers (the app's knowledge too)."""
         removed = await self._index.delete_app(req.app_id)
+        await self._answers.delete_app(req.app_id)
         statuses = await self._statuses.list(req.app_id)
         for status in statuses:
             await self._erase(_bytes_of(status))

@@ -12,6 +12,7 @@ from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology, key_value
 from obdal_common.metrics import consumer_gauges
 from obdal_common.runner import run_service
+from obdal_ingest.answers import CuratedAnswerStore
 from obdal_ingest.bindings import ingest_bindings
 from obdal_ingest.files import FileLifecycle
 from obdal_ingest.jobs import JobConsumer
@@ -47,10 +48,24 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
             settings, index=index, objects=objects, statuses=statuses, parsers=parsers, quota=quota
         )
         jobs = JobConsumer(js, pipeline, index, settings)
-        files = FileLifecycle(
-            statuses=statuses, objects=objects, js=js, index=index, connected=lambda: nc.is_connected
+        answers = CuratedAnswerStore(
+            await key_value(js, subjects.KV_ANSWERS),
+            js=js,
+            statuses=statuses,
+            embedder=index.embedder,
+            max_per_app=settings.max_curated_answers,
         )
-        bindings = ingest_bindings(files=files, checks={"nats": nats_check(nc), "index": index.status})
+        files = FileLifecycle(
+            statuses=statuses,
+            objects=objects,
+            js=js,
+            index=index,
+            answers=answers,
+            connected=lambda: nc.is_connected,
+        )
+        bindings = ingest_bindings(
+            files=files, answers=answers, checks={"nats": nats_check(nc), "index": index.status}
+        )
         await bindings.serve(NatsBus(nc))
         log.info("ingest worker ready")
         gauges = consumer_gauges(

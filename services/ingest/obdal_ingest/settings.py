@@ -31,6 +31,9 @@ class IngestSettings(ObdalSettings):
     app_chunks_per_hour: int = Field(
         20_000, ge=1, description="Most chunks an app's files may become in any rolling hour"
     )
+    max_curated_answers: int = Field(
+        1000, ge=1, description="Most curated answers an app may keep (docs/support-curated.md)"
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestSettings:

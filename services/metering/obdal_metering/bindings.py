@@ -14,6 +14,7 @@ from obdal_common.health import Check, status_handler
 from obdal_common.schemas import SessionDetail, SessionLookup
 from obdal_metering.erasure import Eraser
 from obdal_metering.feedback import FeedbackStore
+from obdal_metering.reports import Reports
 from obdal_metering.sessions import SessionStore
 from obdal_metering.store import MeteringStore
 
@@ -32,6 +33,7 @@ def metering_bindings(
     sessions: SessionStore,
     feedback: FeedbackStore,
     eraser: Eraser,
+    reports: Reports,
     checks: dict[str, Check],
 ) -> Bindings:
     """Every metering RPC bound to the store that answers it."""
@@ -52,4 +54,6 @@ def metering_bindings(
         .bind(Metering.feedback_list, feedback.list)
         .bind(Metering.retention, eraser.retention)
         .bind(Metering.set_retention, eraser.set_retention)
+        .bind(Metering.analytics, reports.analytics)
+        .bind(Metering.unanswered, reports.unanswered)
     )

@@ -1,7 +1,9 @@
 """Erasing session content: on request (a session, an end user) and by per-app retention.
 
-Erasure deletes turns, their summaries and their ratings (``feedback``); usage events
-stay (they hold no content). A tombstone per erased session and end user makes the consumer drop
+Erasure deletes turns, their summaries and their ratings (``feedback``), re-seeds the question
+groups whose seed was one of them and recomputes the analytics of their days before it answers
+(:mod:`obdal_metering.grouping`, :mod:`obdal_metering.rollups`); usage events stay (they hold
+no content). A tombstone per erased session and end user makes the consumer drop
 turn events of that session or user that were still in flight, so an erased
 conversation cannot reappear; turns that happen after the erasure (the same
 session id used again) are kept, so the session starts fresh.
@@ -27,6 +29,8 @@ from pymongo.errors import PyMongoError
 
 from obdal_common.errors import BadRequest
 from obdal_common.schemas import EraseRequest, EraseResult, RetentionPolicy, RetentionQuery
+from obdal_metering.grouping import Groups
+from obdal_metering.rollups import Rollups
 from obdal_metering.sealing import SessionKeys
 from obdal_metering.sessions import SessionKey, SessionStore
 
@@ -54,10 +58,14 @@ class Eraser:
         sessions: SessionStore,
         *,
         keys: SessionKeys,
+        groups: Groups,
+        rollups: Rollups,
     ) -> None:
         self._db = client[database]
         self._sessions = sessions
         self._keys = keys
+        self._groups = groups
+        self._rollups = rollups
         self.retention_erased = 0
 
     async def ensure_indexes(self) -> None:
@@ -110,11 +118,21 @@ class Eraser:
         )
         await self._keys.destroy(app_id, session_ids)
         scope = {"app_id": app_id, "session_id": {"$in": sorted(session_ids)}}
+        touched = await self._db.turns.find(scope, {"occurred_at": 1, "group_id": 1}).to_list()
         deleted = await self._db.turns.delete_many(scope)
         summaries_deleted = await self._db.sessions.delete_many(scope)
         await self._db.feedback.delete_many(scope)
+        await self._forget(app_id, touched)
         erased = sorted(session_ids) if deleted.deleted_count or summaries_deleted.deleted_count else []
         return EraseResult(session_ids=erased, messages_erased=2 * deleted.deleted_count)
+
+    async def _forget(
+        self, app_id: str, turns: Sequence[dict[str, Any]], *, also: Sequence[datetime] = ()
+    ) -> None:
+        """After these turns were deleted: re-seed their groups and recompute their days' analytics
+        before answering, so that no group and no rollup keeps anything of them."""
+        await self._groups.reseed(app_id, {t["group_id"] for t in turns if t.get("group_id")})
+        await self._rollups.recompute_now(app_id, [*(t["occurred_at"] for t in turns), *also])
 
     async def retention(self, query: RetentionQuery) -> RetentionPolicy:
         """The app's retention policy (none: content is kept until erased)."""
@@ -143,7 +161,9 @@ class Eraser:
                 "app_id": app_id,
                 "occurred_at": {"$lt": now - timedelta(days=policy["session_ttl_days"])},
             }
-            found = await self._db.turns.find(expired, {"session_id": 1, "message_id": 1}).to_list()
+            found = await self._db.turns.find(
+                expired, {"session_id": 1, "message_id": 1, "occurred_at": 1, "group_id": 1}
+            ).to_list()
             touched: set[SessionKey] = {(app_id, d["session_id"]) for d in found}
             if not touched:
                 continue
@@ -154,6 +174,11 @@ class Eraser:
             ids = sorted(session_id for _, session_id in touched)
             left = await self._db.turns.distinct("session_id", {"app_id": app_id, "session_id": {"$in": ids}})
             await self._keys.destroy(app_id, set(ids) - set(left))
+            # The sessions left now start later: their new first day gains a conversation.
+            moved = await self._db.sessions.find(
+                {"app_id": app_id, "session_id": {"$in": ids}}, {"started_at": 1}
+            ).to_list()
+            await self._forget(app_id, found, also=[d["started_at"] for d in moved])
             log.info("retention erased %d turns of app %s", count, app_id)
             erased += count
         return erased

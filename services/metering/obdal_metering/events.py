@@ -14,6 +14,10 @@ carry only ids (chat would have to keep the content where metering reads it: one
 erase) and over chat encrypting them with the session's key (chat would need the keys metering
 owns, :mod:`obdal_metering.sealing`, and an event would still sit in the stream for 14 days).
 
+Before a turn is stored, its question joins a group of similar ones (:mod:`obdal_metering.grouping`),
+its cited files are noted in clear (:func:`obdal_metering.rollups.citations`), and its day is
+marked for the analytics to recompute (:mod:`obdal_metering.rollups`).
+
 The erase comes before the ack: if metering dies between the two, the redelivery finds the
 event gone and JetStream skips it (checked: nothing is redelivered, nothing stays pending);
 if it dies before the erase, the redelivery is stored again (the unique ``event_id`` index
@@ -24,6 +28,7 @@ within its 10-minute window.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections import defaultdict
 from datetime import datetime
@@ -45,6 +50,8 @@ from obdal_common.schemas import (
 )
 from obdal_common.telemetry import extract_context
 from obdal_metering.erasure import Eraser
+from obdal_metering.grouping import Groups, decode_vector
+from obdal_metering.rollups import Rollups, citations
 from obdal_metering.sealing import SessionKeys
 from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
@@ -87,9 +94,13 @@ class EventConsumer:
         settings: MeteringSettings,
         *,
         keys: SessionKeys,
+        groups: Groups,
+        rollups: Rollups,
     ) -> None:
         self._js = js
         self._keys = keys
+        self._groups = groups
+        self._rollups = rollups
         self._store = store
         self._sessions = sessions
         self._eraser = eraser
@@ -180,9 +191,16 @@ class EventConsumer:
             self.stored += await self._store.insert(kind, docs)
             return
         kept = await self._eraser.without_erased(docs)
+        for doc in kept:
+            doc["cited"] = citations(doc["sources"])
+        # A redelivered turn already stored keeps its group: only new ones are grouped.
+        stored = await self._store.stored_event_ids("turn", [d["event_id"] for d in kept])
+        new = [d for d in kept if d["event_id"] not in stored]
+        await self._groups.assign(new, [decode_vector(base64.b64decode(d["question_vector"])) for d in new])
         self.stored += await self._store.insert(kind, await self._keys.seal_turns(kept))
         # Every session of the batch, duplicates included: a redelivery after a crash repairs its summary.
         await self._sessions.refresh({(d["app_id"], d["session_id"]) for d in kept})
+        await self._rollups.mark((d["app_id"], d["occurred_at"]) for d in kept)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         self.dead_lettered += 1

@@ -4,6 +4,7 @@ A ``feedback`` document holds the rating and reason in clear (the listing filter
 the comment sealed with its session's key (:mod:`obdal_metering.sealing`), like the turn's own
 content, so erasing the session makes it unreadable wherever MongoDB still keeps a copy.
 Erasure and retention delete the documents with their turns (:mod:`obdal_metering.erasure`).
+A rating marks its turn's day for the analytics to recompute (:mod:`obdal_metering.rollups`).
 
 A rating may come right after its answer ends, before the turn event is consumed (~60 ms p50):
 :meth:`FeedbackStore.set` waits for the turn up to the request's ``wait_s`` before a 404.
@@ -31,6 +32,7 @@ from obdal_common.schemas import (
     FeedbackSet,
     MessageFeedback,
 )
+from obdal_metering.rollups import Rollups
 from obdal_metering.sealing import SessionKeys, seal, unseal
 
 __all__ = ["FeedbackStore", "message_feedback"]
@@ -64,9 +66,12 @@ async def message_feedback(
 
 
 class FeedbackStore:
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str, *, keys: SessionKeys) -> None:
+    def __init__(
+        self, client: AsyncMongoClient[dict[str, Any]], database: str, *, keys: SessionKeys, rollups: Rollups
+    ) -> None:
         self._db = client[database]
         self._keys = keys
+        self._rollups = rollups
 
     async def ensure_indexes(self) -> None:
         """One rating per answer; the listing's order (all, per rating, per end user); erasure by
@@ -90,7 +95,7 @@ class FeedbackStore:
         deadline = time.monotonic() + request.wait_s
         pause = _FIRST_POLL_S
         while True:
-            turn = await self._db.turns.find_one(scope, {"session_id": 1, "user": 1})
+            turn = await self._db.turns.find_one(scope, {"session_id": 1, "user": 1, "occurred_at": 1})
             left = deadline - time.monotonic()
             if turn is not None or left <= 0:
                 return turn
@@ -114,6 +119,8 @@ class FeedbackStore:
             "$set": {
                 "session_id": session_id,
                 "user": turn.get("user"),
+                # The rated turn's time: a day's analytics count the ratings of its turns.
+                "asked_at": turn["occurred_at"],
                 "rating": request.rating,
                 "reason": request.reason,
                 "comment": None if request.comment is None else seal(key, request.comment),
@@ -129,6 +136,7 @@ class FeedbackStore:
         if await self._db.turns.find_one(ident, {"_id": 1}) is None:
             await self._db.feedback.delete_one(ident)
             raise _not_found(request.message_id)
+        await self._rollups.mark([(request.app_id, turn["occurred_at"])])
         doc = await self._db.feedback.find_one(ident)
         if doc is None:  # erased in the meantime
             raise _not_found(request.message_id)

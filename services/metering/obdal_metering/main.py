@@ -23,6 +23,9 @@ from obdal_metering.bindings import metering_bindings
 from obdal_metering.erasure import Eraser
 from obdal_metering.events import EventConsumer
 from obdal_metering.feedback import FeedbackStore
+from obdal_metering.grouping import Groups
+from obdal_metering.reports import Reports
+from obdal_metering.rollups import Rollups
 from obdal_metering.sealing import SessionKeys
 from obdal_metering.sessions import SessionStore
 from obdal_metering.settings import MeteringSettings
@@ -51,10 +54,15 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
         keys = SessionKeys(js)
         store = MeteringStore(mongo, settings.mongo_db)
         sessions = SessionStore(mongo, settings.mongo_db, keys=keys)
-        feedback = FeedbackStore(mongo, settings.mongo_db, keys=keys)
-        eraser = Eraser(mongo, settings.mongo_db, sessions, keys=keys)
-        await _wait_for_mongo(settings, (store, sessions, feedback, eraser), stop)
-        events = EventConsumer(js, store, sessions, eraser, settings, keys=keys)
+        rollups = Rollups(mongo, settings.mongo_db, refresh_s=settings.analytics_refresh_s)
+        groups = Groups(mongo, settings.mongo_db, keys=keys)
+        feedback = FeedbackStore(mongo, settings.mongo_db, keys=keys, rollups=rollups)
+        eraser = Eraser(mongo, settings.mongo_db, sessions, keys=keys, groups=groups, rollups=rollups)
+        reports = Reports(mongo, settings.mongo_db, keys=keys, groups=groups, rollups=rollups)
+        await _wait_for_mongo(settings, (store, sessions, feedback, eraser, rollups, groups), stop)
+        events = EventConsumer(
+            js, store, sessions, eraser, settings, keys=keys, groups=groups, rollups=rollups
+        )
 
         async def events_check() -> DependencyStatus:
             detail = (
@@ -65,7 +73,7 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
 
         checks = {"nats": nats_check(nc), "mongo": ping_check(store.ping), "events": events_check}
         bindings = metering_bindings(
-            store=store, sessions=sessions, feedback=feedback, eraser=eraser, checks=checks
+            store=store, sessions=sessions, feedback=feedback, eraser=eraser, reports=reports, checks=checks
         )
         await bindings.serve(NatsBus(nc))
         log.info("metering ready (MongoDB %s)", settings.mongo_db)
@@ -79,9 +87,11 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
         sweeper = asyncio.create_task(
             eraser.sweep_until(stop, every_s=settings.metering_retention_sweep_s), name="retention"
         )
+        refresher = asyncio.create_task(rollups.refresh_until(stop), name="analytics")
         async with gauges:
             await events.consume(stop)
         await sweeper
+        await refresher
         await bindings.stop()
     finally:
         await mongo.close()

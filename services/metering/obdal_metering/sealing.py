@@ -104,7 +104,8 @@ class SessionKeys:
         return key
 
     async def seal_turns(self, turns: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Turn documents with their question, answer and sources sealed with their session's key."""
+        """Turn documents with their question, answer, sources and question vector sealed with their
+        session's key."""
         sessions = sorted({(t["app_id"], t["session_id"]) for t in turns})
         keys = dict(
             zip(sessions, await asyncio.gather(*(self._get_or_create(*s) for s in sessions)), strict=True)
@@ -118,6 +119,8 @@ class SessionKeys:
                     "user_message": seal(key, turn["user_message"]),
                     "answer": seal(key, turn["answer"]),
                     "sources": seal(key, msgspec.json.encode(turn["sources"]).decode()),
+                    # The question's vector is the question's, in other words: as personal.
+                    "question_vector": seal(key, vector) if (vector := turn.get("question_vector")) else "",
                 }
             )
         return sealed

@@ -24,3 +24,8 @@ class MeteringSettings(ObdalSettings):
     metering_mongo_wait_s: float = Field(
         120.0, gt=0, description="How long metering waits for MongoDB at start before giving up"
     )
+    analytics_refresh_s: float = Field(
+        2.0,
+        gt=0,
+        description="How long a day's analytics wait after a change before they are recomputed",
+    )

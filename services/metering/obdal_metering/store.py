@@ -64,6 +64,13 @@ class MeteringStore:
                 raise
             return int(exc.details.get("nInserted", len(documents) - len(errors)))
 
+    async def stored_event_ids(self, kind: str, event_ids: Sequence[str]) -> set[str]:
+        """Which of these events are stored already (redeliveries)."""
+        if not event_ids:
+            return set()
+        found = self._db[COLLECTIONS[kind]].find({"event_id": {"$in": list(event_ids)}}, {"event_id": 1})
+        return {doc["event_id"] async for doc in found}
+
     async def usage(self, query: UsageQuery) -> UsageReport:
         """Totals of an app's usage over whole UTC days, both ends inclusive, and a page of their
         breakdown (groups in ascending order)."""

@@ -1,4 +1,5 @@
-"""Ingest's contract: the whole life of a file — bytes, status, vectors — is ingest's.
+"""Ingest's contract: the whole life of a file — bytes, status, vectors — is ingest's, and
+the app's curated answers (written by its people, embedded here with the app's embedder).
 
 Served by ``obdal_ingest.bindings``; called by the gateway (``/v1/files``) through
 ``Ingest(bus)``. Ingest owns the object store's bytes, the file status records (NATS KV)
@@ -19,9 +20,16 @@ from nats.js.object_store import ObjectStore
 
 from obdal_common import subjects
 from obdal_common.contract.rpc import Contract, Rpc
-from obdal_common.errors import NotFound
+from obdal_common.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, UnprocessableContent
 from obdal_common.ids import new_id
 from obdal_common.schemas import (
+    CuratedAnswer,
+    CuratedAnswerCreate,
+    CuratedAnswerDeleted,
+    CuratedAnswerLookup,
+    CuratedAnswerPage,
+    CuratedAnswerQuery,
+    CuratedAnswerUpdate,
     FileAccepted,
     FileList,
     FileListQuery,
@@ -86,6 +94,51 @@ class Ingest(Contract):
     delete_app = Rpc("obdal.ingest.files.delete_app", IngestDeleteApp, IngestDeleted, timeout=30.0)
     """Erase every file of an app, bytes whose upload never finished included
     (``DELETE /v1/files?confirm=true``); ``files_deleted`` counts the status records."""
+
+    # Curated answers. 422 ``invalid_curated_answer`` (no question, an empty one, an empty
+    # answer), 413 ``curated_answer_too_large`` (over the per-field limits), 409 when the app
+    # has as many as it may keep, 404 ``file_not_found`` for a ``source_file_id`` not of the app.
+    answer_create = Rpc(
+        "obdal.ingest.answers.create",
+        CuratedAnswerCreate,
+        CuratedAnswer,
+        timeout=_QUICK_S,
+        errors=(UnprocessableContent, PayloadTooLarge, Conflict, NotFound),
+    )
+    """Write a curated answer, its questions embedded (``POST /v1/answers``)."""
+
+    answer_update = Rpc(
+        "obdal.ingest.answers.update",
+        CuratedAnswerUpdate,
+        CuratedAnswer,
+        timeout=_QUICK_S,
+        errors=(UnprocessableContent, PayloadTooLarge, NotFound),
+    )
+    """Change one (``PATCH /v1/answers/{id}``); 404 ``answer_not_found``."""
+
+    answer_get = Rpc(
+        "obdal.ingest.answers.get", CuratedAnswerLookup, CuratedAnswer, timeout=_QUICK_S, errors=(NotFound,)
+    )
+    """One curated answer (``GET /v1/answers/{id}``); 404 ``answer_not_found``."""
+
+    answer_list = Rpc(
+        "obdal.ingest.answers.list",
+        CuratedAnswerQuery,
+        CuratedAnswerPage,
+        timeout=_QUICK_S,
+        errors=(BadRequest,),
+    )
+    """A page of the app's curated answers (``GET /v1/answers``); 400 ``invalid_cursor``."""
+
+    answer_delete = Rpc(
+        "obdal.ingest.answers.delete",
+        CuratedAnswerLookup,
+        CuratedAnswerDeleted,
+        timeout=_QUICK_S,
+        errors=(NotFound,),
+    )
+    """Delete one (``DELETE /v1/answers/{id}``); chat workers' mirrors of the bucket follow
+    within moments (a watch), so a question asked in the same instant may still get it."""
 
 
 async def stage(objects: ObjectStore, app_id: str, content: bytes) -> str:

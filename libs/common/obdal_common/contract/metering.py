@@ -14,6 +14,8 @@ from obdal_common import subjects
 from obdal_common.contract.rpc import Contract, Rpc
 from obdal_common.errors import BadRequest, NotFound
 from obdal_common.schemas import (
+    AnalyticsQuery,
+    AnalyticsReport,
     AuditPage,
     AuditQuery,
     EraseRequest,
@@ -32,6 +34,8 @@ from obdal_common.schemas import (
     SessionPage,
     SessionQuery,
     StatusQuery,
+    UnansweredPage,
+    UnansweredQuery,
     UsageQuery,
     UsageReport,
 )
@@ -89,6 +93,21 @@ class Metering(Contract):
         "obdal.metering.feedback.list", FeedbackQuery, FeedbackList, timeout=_QUERY_S, errors=(BadRequest,)
     )
     """A page of ratings with what they rate (``GET /v1/feedback``); 400 ``invalid_cursor``."""
+
+    analytics = Rpc(
+        "obdal.metering.analytics", AnalyticsQuery, AnalyticsReport, timeout=_QUERY_S, errors=(BadRequest,)
+    )
+    """An app's support figures by day, top questions and files (``GET /v1/analytics``)."""
+
+    unanswered = Rpc(
+        "obdal.metering.analytics.unanswered",
+        UnansweredQuery,
+        UnansweredPage,
+        timeout=_QUERY_S,
+        errors=(BadRequest,),
+    )
+    """Groups of similar questions that went unanswered (``GET /v1/analytics/unanswered``);
+    400 ``invalid_cursor``."""
 
     retention = Rpc("obdal.metering.retention.get", RetentionQuery, RetentionPolicy, timeout=_QUERY_S)
     """An app's retention policy (``GET /v1/admin/apps/{id}/retention``)."""

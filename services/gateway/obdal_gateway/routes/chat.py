@@ -19,6 +19,7 @@ from obdal_common.schemas import (
     ChatError,
     ChatRequest,
     ChatSources,
+    Source,
     encode,
 )
 from obdal_common.sessions import SESSION_ID_PATTERN
@@ -27,7 +28,7 @@ from obdal_gateway.relay import ChatStream
 from obdal_gateway.sse import PING, sse_event, sse_response
 from obdal_gateway.state import Gateway
 
-__all__ = ["CHAT_BODY_MAX_BYTES", "SSE_HEADERS", "ChatBody", "chat"]
+__all__ = ["CHAT_BODY_MAX_BYTES", "SSE_HEADERS", "ChatBody", "chat", "public_sources"]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # A chat body, history included, must fit one NATS message (1 MB by default) once it is a
@@ -43,6 +44,16 @@ class ChatBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stream: bool = False
     user: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
     api_key: str | None = None
+
+
+def public_sources(sources: list[Source]) -> list[dict[str, Any]]:
+    """Sources as every chat route shows them: a passage as it always was (``file_id``,
+    ``filename``, ``snippet``, ``score``, ``page``), a curated answer with ``kind`` and ``answer_id``."""
+    shown: list[dict[str, Any]] = msgspec.to_builtins(sources)
+    for source in shown:
+        if source["kind"] == "passage":
+            del source["kind"], source["answer_id"]
+    return shown
 
 
 def _end_payload(end: ChatEnd) -> dict[str, Any]:
@@ -61,7 +72,7 @@ async def _events(stream: ChatStream, *, ping_s: float) -> AsyncGenerator[bytes,
             if isinstance(reply, ChatDelta):
                 yield sse_event("message", encode({"content": reply.content}))
             elif isinstance(reply, ChatSources):
-                yield sse_event("sources", encode({"sources": reply.sources}))
+                yield sse_event("sources", encode({"sources": public_sources(reply.sources)}))
             elif isinstance(reply, ChatEnd):
                 yield sse_event("end", encode(_end_payload(reply)))
             elif isinstance(reply, ChatError):
@@ -119,7 +130,7 @@ async def chat(data: ChatBody, gw: Gateway, principal: Principal) -> Response[di
     answer = await stream.collect()
     body = {
         "content": answer.content,
-        "sources": msgspec.to_builtins(answer.sources),
+        "sources": public_sources(answer.sources),
         **_end_payload(answer.end),
     }
     return Response(body)

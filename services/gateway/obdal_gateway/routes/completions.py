@@ -31,7 +31,7 @@ from obdal_common.schemas import (
 )
 from obdal_gateway.auth import Principal, check_budget
 from obdal_gateway.relay import ChatStream, CollectedAnswer
-from obdal_gateway.routes.chat import CHAT_BODY_MAX_BYTES, SSE_HEADERS
+from obdal_gateway.routes.chat import CHAT_BODY_MAX_BYTES, SSE_HEADERS, public_sources
 from obdal_gateway.state import Gateway
 
 __all__ = ["chat_completions"]
@@ -131,9 +131,7 @@ async def _stream(
             elif isinstance(reply, ChatSources):
                 sources = reply.sources
             elif isinstance(reply, ChatEnd):
-                yield ServerSentEventMessage(
-                    data=chunks.chunk({}, "stop", sources=msgspec.to_builtins(sources))
-                )
+                yield ServerSentEventMessage(data=chunks.chunk({}, "stop", sources=public_sources(sources)))
                 if include_usage:
                     usage = {"id": chunks.id, "object": "chat.completion.chunk", "created": chunks.created}
                     body = {**usage, "model": chunks.model, "choices": [], "usage": _usage(reply)}
@@ -158,7 +156,7 @@ def _completion(answer: CollectedAnswer) -> dict[str, Any]:
             {"index": 0, "message": {"role": "assistant", "content": answer.content}, "finish_reason": "stop"}
         ],
         "usage": _usage(answer.end),
-        "sources": msgspec.to_builtins(answer.sources),
+        "sources": public_sources(answer.sources),
     }
 
 

@@ -11,6 +11,7 @@
   var apiBase = new URL(script.src, location.href).origin;
   var key = data.key || "";
   var safeColor = /^(#[0-9a-f]{3,8}|[a-z]{3,20})$/i.test(data.color || "") ? data.color : "#2563eb";
+  var onColor = textOn(safeColor);
   var cfg = {
     title: data.title || "Ask us anything",
     greeting: data.greeting || "Hi! Ask me a question about our products and policies.",
@@ -20,11 +21,27 @@
   var storeName = "obdal-widget:" + key.split("_").slice(0, 3).join("_");
   var MAX_KEPT = 50;
 
+  // White or near-black text on the site's colour, whichever contrasts more (WCAG: a light brand
+  // colour such as #0a7 under white text is 2.9:1, under #111 6.3:1). The canvas names the colour.
+  function textOn(color) {
+    var ctx = document.createElement("canvas").getContext("2d");
+    if (!ctx) return "#fff";
+    ctx.fillStyle = color;
+    var hex = /^#([0-9a-f]{6})$/i.exec(ctx.fillStyle);
+    if (!hex) return "#fff";
+    var lum = [0, 2, 4].map(function (i) {
+      var c = parseInt(hex[1].substr(i, 2), 16) / 255;
+      return c <= 0.04045 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+    });
+    var l = 0.2126 * lum[0] + 0.7152 * lum[1] + 0.0722 * lum[2];
+    return 1.05 / (l + 0.05) >= (l + 0.05) / 0.0556 ? "#fff" : "#111";
+  }
+
   var css = [
     ":host{all:initial}",
     "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}",
     ".launcher{position:fixed;bottom:20px;" + (cfg.left ? "left" : "right") + ":20px;width:56px;height:56px;",
-    "border-radius:50%;border:0;background:" + safeColor + ";color:#fff;cursor:pointer;z-index:2147483646;",
+    "border-radius:50%;border:0;background:" + safeColor + ";color:" + onColor + ";cursor:pointer;z-index:2147483646;",
     "box-shadow:0 4px 14px rgba(0,0,0,.25);display:flex;align-items:center;justify-content:center}",
     ".launcher svg{width:26px;height:26px;fill:currentColor}",
     ".launcher:focus-visible,button:focus-visible,textarea:focus-visible,select:focus-visible{outline:3px solid #111;",
@@ -33,14 +50,14 @@
     "max-height:calc(100vh - 110px);background:#fff;color:#111;border-radius:14px;z-index:2147483647;",
     "box-shadow:0 10px 40px rgba(0,0,0,.25);display:flex;flex-direction:column;overflow:hidden}",
     ".panel[hidden]{display:none}",
-    "header{background:" + safeColor + ";color:#fff;padding:12px 14px;display:flex;align-items:center;gap:8px}",
+    "header{background:" + safeColor + ";color:" + onColor + ";padding:12px 14px;display:flex;align-items:center;gap:8px}",
     "h2{font-size:16px;margin:0;flex:1;font-weight:600}",
-    "header button{background:transparent;border:1px solid rgba(255,255,255,.6);color:#fff;border-radius:8px;",
+    "header button{background:transparent;border:1px solid currentColor;color:inherit;border-radius:8px;",
     "padding:4px 8px;font-size:13px;cursor:pointer}",
     ".log{flex:1;overflow-y:auto;padding:14px;display:flex;flex-direction:column;gap:10px;background:#f7f7f8}",
     ".msg{max-width:88%;padding:9px 12px;border-radius:12px;font-size:14px;line-height:1.45;white-space:pre-wrap;",
     "overflow-wrap:anywhere}",
-    ".user{align-self:flex-end;background:" + safeColor + ";color:#fff}",
+    ".user{align-self:flex-end;background:" + safeColor + ";color:" + onColor + "}",
     ".bot{align-self:flex-start;background:#fff;border:1px solid #e3e3e6}",
     ".error{align-self:stretch;background:#fff4f4;border:1px solid #f3b7b7;color:#8a1010}",
     ".sources{margin:6px 0 0;padding:6px 0 0 16px;border-top:1px solid #eee;font-size:12px;color:#444}",
@@ -48,7 +65,7 @@
     ".ask{display:flex;gap:8px;padding:10px;border-top:1px solid #e3e3e6;background:#fff}",
     "textarea{flex:1;resize:none;border:1px solid #c9c9ce;border-radius:10px;padding:8px 10px;font-size:14px;",
     "min-height:40px;max-height:120px}",
-    ".ask button,.fb-form button{border:0;border-radius:10px;background:" + safeColor + ";color:#fff;padding:0 14px;",
+    ".ask button,.fb-form button{border:0;border-radius:10px;background:" + safeColor + ";color:" + onColor + ";padding:0 14px;",
     "font-size:14px;cursor:pointer}",
     ".ask button:disabled{opacity:.5;cursor:default}",
     // Feedback under an answer: a white-space:normal block, so the bubble's pre-wrap does not leak in.
@@ -57,7 +74,7 @@
     ".fb-btn{display:inline-flex;align-items:center;justify-content:center;width:32px;height:28px;padding:0;",
     "border:1px solid #c9c9ce;border-radius:8px;background:#fff;color:#444;cursor:pointer}",
     ".fb-btn svg{width:16px;height:16px;fill:currentColor}.fb-down svg{transform:rotate(180deg)}",
-    ".fb-btn[aria-pressed=true]{background:" + safeColor + ";border-color:" + safeColor + ";color:#fff}",
+    ".fb-btn[aria-pressed=true]{background:" + safeColor + ";border-color:" + safeColor + ";color:" + onColor + "}",
     ".fb-btn[aria-disabled=true]{opacity:.6;cursor:progress}",
     ".fb-status:empty,.fb-error:empty{display:none}",
     ".fb-error{flex-basis:100%;background:#fff4f4;border:1px solid #f3b7b7;color:#8a1010;border-radius:8px;",
