@@ -40,8 +40,8 @@ from pymongo import AsyncMongoClient
 from obdal.servers import free_port, mongo_server, nats_server, redis_server
 from obdal_common import subjects
 from obdal_common.contract import Metering, NatsBus
-from obdal_common.messaging import close, connect
-from obdal_common.schemas import FeedbackSet, Source, TurnEvent, Usage, encode
+from obdal_common.messaging import close, connect, publish_event
+from obdal_common.schemas import FeedbackSet, Source, TurnEvent, Usage
 from obdal_metering.rollups import Rollups
 
 __all__ = ["measure"]
@@ -174,9 +174,10 @@ async def _publish(nats_url: str, events: list[TurnEvent]) -> None:
     try:
         for at in range(0, len(events), _PUBLISH_AT_ONCE):
             chunk = events[at : at + _PUBLISH_AT_ONCE]
+            # The product's publisher: retried on a timeout (a busy server), deduplicated by id.
             await asyncio.gather(
                 *(
-                    js.publish(subjects.TURN_EVENT, encode(e), headers={"Nats-Msg-Id": e.event_id})
+                    publish_event(js, subjects.TURN_EVENT, e, msg_id=e.event_id, give_up_after=120)
                     for e in chunk
                 )
             )

@@ -15,8 +15,9 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from obdal.servers import free_port
+from tests.api import Api
 
-__all__ = ["PAGE", "POLICY", "Site", "ask", "chromium", "open_widget", "serious_violations"]
+__all__ = ["PAGE", "POLICY", "Site", "ask", "chromium", "open_widget", "serious_violations", "shop_site"]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -77,6 +78,22 @@ class Site:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextmanager
+def shop_site(api: Api, name: str) -> Iterator[tuple[Site, str]]:
+    """A new app holding POLICY, and a host page embedding the widget with a publishable key
+    allowed only from that page's origin: the page and the app's secret key."""
+    app_id = api.create_app(name)
+    secret = str(api.create_key(app_id)["key"])
+    api.index(secret, "policy.md", POLICY)
+    port = free_port()
+    key = api.create_key(app_id, kind="publishable", allowed_origins=[f"http://127.0.0.1:{port}"])["key"]
+    site = Site(PAGE.format(gateway=api.url, key=key), port=port)
+    try:
+        yield site, secret
+    finally:
+        site.close()
 
 
 def open_widget(page: Page) -> None:

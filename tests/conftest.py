@@ -16,10 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
+from pymongo import MongoClient
 
 from obdal.servers import ManagedServer, free_port, mongo_server, nats_server, redis_server
 from obdal_common.processes import die_with_parent
 from tests import leftovers
+from tests.api import Api
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -187,6 +189,20 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         assert code == 0, f"obdal up exited with {code}:\n{process.log()[-4000:]}"
 
 
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Api:
+    """The public API of the shared stack, with its admin token."""
+    return Api(stack.url, stack.admin_token)
+
+
+@pytest.fixture(scope="module")
+def mongo(servers: Servers) -> Iterator[Any]:
+    """Metering's database, read directly to check what is (not) stored."""
+    client: MongoClient[dict[str, Any]] = MongoClient(servers.mongo.url, tz_aware=True)
+    yield client["obdal"]
+    client.close()
+
+
 @dataclass
 class Bus:
     """A NATS and a Redis of one test's own, so no other test's workers answer there."""
@@ -232,8 +248,6 @@ class LoneGateway:
 
 @pytest.fixture
 def lone_gateway(tmp_path: Path) -> Iterator[LoneGateway]:
-    from tests.api import Api
-
     with own_bus(tmp_path) as bus:
         port = free_port()
         env = bus.env(port=port, admin_token="lone-admin")

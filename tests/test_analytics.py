@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import numpy as np
 import pytest
-from pymongo import AsyncMongoClient, MongoClient
+from pymongo import AsyncMongoClient
 
 from obdal.servers import ManagedServer
 from obdal_common.contract import Metering
@@ -29,7 +29,7 @@ from obdal_common.schemas import (
 from obdal_metering.grouping import decode_vector, group_vectors
 from obdal_metering.settings import MeteringSettings
 from tests.api import Api
-from tests.conftest import Servers, Stack
+from tests.conftest import Servers
 from tests.test_end_to_end import POLICY
 from tests.test_metering import ask, bus, metering, publish_turns, turn_event
 
@@ -47,18 +47,6 @@ PARIS = [
     ("carol", "Is there a physical store in Paris I can visit?"),
 ]
 TIMEOUT_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
-
-
-@pytest.fixture(scope="module")
-def mongo(servers: Servers) -> Iterator[Any]:
-    client: MongoClient[dict[str, Any]] = MongoClient(servers.mongo.url, tz_aware=True)
-    yield client["obdal"]
-    client.close()
 
 
 def get(api: Api, key: str, path: str, **params: Any) -> httpx.Response:

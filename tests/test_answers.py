@@ -18,7 +18,6 @@ from obdal_retrieval.embedders import relevance_floor
 from obdal_retrieval.minilm import MINILM_MODEL_ID
 from tests.answer_set import HELPCENTRE, Report, ask_all, index_helpcentre, load_questions
 from tests.api import Api
-from tests.conftest import Stack
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +52,6 @@ def test_unanswerable_questions_are_declined_without_sources(helpcentre_report: 
 
 def test_small_talk_is_answered_without_sources(helpcentre_report: Report) -> None:
     assert helpcentre_report.share("smalltalk", "correct") == 1.0, _failures(helpcentre_report, "smalltalk")
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,6 @@ from tests.conftest import BIN, MAX_MESSAGE_CHARS, MAX_UPLOAD_BYTES, Stack, clea
 
 
 @pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
-
-
-@pytest.fixture(scope="module")
 def key(api: Api) -> str:
     return api.new_tenant("errors")[1]
 

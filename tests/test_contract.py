@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.api import Api, parse_sse
 from tests.conftest import BIN, ROOT, Stack, clean_env
 
@@ -59,11 +57,6 @@ engineering for any outage longer than one hour.
 Write the postmortem within five business days. It lists the timeline, the root cause and
 the follow-up actions, each with an owner.
 """
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
 
 
 def _until(what: str, fetch: Any, done: Any, *, timeout: float = 30) -> Any:

@@ -22,7 +22,7 @@ from obdal_ingest.statuses import FileStatusStore
 from obdal_retrieval.embedders import HashingEmbedder, curated_passage_floor, curated_threshold
 from obdal_retrieval.minilm import MINILM_MODEL_ID
 from tests.api import Api, parse_sse
-from tests.conftest import Servers, Stack
+from tests.conftest import Servers
 from tests.test_end_to_end import POLICY
 
 ORIGIN = {"Origin": "https://help.curated.example.com"}
@@ -41,11 +41,6 @@ NEIGHBOUR = "How do I change my username?"
 UNRELATED = "Which courier do you ship with?"
 PASSAGE_FIELDS = {"file_id", "filename", "snippet", "score", "page"}
 THRESHOLD = curated_threshold(MINILM_MODEL_ID)  # the stack's embedder
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
 
 
 def create(api: Api, key: str, **body: Any) -> httpx.Response:

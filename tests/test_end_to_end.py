@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.api import Api
-from tests.conftest import Stack
 
 POLICY = """# Returns
 
@@ -16,11 +13,6 @@ payment method within 5 business days.
 
 We ship every parcel with Zorblax Couriers to 31 countries.
 """
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
 
 
 def test_grounded_streamed_answer_and_usage(api: Api) -> None:

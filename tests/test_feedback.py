@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import httpx
-import pytest
-from pymongo import MongoClient
 
 from tests.api import Api
-from tests.conftest import Servers, Stack
 from tests.test_end_to_end import POLICY
 
 ORIGIN = {"Origin": "https://help.feedback.example.com"}
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
-
-
-@pytest.fixture(scope="module")
-def mongo(servers: Servers) -> Iterator[Any]:
-    client: MongoClient[dict[str, Any]] = MongoClient(servers.mongo.url, tz_aware=True)
-    yield client["obdal"]
-    client.close()
 
 
 def ask(api: Api, key: str, message: str, **body: Any) -> dict[str, Any]:

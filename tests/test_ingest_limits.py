@@ -28,7 +28,7 @@ from obdal_ingest.jobs import FairWindow
 from obdal_ingest.statuses import FileStatusStore
 from tests import documents
 from tests.api import Api
-from tests.conftest import BIN, Servers, Stack, own_bus, start_process, wait_http
+from tests.conftest import BIN, Servers, own_bus, start_process, wait_http
 
 MAX_CHARS = 20_000
 MAX_CHUNKS = 40
@@ -63,11 +63,6 @@ def limited(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Itera
             yield Api(url, "limits-admin")
         finally:
             assert process.stop() == 0, process.log()[-4000:]
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
 
 
 def outcome(api: Api, key: str, filename: str, content: bytes) -> dict[str, Any]:

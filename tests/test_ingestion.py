@@ -31,11 +31,6 @@ FAQ = [
 ]
 
 
-@pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
-
-
 def upload_and_wait(api: Api, key: str, filename: str, content: bytes) -> dict[str, Any]:
     response = api.upload(key, filename, content)
     assert response.status_code == 202, response.text

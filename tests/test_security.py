@@ -16,11 +16,6 @@ from tests.api import Api
 from tests.conftest import BIN, Servers, Stack, clean_env, start_process, wait_http
 
 
-@pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
-
-
 def refused(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code

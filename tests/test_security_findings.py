@@ -26,11 +26,6 @@ from tests.conftest import BIN, Servers, Stack, clean_env, start_process, wait_h
 
 
 @pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
-
-
-@pytest.fixture(scope="module")
 def proxied(servers: Servers, stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gateway replica on the stack's NATS behind a "proxy" at 127.0.0.1, with open metrics."""
     port = free_port()

@@ -11,23 +11,10 @@ from typing import Any
 
 import pytest
 import redis
-from pymongo import MongoClient
 
 from tests.api import Api
-from tests.conftest import Servers, Stack
+from tests.conftest import Servers
 from tests.test_end_to_end import POLICY
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack.url, stack.admin_token)
-
-
-@pytest.fixture(scope="module")
-def mongo(servers: Servers) -> Iterator[Any]:
-    client: MongoClient[dict[str, Any]] = MongoClient(servers.mongo.url, tz_aware=True)
-    yield client["obdal"]
-    client.close()
 
 
 @pytest.fixture(scope="module")

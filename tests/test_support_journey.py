@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, expect
 
-from obdal.servers import free_port
 from tests.api import Api
-from tests.browser import PAGE, POLICY, Site, ask, chromium, open_widget, serious_violations
-from tests.conftest import ROOT, Stack
+from tests.browser import Site, ask, chromium, open_widget, serious_violations, shop_site
+from tests.conftest import ROOT
 
 # Answerable from POLICY (couriers, delivery time).
 ANSWERABLE = [
@@ -77,16 +76,9 @@ def wait_for(what: str, probe: Callable[[], Any], *, timeout: float = 30) -> Any
 
 
 @pytest.fixture(scope="module")
-def shop(stack: Stack) -> Iterator[tuple[Site, Api, str]]:
-    api = Api(stack.url, stack.admin_token)
-    app_id = api.create_app("support loop")
-    secret = api.create_key(app_id)["key"]
-    api.index(secret, "policy.md", POLICY)
-    port = free_port()
-    key = api.create_key(app_id, kind="publishable", allowed_origins=[f"http://127.0.0.1:{port}"])["key"]
-    site = Site(PAGE.format(gateway=stack.url, key=key), port=port)
-    yield site, api, secret
-    site.close()
+def shop(api: Api) -> Iterator[tuple[Site, Api, str]]:
+    with shop_site(api, "support loop") as (site, secret):
+        yield site, api, secret
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Locator, Page, Request, Route, expect
 
 from obdal.servers import free_port
 from tests.api import Api
-from tests.browser import PAGE, POLICY, Site, ask, chromium, open_widget, serious_violations
+from tests.browser import PAGE, POLICY, Site, ask, chromium, open_widget, serious_violations, shop_site
 from tests.conftest import BIN, LoneGateway, Stack, clean_env
 
 HOSTILE = (
@@ -302,17 +302,10 @@ COMMENT = "Wrong courier <img src=x onerror=\"window.__xss='comment'\"> for me"
 
 
 @pytest.fixture(scope="module")
-def rated(stack: Stack) -> Iterator[tuple[Site, Api, str]]:
+def rated(api: Api) -> Iterator[tuple[Site, Api, str]]:
     """An app of its own, so `GET /v1/feedback` holds only what these tests sent."""
-    api = Api(stack.url, stack.admin_token)
-    app_id = api.create_app("feedback")
-    secret = api.create_key(app_id)["key"]
-    api.index(secret, "policy.md", POLICY)
-    port = free_port()
-    key = api.create_key(app_id, kind="publishable", allowed_origins=[f"http://127.0.0.1:{port}"])["key"]
-    site = Site(PAGE.format(gateway=stack.url, key=key), port=port)
-    yield site, api, secret
-    site.close()
+    with shop_site(api, "feedback") as (site, secret):
+        yield site, api, secret
 
 
 def feedback_items(api: Api, secret: str) -> list[dict[str, object]]:

@@ -32,7 +32,7 @@ class ChatSettings(ObdalSettings):
         ge=-1.0,
         le=1.0,
         description="Cosine similarity from which a question gets a curated answer as written (unset: "
-        "the embedder's calibrated value, docs/support-curated.md)",
+        "the embedder's calibrated value, docs/support.md)",
     )
     chat_history_messages: int = Field(12, ge=0, le=200)
     chat_session_ttl_s: int = Field(86400, ge=60)

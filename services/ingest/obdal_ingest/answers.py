@@ -1,6 +1,6 @@
 """Curated answers: what an app's people wrote for the questions it gets, embedded here.
 
-Ingest owns them (docs/support-curated.md) because it owns the app's knowledge and its
+Ingest owns them (docs/support.md) because it owns the app's knowledge and its
 embedder: each question is embedded once, when written, by the embedder of the app's index,
 and stored with its vector (float16) in NATS KV ``obdal_answers`` under
 ``<app_id>.<answer_id>``. Chat workers mirror the bucket and match questions against those

@@ -32,7 +32,7 @@ class IngestSettings(ObdalSettings):
         20_000, ge=1, description="Most chunks an app's files may become in any rolling hour"
     )
     max_curated_answers: int = Field(
-        1000, ge=1, description="Most curated answers an app may keep (docs/support-curated.md)"
+        1000, ge=1, description="Most curated answers an app may keep (docs/support.md)"
     )
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from the stored turns alone (:mod:`obdal_metering.rollups`).
 
 Calibrated on ``bench/data/support_intents.json`` (26 intents, 234 questions written the way
 customers write them: terse, chatty, misspelt) with the offline MiniLM embedder
-(docs/support-analytics.md has the table): at 0.40, in the file's order, purity 0.83, adjusted
+(docs/support.md has the table): at 0.40, in the file's order, purity 0.83, adjusted
 Rand index 0.41, 85 groups of which 47 singletons (5 shuffled orders: 0.83, 0.34, 93, 42). Higher
 thresholds are purer with ever more singletons (0.45: 0.90, 0.39, 112, 70); lower ones mix
 intents (0.35: purity 0.74). Variants measured and not kept: a running centroid (0.45: 0.84,

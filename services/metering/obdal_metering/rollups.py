@@ -5,7 +5,7 @@ operation; a find of one day's 3,300 turns takes ~0.3 s, 30 days ~8 s), so meter
 document per (app, UTC day) in ``analytics_days``: the day's figures, its end users, and one row
 per question group (with the ids of its newest turns), cited file and curated answer. A 30-day
 report reads 30 of them: measured 49-96 ms p50 through the gateway for 1-3 days of 3,300 turns
-(docs/support-analytics.md). It is **recomputed** from the day's turns (and the ratings of
+(docs/support.md). It is **recomputed** from the day's turns (and the ratings of
 them; ~0.5 s for 3,300 turns), never incremented: a redelivered turn cannot count twice, and
 after an erasure or a retention sweep the day holds exactly what is left, end users' ids included.
 

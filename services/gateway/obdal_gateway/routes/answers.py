@@ -1,6 +1,6 @@
 """``/v1/answers``: the app's curated answers, written by its people for the questions it gets.
 
-Ingest owns and checks them (:class:`~obdal_common.contract.Ingest`, docs/support-curated.md);
+Ingest owns and checks them (:class:`~obdal_common.contract.Ingest`, docs/support.md);
 this route only shapes the HTTP side. They are the app's knowledge, like its documents, so
 they take the same scopes as ``/v1/files``: ``files:read`` to read, ``files:write`` to change.
 """
