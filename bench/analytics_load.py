@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ from obdal.servers import free_port, mongo_server, nats_server, redis_server
 from obdal_common import subjects
 from obdal_common.contract import Metering, NatsBus
 from obdal_common.messaging import close, connect, publish_event
+from obdal_common.processes import die_with_parent
 from obdal_common.schemas import FeedbackSet, Source, TurnEvent, Usage
 from obdal_metering.rollups import Rollups
 
@@ -94,6 +96,8 @@ def stack() -> Iterator[Stack]:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # A bench killed mid-load (it takes minutes) must not leave its stack running.
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),
             )
             url = f"http://127.0.0.1:{port}"
             try:
