@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+
+T = TypeVar("T")
+
+
+def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout: float = 30, what: str = "") -> T:
+    """``fetch()`` until ``done`` holds of it (what the API shows trails a change: metering's
+    figures by a few seconds, chat's mirrors of curated answers by moments)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fetch()
+        if done(result):
+            return result
+        assert time.monotonic() < deadline, f"{what or 'not reached'} in {timeout} s: {result}"
+        time.sleep(0.2)
 
 
 @dataclass

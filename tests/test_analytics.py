@@ -28,7 +28,7 @@ from obdal_common.schemas import (
 )
 from obdal_metering.grouping import decode_vector, group_vectors
 from obdal_metering.settings import MeteringSettings
-from tests.api import Api
+from tests.api import Api, poll
 from tests.conftest import Servers
 from tests.test_end_to_end import POLICY
 from tests.test_metering import ask, bus, metering, publish_turns, turn_event
@@ -57,17 +57,6 @@ def body(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()
     return data
-
-
-def poll(fetch: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    """``fetch()`` until ``done`` holds (the rollups are recomputed a moment after a change)."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:
-        result = fetch()
-        if done(result):
-            return result
-        assert time.monotonic() < deadline, f"not reached in {TIMEOUT_S} s: {result}"
-        time.sleep(0.2)
 
 
 def ask_chat(api: Api, key: str, message: str, user: str) -> dict[str, Any]:

@@ -8,15 +8,14 @@ of it is left in feedback or analytics.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, expect
 
-from tests.api import Api
+from tests.api import Api, poll
 from tests.browser import Site, ask, chromium, open_widget, serious_violations, shop_site
 from tests.conftest import ROOT
 
@@ -62,17 +61,6 @@ STORE = [
 PARAPHRASE = "Can I pay using Bitcoin?"
 CURATED = "We accept cards and PayPal. We do not accept Bitcoin or other cryptocurrencies."
 SCREENSHOT = ROOT / "docs" / "screenshots" / "widget-curated-answer.png"
-
-
-def wait_for(what: str, probe: Callable[[], Any], *, timeout: float = 30) -> Any:
-    """``probe()`` once it is truthy (metering's figures trail the turns by a few seconds)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: still {found!r} after {timeout} s"
-        time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")
@@ -158,15 +146,14 @@ def test_the_support_loop_in_the_widget(browser: Browser, shop: tuple[Site, Api,
 
     # 2. The unanswered questions, grouped: the Bitcoin ones together, the Berlin ones together,
     # the rated-down ones counted as such.
-    groups = wait_for(
-        "the Bitcoin and Berlin groups",
-        lambda: (
-            (found := unanswered(api, secret))
-            and group_of(found, CRYPTO)
-            and group_of(found, STORE)
+    groups = poll(
+        lambda: unanswered(api, secret),
+        lambda found: (
+            group_of(found, CRYPTO) is not None
+            and group_of(found, STORE) is not None
             and sum(g["rated_down"] for g in found) == 2
-            and found
         ),
+        what="the Bitcoin and Berlin groups",
     )
     crypto, store = group_of(groups, CRYPTO), group_of(groups, STORE)
     assert crypto is not None
@@ -187,11 +174,11 @@ def test_the_support_loop_in_the_widget(browser: Browser, shop: tuple[Site, Api,
     answer_id = created.json()["answer_id"]
     page.get_by_role("button", name="Start a new conversation").click()
 
-    def curated_reply() -> Locator | None:
-        reply = answered(page, PARAPHRASE)
-        return reply if CURATED in (reply.text_content() or "") else None
-
-    reply = wait_for("the curated answer", curated_reply)  # chat's mirror follows within moments
+    reply = poll(  # chat's mirror follows within moments
+        lambda: answered(page, PARAPHRASE),
+        lambda reply: CURATED in (reply.text_content() or ""),
+        what="the curated answer",
+    )
     expect(reply.get_by_role("list", name="Sources")).to_contain_text("Curated answer")
     rate(reply, "Helpful")
     assert serious_violations(page) == []  # the curated answer, its source and the thumbs
@@ -200,9 +187,10 @@ def test_the_support_loop_in_the_widget(browser: Browser, shop: tuple[Site, Api,
     second_session = ratings[-1]["session_id"]
     assert second_session != session_id
 
-    report = wait_for(
-        "the curated answer's figures",
-        lambda: (r := analytics(api, secret))["curated_answers"] and r["totals"]["feedback_up"] == 1 and r,
+    report = poll(
+        lambda: analytics(api, secret),
+        lambda r: bool(r["curated_answers"]) and r["totals"]["feedback_up"] == 1,
+        what="the curated answer's figures",
     )
     assert report["totals"]["curated"] >= 1
     assert report["totals"]["feedback_down"] == 2
@@ -219,10 +207,11 @@ def test_the_support_loop_in_the_widget(browser: Browser, shop: tuple[Site, Api,
         assert response.status_code == 200, response.text
     feedback = api.http.get("/v1/feedback", headers=api.auth(secret)).json()["feedback"]
     assert feedback == []
-    wait_for("no unanswered groups left", lambda: unanswered(api, secret) == [] or None)
-    after = wait_for(
-        "analytics without the erased sessions",
-        lambda: (r := analytics(api, secret))["totals"]["messages"] == 0 and r,
+    poll(lambda: unanswered(api, secret), lambda groups: groups == [], what="no unanswered groups left")
+    after = poll(
+        lambda: analytics(api, secret),
+        lambda r: r["totals"]["messages"] == 0,
+        what="analytics without the erased sessions",
     )
     assert after["top_questions"] == []
     assert after["totals"]["users"] == 0
