@@ -18,13 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,12 +32,12 @@ from typing import Any
 import httpx
 import numpy as np
 from pymongo import AsyncMongoClient
+from usage_lag import embedded_stack, percentile
 
-from obdal.servers import free_port, mongo_server, nats_server, redis_server
+from obdal.servers import mongo_server, nats_server, redis_server
 from obdal_common import subjects
 from obdal_common.contract import Metering, NatsBus
 from obdal_common.messaging import close, connect, publish_event
-from obdal_common.processes import die_with_parent
 from obdal_common.schemas import FeedbackSet, Source, TurnEvent, Usage
 from obdal_metering.rollups import Rollups
 
@@ -72,7 +67,8 @@ class Stack:
 
 @contextmanager
 def stack() -> Iterator[Stack]:
-    """The servers and ``obdal up`` on them, in a temporary directory."""
+    """The servers, in a temporary directory, and ``obdal up`` on them (the bench publishes to
+    and reads from them directly)."""
     with tempfile.TemporaryDirectory(prefix="obdal-analytics-") as tmp:
         base = Path(tmp)
         started = []
@@ -80,41 +76,13 @@ def stack() -> Iterator[Stack]:
             for make in (nats_server, redis_server, mongo_server):
                 started.append(make(base).start())
             nats, redis, mongo = started
-            port, token = free_port(), "bench-admin-token"
-            env = {k: v for k, v in os.environ.items() if not k.startswith("OBDAL_")}
-            env |= {
-                "OBDAL_NATS_URL": nats.url,
-                "OBDAL_REDIS_URL": redis.url,
-                "OBDAL_MONGO_URL": mongo.url,
-                "OBDAL_DATA_DIR": str(base / "data"),
-                "OBDAL_GATEWAY_PORT": str(port),
-                "OBDAL_ADMIN_TOKEN": token,
-            }
-            log = (base / "obdal.log").open("wb")
-            proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "obdal"), "up"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # A bench killed mid-load (it takes minutes) must not leave its stack running.
-                preexec_fn=functools.partial(die_with_parent, os.getpid()),
-            )
-            url = f"http://127.0.0.1:{port}"
-            try:
-                deadline = time.monotonic() + 300
-                while True:
-                    try:
-                        if httpx.get(f"{url}/v1/status", timeout=2).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise SystemExit("obdal up did not become ready")
-                    time.sleep(0.2)
+            with embedded_stack(
+                stop_timeout_s=120,
+                OBDAL_NATS_URL=nats.url,
+                OBDAL_REDIS_URL=redis.url,
+                OBDAL_MONGO_URL=mongo.url,
+            ) as (url, token):
                 yield Stack(url=url, admin_token=token, nats_url=nats.url, mongo_url=mongo.url)
-            finally:
-                proc.send_signal(signal.SIGINT)
-                proc.wait(120)
         finally:
             for server in reversed(started):
                 server.stop()
@@ -130,7 +98,8 @@ def _questions(turns: int, rng: np.random.Generator) -> np.ndarray[Any, np.dtype
     vectors = 0.75 * centres[rng.integers(0, INTENTS, size=turns)] + np.sqrt(1 - 0.75**2) * noise
     one_off = rng.random(turns) < ONE_OFF
     vectors[one_off] = noise[one_off]
-    return vectors.astype(np.float32)
+    out: np.ndarray[Any, np.dtype[np.float32]] = vectors.astype(np.float32)
+    return out
 
 
 def _events(app_id: str, key_id: str, turns: int, *, days: int, seed: int = 1) -> list[TurnEvent]:
@@ -146,7 +115,7 @@ def _events(app_id: str, key_id: str, turns: int, *, days: int, seed: int = 1) -
     events = []
     for n, (at, outcome) in enumerate(zip(times, outcomes, strict=True)):
         session = n // TURNS_PER_SESSION
-        files = rng.choice(20, size=2, replace=False) if outcome == "answered" else []
+        files: list[int] = rng.choice(20, size=2, replace=False).tolist() if outcome == "answered" else []
         sources = [
             Source(file_id=f"file_{f:04d}", filename=f"doc-{f}.md", snippet="…", score=0.6) for f in files
         ]
@@ -245,11 +214,6 @@ def _timed(http: httpx.Client, path: str, requests: int) -> list[float]:
     return times
 
 
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
 def measure(turns: int = 100_000, *, days: int = DAYS, requests: int = 50) -> dict[str, float]:
     """Load an app with ``turns`` turns over its last ``days`` days and time the two routes over
     the last 30 days (milliseconds and seconds)."""
@@ -293,9 +257,9 @@ def measure(turns: int = 100_000, *, days: int = DAYS, requests: int = 50) -> di
         "unanswered_groups_first_page": len(page["groups"]),
         "top_question_count": report["top_questions"][0]["count"],
         "analytics_p50_ms": round(statistics.median(analytics) * ms, 1),
-        "analytics_p95_ms": round(_p95(analytics) * ms, 1),
+        "analytics_p95_ms": round(percentile(analytics, 0.95) * ms, 1),
         "unanswered_p50_ms": round(statistics.median(unanswered) * ms, 1),
-        "unanswered_p95_ms": round(_p95(unanswered) * ms, 1),
+        "unanswered_p95_ms": round(percentile(unanswered, 0.95) * ms, 1),
     }
 
 

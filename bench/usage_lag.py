@@ -12,6 +12,7 @@ milliseconds; the last line is JSON. Target: usage visible within 1 s.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -27,16 +28,18 @@ from pathlib import Path
 import httpx
 
 from obdal.servers import free_port
+from obdal_common.processes import die_with_parent
 
 DOC = b"# Returns\n\nOur refund window is 45 days from delivery. Refunds go to the original payment method.\n"
 POLL_S = 0.005
 
 
 @contextmanager
-def embedded_stack(**extra_env: str) -> Iterator[tuple[str, str]]:
+def embedded_stack(*, stop_timeout_s: float = 60, **extra_env: str) -> Iterator[tuple[str, str]]:
     """``obdal up`` with its own servers in a temporary directory; (url, admin token).
 
-    ``extra_env`` adds settings (``OBDAL_CHAT_MODEL=...``) to its environment."""
+    ``extra_env`` adds settings (``OBDAL_CHAT_MODEL=...``, or servers' URLs to use instead of
+    its own) to its environment."""
     with tempfile.TemporaryDirectory(prefix="obdal-bench-") as tmp:
         port, token = free_port(), "bench-admin-token"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OBDAL_")}
@@ -47,7 +50,12 @@ def embedded_stack(**extra_env: str) -> Iterator[tuple[str, str]]:
         } | extra_env
         log = (Path(tmp) / "obdal.log").open("wb")
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "obdal"), "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [str(Path(sys.executable).parent / "obdal"), "up"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # A bench killed mid-run (a load takes minutes) must not leave its stack running.
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -64,7 +72,7 @@ def embedded_stack(**extra_env: str) -> Iterator[tuple[str, str]]:
             yield url, token
         finally:
             proc.send_signal(signal.SIGINT)
-            proc.wait(60)
+            proc.wait(stop_timeout_s)
 
 
 def wait_until(check: Callable[[], bool], start: float) -> float:
