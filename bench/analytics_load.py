@@ -102,7 +102,15 @@ def _questions(turns: int, rng: np.random.Generator) -> np.ndarray[Any, np.dtype
     return out
 
 
-def _events(app_id: str, key_id: str, turns: int, *, days: int, seed: int = 1) -> list[TurnEvent]:
+def _events(
+    app_id: str,
+    key_id: str,
+    turns: int,
+    *,
+    days: int,
+    seed: int = 1,
+    turns_per_session: int = TURNS_PER_SESSION,
+) -> list[TurnEvent]:
     rng = np.random.default_rng(seed)
     vectors = _questions(turns, rng)
     now = datetime.now(UTC)
@@ -114,7 +122,7 @@ def _events(app_id: str, key_id: str, turns: int, *, days: int, seed: int = 1) -
     )
     events = []
     for n, (at, outcome) in enumerate(zip(times, outcomes, strict=True)):
-        session = n // TURNS_PER_SESSION
+        session = n // turns_per_session
         files: list[int] = rng.choice(20, size=2, replace=False).tolist() if outcome == "answered" else []
         sources = [
             Source(file_id=f"file_{f:04d}", filename=f"doc-{f}.md", snippet="…", score=0.6) for f in files

@@ -16,12 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser
 from pymongo import MongoClient
 
 from obdal.servers import ManagedServer, free_port, mongo_server, nats_server, redis_server
 from obdal_common.processes import die_with_parent
 from tests import leftovers
 from tests.api import Api
+from tests.browser import chromium
+from tests.console import OWNER_EMAIL, ensure_owner
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -156,6 +159,20 @@ def wait_http(url: str, process: Process, *, timeout: float = 240, expect: int =
     pytest.fail(f"{url} not ready after {timeout} s:\n{process.log()[-4000:]}")
 
 
+def wait_service(
+    url: str, service: str, *, headers: dict[str, str] | None = None, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll ``GET /v1/status`` until ``service`` reports ready (a stack answers ``live`` before
+    every worker has said hello); the last status body."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = httpx.get(f"{url}/v1/status", headers=headers, timeout=5).json()
+        if body["services"].get(service, {}).get("ok"):
+            return body
+        time.sleep(0.2)
+    pytest.fail(f"{service} never reported ready at {url}")
+
+
 @dataclass(frozen=True)
 class Stack:
     url: str
@@ -178,6 +195,10 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         OBDAL_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
         OBDAL_MAX_MESSAGE_CHARS=str(MAX_MESSAGE_CHARS),
         OBDAL_MAX_PAGES=str(MAX_PAGES),
+        # Website sources: the tests' sites are on loopback (tests.website); nothing else private.
+        OBDAL_OUTBOUND_ALLOW="127.0.0.0/8",
+        OBDAL_SOURCE_TICK_S="0.3",
+        OBDAL_CRAWL_DELAY_S="0",
     )
     process = start_process([str(BIN / "obdal"), "up"], env, data_dir / "obdal.log")
     url = f"http://127.0.0.1:{port}"
@@ -193,6 +214,20 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def api(stack: Stack) -> Api:
     """The public API of the shared stack, with its admin token."""
     return Api(stack.url, stack.admin_token)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian Chromium, one per test module (tests.browser.chromium)."""
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="module")
+def console_owner(api: Api) -> str:
+    """The e-mail of the stack's first console owner, an owner of every app (tests.console)."""
+    ensure_owner(api)
+    return OWNER_EMAIL
 
 
 @pytest.fixture(scope="module")

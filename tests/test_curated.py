@@ -39,7 +39,7 @@ RELATED = "How long until the password email arrives?"
 # Close as a question (0.50) but not answered by the passage (0.33): never given it.
 NEIGHBOUR = "How do I change my username?"
 UNRELATED = "Which courier do you ship with?"
-PASSAGE_FIELDS = {"file_id", "filename", "snippet", "score", "page"}
+PASSAGE_FIELDS = {"file_id", "filename", "snippet", "score", "page", "url"}  # url: a website page's
 THRESHOLD = curated_threshold(MINILM_MODEL_ID)  # the stack's embedder
 
 

@@ -259,7 +259,16 @@ def test_chat_autoscales_and_the_gateway_is_the_only_way_in(
     assert ingress["spec"]["tls"][0]["secretName"] == "obdal-tls"
     backends = {p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
     assert backends == {"obdal-gateway"}
-    assert "/metrics" not in {p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    routed = {p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    assert "/metrics" not in routed
+    assert {"/v1", "/console", "/widget.js"} <= routed
+    gateway_env = {
+        e["name"]: e.get("value")
+        for e in objects(docs, "Deployment")["obdal-gateway"]["spec"]["template"]["spec"]["containers"][0][
+            "env"
+        ]
+    }
+    assert gateway_env["OBDAL_CONSOLE_SECURE_COOKIE"] == "true", "TLS ends at the ingress"
     policies = objects(docs, "NetworkPolicy")
     deny = policies["obdal-default-deny"]["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"]

@@ -26,7 +26,7 @@ from pymongo.errors import OperationFailure
 
 from obdal.servers import free_port, mongo_server
 from obdal_common.redaction import redact_text
-from tests.conftest import BIN, clean_env, start_process, wait_http
+from tests.conftest import BIN, clean_env, start_process, wait_http, wait_service
 from tests.test_stack_lifecycle import children
 
 ADMIN = "embedded-auth-admin"
@@ -87,7 +87,9 @@ def test_obdal_up_servers_require_the_generated_credentials(tmp_path: Path) -> N
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/v1/status/live", process)
-        status = httpx.get(f"{url}/v1/status", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        wait_service(url, "metering", headers=admin)  # it reports mongo, once it has said hello
+        status = httpx.get(f"{url}/v1/status", headers=admin, timeout=10)
         deps = status.json()["dependencies"]
         assert all(deps[name]["ok"] for name in ("nats", "redis", "mongo")), status.text
 

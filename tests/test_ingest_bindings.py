@@ -28,7 +28,8 @@ from obdal_common.contract import Bindings, Bus, Ingest, MemoryBus, NatsBus
 from obdal_common.contract.ingest import stage
 from obdal_common.errors import BadRequest, DependencyUnavailable, NotFound
 from obdal_common.health import nats_check, status_handler
-from obdal_common.messaging import close, connect, ensure_topology, key_value
+from obdal_common.messaging import close, connect
+from obdal_common.outbound import OutboundClient, OutboundPolicy
 from obdal_common.schemas import (
     FileListQuery,
     FileLookup,
@@ -42,14 +43,13 @@ from obdal_common.schemas import (
     StatusQuery,
     decode,
 )
-from obdal_common.settings import ObdalSettings
 from obdal_gateway.routes.files import _while_connected
-from obdal_ingest.answers import CuratedAnswerStore
 from obdal_ingest.bindings import ingest_bindings
-from obdal_ingest.files import FileLifecycle
+from obdal_ingest.settings import IngestSettings
 from obdal_ingest.statuses import FileStatusStore
-from obdal_retrieval import Chunk, HybridIndex, close_indexes, open_index
+from obdal_retrieval import Chunk, HybridIndex, close_indexes
 from tests.conftest import LoneGateway
+from tests.ingest_parts import ingest_parts
 
 APP = "app_lifecycle0000001"
 OTHER = "app_lifecycle0000002"
@@ -94,28 +94,15 @@ class Owner:
 
 async def serve_owner(server: ManagedServer, nc: NATS, tmp_path: Path, bus: Bus, caller: Bus) -> Owner:
     """Ingest's bindings served on ``bus`` over ``nc``'s NATS, called over ``caller``."""
-    js = nc.jetstream()
-    await ensure_topology(js)
-    objects = await js.object_store(subjects.OBJECT_STORE_FILES)
-    statuses = FileStatusStore(await key_value(js, subjects.KV_FILES), js=js)
-    index = await open_index(ObdalSettings(data_dir=tmp_path, qdrant_url=":memory:"))
-    answers = CuratedAnswerStore(
-        await key_value(js, subjects.KV_ANSWERS),
-        js=js,
-        statuses=statuses,
-        embedder=index.embedder,
-        max_per_app=10,
-    )
-    files = FileLifecycle(
-        statuses=statuses,
-        objects=objects,
-        js=js,
-        index=index,
-        answers=answers,
-        connected=lambda: nc.is_connected,
-    )
+    client = OutboundClient(OutboundPolicy(), user_agent="obdal-test")
+    parts = await ingest_parts(nc, tmp_path, client=client, settings=IngestSettings())
+    js, objects, statuses, index = parts.js, parts.objects, parts.statuses, parts.index
+    files, answers, sources = parts.files, parts.answers, parts.sources
     bindings = ingest_bindings(
-        files=files, answers=answers, checks={"nats": nats_check(nc), "index": index.status}
+        files=files,
+        answers=answers,
+        sources=sources,
+        checks={"nats": nats_check(nc), "index": index.status},
     )
     await bindings.serve(bus)
     return Owner(server, nc, js, objects, statuses, index, bindings, Ingest(caller))

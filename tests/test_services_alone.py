@@ -11,7 +11,7 @@ import pytest
 
 from obdal.servers import ManagedServer, free_port, nats_server, redis_server
 from tests.api import Api
-from tests.conftest import BIN, Process, Servers, clean_env, start_process, wait_http
+from tests.conftest import BIN, Process, Servers, clean_env, start_process, wait_http, wait_service
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +56,6 @@ def start_service(name: str, env: dict[str, str], log_dir: Path) -> Process:
     return start_process([str(BIN / f"obdal-{name}")], env, log_dir / f"{name}.log")
 
 
-def wait_status(url: str, service: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = httpx.get(f"{url}/v1/status", timeout=5).json()
-        if body["services"][service].get("ok"):
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{service} never reported ready")
-
-
 def test_without_workers_requests_fail_fast_with_503(gateway: str) -> None:
     api = Api(gateway, "alone-admin-token")
     _, key = api.new_tenant("alone")
@@ -94,8 +84,8 @@ def test_workers_join_as_separate_processes(
     # The chat worker alone uses the Qdrant-server code path (qdrant-client local mode).
     chat = start_service("chat", env, logs)
     try:
-        wait_status(gateway, "metering")
-        wait_status(gateway, "chat")
+        wait_service(gateway, "metering")
+        wait_service(gateway, "chat")
         api = Api(gateway, "alone-admin-token")
         _, key = api.new_tenant("workers")
         body = api.chat(key, "What is your refund policy?").json()

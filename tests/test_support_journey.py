@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, expect
 
 from tests.api import Api, poll
-from tests.browser import Site, ask, chromium, open_widget, serious_violations, shop_site
+from tests.browser import Site, ask, open_widget, serious_violations, shop_site
 from tests.conftest import ROOT
 
 # Answerable from POLICY (couriers, delivery time).
@@ -67,12 +67,6 @@ SCREENSHOT = ROOT / "docs" / "screenshots" / "widget-curated-answer.png"
 def shop(api: Api) -> Iterator[tuple[Site, Api, str]]:
     with shop_site(api, "support loop") as (site, secret):
         yield site, api, secret
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 def answered(page: Page, question: str) -> Locator:

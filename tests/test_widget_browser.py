@@ -13,19 +13,13 @@ from playwright.sync_api import Browser, Locator, Page, Request, Route, expect
 
 from obdal.servers import free_port
 from tests.api import Api
-from tests.browser import PAGE, POLICY, Site, ask, chromium, open_widget, serious_violations, shop_site
+from tests.browser import PAGE, POLICY, Site, ask, open_widget, serious_violations, shop_site
 from tests.conftest import BIN, LoneGateway, Stack, clean_env
 
 HOSTILE = (
     "Warranty\n\nWarranty details: <img src=x onerror=\"window.__xss='img'\"> "
     "The warranty lasts 24 months. <script>window.__xss='script'</script>"
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
-"""The ``obdal`` command: run the stack, and administer apps and keys over the admin API."""
+"""The ``obdal`` command: run the stack, and administer apps, keys and operators over the admin API."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -172,6 +173,26 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"Open {args.url.rstrip('/')}/demo?key={widget_key}")
 
 
+def _operators_add(args: argparse.Namespace) -> None:
+    # The password never goes on the command line (shell history, `ps`): prompted, or read from stdin.
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("Password: ")
+    roles = {app_id: args.role for app_id in args.app or []}
+    if args.every_app:
+        roles["*"] = args.every_app
+    if not roles:
+        raise SystemExit("obdal: give a role: --app APP_ID (with --role) or --every-app ROLE")
+    body = {"email": args.email, "name": args.name or "", "password": password, "roles": roles}
+    _print(_call(args, "POST", "/v1/admin/operators", body))
+
+
+def _operators_ls(args: argparse.Namespace) -> None:
+    _print(_call(args, "GET", "/v1/admin/operators"))
+
+
+def _operators_rm(args: argparse.Namespace) -> None:
+    _print(_call(args, "DELETE", f"/v1/admin/operators/{args.operator_id}"))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="obdal", description="Obdal: chat with your documents.")
     parser.add_argument(
@@ -239,6 +260,26 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("key_id")
     rotate.add_argument("--grace", type=int, default=3600)
     rotate.set_defaults(func=_keys_rotate)
+
+    operators = commands.add_parser("operators", help="people who sign in to the console").add_subparsers(
+        dest="action", required=True
+    )
+    add_operator = operators.add_parser("add", help="add an operator (the password is prompted)")
+    add_operator.add_argument("email")
+    add_operator.add_argument("--name")
+    add_operator.add_argument("--app", action="append", help="an app the --role is on, repeatable")
+    add_operator.add_argument("--role", choices=["viewer", "editor", "owner"], default="viewer")
+    add_operator.add_argument(
+        "--every-app",
+        choices=["viewer", "editor", "owner"],
+        help="a role on every app (owner: may create apps)",
+    )
+    add_operator.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add_operator.set_defaults(func=_operators_add)
+    operators.add_parser("ls", help="list operators").set_defaults(func=_operators_ls)
+    remove_operator = operators.add_parser("rm", help="remove an operator (ends their sessions)")
+    remove_operator.add_argument("operator_id")
+    remove_operator.set_defaults(func=_operators_rm)
 
     audit = commands.add_parser("audit", help="the audit log, newest first")
     audit.add_argument("--app-id")

@@ -143,6 +143,8 @@ def run_stack() -> None:
         shown = "(from OBDAL_ADMIN_TOKEN)" if from_env else token
         print(
             f"\nObdal is running at {url}\n"
+            f"  console:      {url}/console  (first time: set it up there with the admin token,\n"
+            f"                or `obdal operators add EMAIL --every-app owner`)\n"
             f"  API docs:     {url}/docs\n"
             f"  status:       {url}/v1/status\n"
             f"  admin token:  {shown}\n"

@@ -25,18 +25,27 @@ class KVMirror(Generic[T]):
     """Every record of one KV bucket, decoded as ``typ``, kept current by a watch.
 
     ``on_change`` is told the key of every record the watch adds, changes or removes (for
-    what a reader derives from the records and must rebuild)."""
+    what a reader derives from the records and must rebuild). ``keys`` narrows the mirror to the
+    keys a NATS subject pattern matches, for a bucket that also holds other entries."""
 
-    def __init__(self, kv: KeyValue, typ: type[T], *, on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        typ: type[T],
+        *,
+        on_change: Callable[[str], None] | None = None,
+        keys: str = ">",
+    ) -> None:
         self._kv = kv
         self._typ = typ
         self._on_change = on_change
+        self._keys = keys
         self._records: dict[str, T] = {}
         self._watch_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load every record and keep following changes."""
-        watcher = await self._kv.watchall()
+        watcher = await self._kv.watch(self._keys)
         async for entry in watcher:
             if entry is None:  # end of the initial values
                 break

@@ -52,6 +52,7 @@ __all__ = [
     "erase_msg",
     "erase_object",
     "key_value",
+    "keys_matching",
     "publish_event",
     "pull_each",
 ]
@@ -130,16 +131,28 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(config)
 
 
-async def key_value(js: JetStreamContext, bucket: str) -> KeyValue:
-    """Open (creating if needed) a key-value bucket; safe when services race to create it."""
+async def key_value(js: JetStreamContext, bucket: str, *, ttl_s: float | None = None) -> KeyValue:
+    """Open (creating if needed) a key-value bucket, its entries expiring after ``ttl_s`` if
+    given; safe when services race to create it."""
     try:
         return await js.key_value(bucket)
     except NotFoundError:
         pass
     try:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s))
     except BadRequestError:
         return await js.key_value(bucket)
+
+
+async def keys_matching(js: JetStreamContext, bucket: str, pattern: str) -> list[str]:
+    """The keys of ``bucket`` matching ``pattern`` (``*``/``>`` wildcards), purged ones included
+    (they read as absent), from the stream's own count of messages per subject: one request,
+    filtered by the server. ``KeyValue.keys()`` is a watch over the whole bucket, filtered by
+    substring in the client, and its end is guessed (it missed keys being written meanwhile:
+    obdal_ingest.statuses measured it); the server lists up to 100,000 subjects in one answer."""
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}{pattern}")
+    return sorted(subject.removeprefix(prefix) for subject in info.state.subjects or {})
 
 
 async def ensure_topology(js: JetStreamContext) -> None:
@@ -194,8 +207,15 @@ async def ensure_topology(js: JetStreamContext) -> None:
             max_msgs_per_subject=1,
         ),
     )
-    for bucket in (subjects.KV_APPS, subjects.KV_KEYS, subjects.KV_FILES, subjects.KV_ANSWERS):
+    for bucket in (
+        subjects.KV_APPS,
+        subjects.KV_KEYS,
+        subjects.KV_FILES,
+        subjects.KV_ANSWERS,
+        subjects.KV_OPERATORS,
+    ):
         await key_value(js, bucket)
+    await key_value(js, subjects.KV_CONSOLE_SESSIONS, ttl_s=subjects.CONSOLE_SESSION_TTL_S)
     try:
         await js.object_store(subjects.OBJECT_STORE_FILES)
     except NotFoundError:

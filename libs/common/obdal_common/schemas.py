@@ -31,6 +31,7 @@ __all__ = [
     "ChatRequest",
     "ChatSources",
     "ChatStarted",
+    "ConsoleSession",
     "CuratedAnswer",
     "CuratedAnswerCreate",
     "CuratedAnswerDeleted",
@@ -40,6 +41,7 @@ __all__ = [
     "CuratedAnswerUpdate",
     "CuratedAnswerUse",
     "DependencyStatus",
+    "EraseAppRequest",
     "EraseRequest",
     "EraseResult",
     "ErrorReply",
@@ -70,6 +72,10 @@ __all__ = [
     "KeyKind",
     "KeyRecord",
     "MessageFeedback",
+    "OperatorRecord",
+    "OperatorRole",
+    "PageError",
+    "PageState",
     "PartialAnswer",
     "QuestionExample",
     "QuestionGroup",
@@ -85,8 +91,19 @@ __all__ = [
     "SessionQuery",
     "SessionSummary",
     "Source",
+    "SourceCreate",
+    "SourceDeleted",
     "SourceKind",
+    "SourceList",
+    "SourceListQuery",
+    "SourceLookup",
+    "SourceMode",
+    "SourcePage",
+    "SourcePages",
+    "SourcePagesQuery",
+    "SourceState",
     "StatusQuery",
+    "SyncStats",
     "TurnEvent",
     "TurnOutcome",
     "UnansweredPage",
@@ -97,12 +114,16 @@ __all__ = [
     "UsageGroup",
     "UsageQuery",
     "UsageReport",
+    "WebsiteSource",
+    "WidgetConfig",
     "decode",
     "decode_chat_reply",
     "encode",
 ]
 
 KeyKind: TypeAlias = Literal["secret", "publishable"]
+# An operator's role on one app (or on every app, under the key "*"): what the console may do.
+OperatorRole: TypeAlias = Literal["viewer", "editor", "owner"]
 FileState: TypeAlias = Literal["queued", "processing", "ready", "failed"]
 UsageGroup: TypeAlias = Literal["day", "model", "key"]
 
@@ -139,11 +160,26 @@ class ChatConfig(msgspec.Struct, frozen=True, kw_only=True):
     output_cost_per_mtok: float | None = None
 
 
+WidgetPosition: TypeAlias = Literal["right", "left"]
+
+
+class WidgetConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How an app's chat widget looks; ``None`` means the widget's default. A ``data-*``
+    attribute on the page's script tag wins over these (docs/widget.md)."""
+
+    title: str | None = None
+    greeting: str | None = None
+    color: str | None = None
+    position: WidgetPosition | None = None
+    placeholder: str | None = None
+
+
 class AppRecord(msgspec.Struct, frozen=True, kw_only=True):
     app_id: str
     name: str
     created_at: datetime
     chat: ChatConfig | None = None
+    widget: WidgetConfig | None = None
 
 
 class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,6 +203,33 @@ class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
     token_budget: int | None = None
     previous_secret_hash: str | None = None
     previous_valid_until: datetime | None = None
+
+
+class OperatorRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A person who signs in to the console. Only the argon2id hash of the password is stored.
+
+    ``roles`` maps an app id, or ``"*"`` for every app (the instance's owners), to a role.
+    ``session_epoch`` grows on every password change: console sessions of an older epoch end.
+    """
+
+    operator_id: str
+    email: str
+    name: str
+    password_hash: str
+    roles: dict[str, OperatorRole]
+    created_at: datetime
+    password_changed_at: datetime
+    session_epoch: int = 0
+
+
+class ConsoleSession(msgspec.Struct, frozen=True, kw_only=True):
+    """A signed-in browser. Stored under the SHA-256 of its cookie's token, never the token."""
+
+    operator_id: str
+    csrf_token: str
+    epoch: int
+    created_at: datetime
+    last_seen_at: datetime
 
 
 # --- chat (request/reply stream) -----------------------------------------------
@@ -216,6 +279,8 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
     page: int | None = None
     kind: SourceKind = "passage"
     answer_id: str | None = None
+    # A website page's address (``filename`` is then its title).
+    url: str | None = None
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
@@ -370,6 +435,7 @@ class IngestJob(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str
     object_name: str
     version: int = 1
+    url: str | None = None
 
 
 class FileStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -394,6 +460,9 @@ class FileStatus(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None = None
     # Where the bytes of this version are in the object store (internal: never in the public API).
     object_name: str = ""
+    # A website source's page: the source, and the page's address (``filename`` is its title).
+    source_id: str | None = None
+    url: str | None = None
 
 
 class FileUpload(msgspec.Struct, frozen=True, kw_only=True):
@@ -406,6 +475,8 @@ class FileUpload(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     sha256: str
     staged: str
+    source_id: str | None = None
+    url: str | None = None
 
 
 class FileReplace(FileUpload, frozen=True, kw_only=True):
@@ -460,6 +531,141 @@ class IngestDeleteApp(msgspec.Struct, frozen=True, kw_only=True):
     :class:`IngestDeleted` whose file_id is ``*``)."""
 
     app_id: str
+
+
+# --- website sources (ingest) -------------------------------------------------------
+
+SourceMode: TypeAlias = Literal["crawl", "sitemap", "page"]
+SourceState: TypeAlias = Literal["queued", "syncing", "ready", "failed"]
+# ``gone``: answered 404/410 once (a second time and it is removed); ``duplicate``: the same main
+# content as another page or file of the app (answers cite that one).
+PageState: TypeAlias = Literal["indexed", "duplicate", "failed", "blocked", "gone"]
+
+
+class SourceCreate(msgspec.Struct, frozen=True, kw_only=True):
+    """A website to crawl (``POST /v1/sources``); ``resync`` is ``off``, ``daily``, ``weekly`` or a
+    five-field cron expression (UTC)."""
+
+    app_id: str
+    url: str
+    mode: SourceMode = "crawl"
+    max_pages: int = 100
+    max_depth: int = 3
+    include: list[str] = msgspec.field(default_factory=list)
+    exclude: list[str] = msgspec.field(default_factory=list)
+    resync: str = "off"
+
+
+class SyncStats(msgspec.Struct, frozen=True, kw_only=True):
+    """What one sync did: pages found, sent to indexing (new or changed), unchanged (no
+    embedding), duplicates, failed, blocked (robots.txt, noindex), removed (gone twice), and the
+    HTTP requests it made."""
+
+    found: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    duplicate: int = 0
+    failed: int = 0
+    blocked: int = 0
+    removed: int = 0
+    requests: int = 0
+
+
+class PageError(msgspec.Struct, frozen=True, kw_only=True):
+    url: str
+    code: str
+    message: str
+
+
+class WebsiteSource(msgspec.Struct, frozen=True, kw_only=True):
+    """A website source (NATS KV ``obdal_sources``, ingest's). ``pages``/``bytes``: what it holds
+    now; ``last_sync``: the last finished sync; ``errors``: that sync's first page failures.
+    ``lease_owner``/``lease_until``: the ingest worker syncing it (internal, never in the API)."""
+
+    source_id: str
+    app_id: str
+    url: str
+    mode: SourceMode
+    max_pages: int
+    max_depth: int
+    include: list[str]
+    exclude: list[str]
+    resync: str
+    status: SourceState
+    created_at: datetime
+    updated_at: datetime
+    type: Literal["website"] = "website"
+    pages: int = 0
+    bytes: int = 0
+    progress: SyncStats | None = None
+    last_sync: SyncStats | None = None
+    last_sync_started_at: datetime | None = None
+    last_sync_at: datetime | None = None
+    next_sync_at: datetime | None = None
+    error: str | None = None
+    error_code: str | None = None
+    errors: list[PageError] = msgspec.field(default_factory=list)
+    lease_owner: str = ""
+    lease_until: datetime | None = None
+
+
+class SourcePage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of a source (NATS KV ``obdal_source_pages``, ingest's): its document (``file_id``,
+    the page's own file when ``owns_file``, else the duplicate's holder) and what the next sync
+    sends as a conditional request."""
+
+    app_id: str
+    source_id: str
+    url: str
+    status: PageState
+    first_seen_at: datetime
+    last_seen_at: datetime
+    title: str = ""
+    file_id: str | None = None
+    owns_file: bool = False
+    content_type: str = ""
+    size: int = 0
+    sha256: str = ""
+    etag: str | None = None
+    last_modified: str | None = None
+    misses: int = 0
+    error: str | None = None
+    error_code: str | None = None
+    changed_at: datetime | None = None
+
+
+class SourceLookup(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+    source_id: str
+
+
+class SourceListQuery(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+
+
+class SourceList(msgspec.Struct, frozen=True, kw_only=True):
+    sources: list[WebsiteSource]
+
+
+class SourcePagesQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of a source's pages, in a stable order; ``cursor`` is the previous ``next_cursor``."""
+
+    app_id: str
+    source_id: str
+    limit: int = 100
+    cursor: str | None = None
+    status: PageState | None = None
+
+
+class SourcePages(msgspec.Struct, frozen=True, kw_only=True):
+    pages: list[SourcePage]
+    next_cursor: str | None = None
+
+
+class SourceDeleted(msgspec.Struct, frozen=True, kw_only=True):
+    source_id: str
+    pages_deleted: int
+    vectors_deleted: int
 
 
 # --- curated answers (ingest) -----------------------------------------------------
@@ -593,13 +799,16 @@ class ErrorReply(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class AuditQuery(msgspec.Struct, frozen=True, kw_only=True):
-    """Newest first; ``before`` is the cursor (the last item of the previous page)."""
+    """Newest first; ``before`` is the cursor (the last item of the previous page); ``since``/``until``
+    keep the events within ``[since, until)``."""
 
     limit: int
     app_id: str | None = None
     action: str | None = None
     before_at: datetime | None = None
     before_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -703,6 +912,12 @@ class EraseRequest(msgspec.Struct, frozen=True, kw_only=True):
 class EraseResult(msgspec.Struct, frozen=True, kw_only=True):
     session_ids: list[str]
     messages_erased: int
+
+
+class EraseAppRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Erase every session of an app, with everything kept of them (the app is being deleted)."""
+
+    app_id: str
 
 
 # --- feedback on answers (metering) ---------------------------------------------------

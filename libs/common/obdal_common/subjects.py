@@ -15,6 +15,7 @@ __all__ = [
     "CHAT_PARTIAL_STREAM",
     "CHAT_QUEUE",
     "CHAT_REQUEST",
+    "CONSOLE_SESSION_TTL_S",
     "DEADLETTER_STREAM",
     "DEADLETTER_SUBJECTS",
     "EVENTS_STREAM",
@@ -23,8 +24,12 @@ __all__ = [
     "INGEST_JOB",
     "INGEST_STREAM",
     "KV_APPS",
+    "KV_CONSOLE_SESSIONS",
     "KV_FILES",
     "KV_KEYS",
+    "KV_OPERATORS",
+    "KV_SOURCES",
+    "KV_SOURCE_PAGES",
     "METERING_CONSUMER",
     "OBJECT_STORE_FILES",
     "SESSION_KEYS_STREAM",
@@ -68,6 +73,20 @@ KV_FILES: Final = "obdal_files"
 # Curated answers, ingest's: key ``<app_id>.<answer_id>``; chat workers watch a mirror of it.
 KV_ANSWERS: Final = "obdal_answers"
 OBJECT_STORE_FILES: Final = "obdal_file_bytes"
+# Website sources, ingest's: key ``<app_id>.<source_id>``; a sync's claim (its lease) is in the record,
+# taken by compare-and-set, so one ingest replica syncs a source at a time.
+KV_SOURCES: Final = "obdal_sources"
+# Each source's pages, ingest's: key ``<app_id>.<source_id>.<sha256 of the URL, 40 hex>``, holding the
+# page's file, validators (ETag, Last-Modified) and content hash for the next sync.
+KV_SOURCE_PAGES: Final = "obdal_source_pages"
+# Console operators (the gateway's): key ``operator.<operator_id>``, plus ``email.<sha256 of the e-mail>``
+# holding the id, created atomically so two operators never share an e-mail.
+KV_OPERATORS: Final = "obdal_operators"
+# Signed-in console browsers (the gateway's): key ``<operator_id>.<sha256 of the cookie token>``;
+# the bucket's TTL is a session's absolute lifetime.
+KV_CONSOLE_SESSIONS: Final = "obdal_console_sessions"
+# No console session outlives this, whatever the gateway's own (shorter) absolute expiry says.
+CONSOLE_SESSION_TTL_S: Final = 24 * 3600.0
 # One key per session, sealing its content in MongoDB (metering's). A stream, not a KV bucket:
 # erasing a message, which is how a key is destroyed, is refused in KV buckets (deny_delete).
 SESSION_KEYS_STREAM: Final = "OBDAL_SESSION_KEYS"

@@ -73,6 +73,7 @@ def payload_of(chunk: Chunk) -> dict[str, Any]:
         "page": chunk.page,
         "title": chunk.title,
         "version": chunk.version,
+        "url": chunk.url,
     }
 
 
@@ -99,6 +100,7 @@ def hit_from_payload(
         heading=payload.get("heading", ""),
         score=float(score),
         page=payload.get("page"),
+        url=payload.get("url") or "",
         # Rounded: qdrant-client's local mode returns the same vector with float noise from call to call.
         relevance=round(cosine(vector, to), 4) if vector is not None and to is not None else 0.0,
     )

@@ -34,6 +34,8 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True):
     page: int | None = None
     title: str = ""
     version: int = 1
+    # A website page's address (its citation links there); empty for an uploaded file.
+    url: str = ""
 
     @property
     def indexed_text(self) -> str:
@@ -61,3 +63,4 @@ class Hit(msgspec.Struct, frozen=True, kw_only=True):
     score: float
     page: int | None = None
     relevance: float = 0.0
+    url: str = ""

@@ -79,6 +79,7 @@ def _source(hit: Hit) -> Source:
         snippet=snippet,
         score=round(max(hit.relevance, 0.0), 4),
         page=hit.page,
+        url=hit.url or None,
     )
 
 

@@ -9,6 +9,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from obdal_gateway.auth import check_declarations, provide_principal
+from obdal_gateway.console import console_routers, template_config
 from obdal_gateway.cors import PolicyHeadersMiddleware
 from obdal_gateway.encodings import IdentityBodyMiddleware
 from obdal_gateway.error_responses import EXCEPTION_HANDLERS
@@ -19,6 +20,7 @@ from obdal_gateway.routes.analytics import analytics, unanswered
 from obdal_gateway.routes.answers import create_answer, delete_answer, get_answer, list_answers, update_answer
 from obdal_gateway.routes.chat import chat
 from obdal_gateway.routes.completions import chat_completions
+from obdal_gateway.routes.console_account import CONSOLE_ACCOUNT_HANDLERS
 from obdal_gateway.routes.feedback import list_feedback, rate_message
 from obdal_gateway.routes.files import (
     delete_all_files,
@@ -36,9 +38,11 @@ from obdal_gateway.routes.sessions import (
     get_session,
     list_sessions,
 )
+from obdal_gateway.routes.sources import SOURCE_HANDLERS
 from obdal_gateway.routes.status import live, status
 from obdal_gateway.routes.usage import usage
 from obdal_gateway.routes.widget import demo_page, widget_script
+from obdal_gateway.routes.widget_settings import widget_config
 from obdal_gateway.security_headers import SecurityHeaders
 from obdal_gateway.slow_clients import SendTimeout
 from obdal_gateway.state import Gateway
@@ -53,7 +57,10 @@ _BODY_SLACK = 64 * 1024
 _DESCRIPTION = """Chat with your documents: grounded, streamed answers with metered usage.
 
 **Keys**: `Authorization: Bearer <key>`; also the `api_key` field of `POST /v1/chat` and the
-`api_key` query parameter of GET requests.
+`api_key` query parameter of GET requests. The web console's session cookie (`/v1/console/sign-in`)
+stands for a key too, with the operator's role on the app named in the `Obdal-App` header and, on
+every change, the session's `X-CSRF-Token`; on `/v1/admin` it stands for the operator token, within
+the operator's roles.
 
 **Lists**: an object whose array is named for what it holds (`sessions`, `files`, `apps`, `keys`,
 `events`, the usage `breakdown`); where paged, `next_cursor` (`null` on the last page) goes back
@@ -97,6 +104,7 @@ def create_app(gateway: Gateway) -> Litestar:
             live,
             admin_router,
             widget_script,
+            widget_config,
             demo_page,
             prometheus_metrics,
             list_sessions,
@@ -116,7 +124,11 @@ def create_app(gateway: Gateway) -> Litestar:
             delete_answer,
             analytics,
             unanswered,
+            *SOURCE_HANDLERS,
+            *CONSOLE_ACCOUNT_HANDLERS,
+            *console_routers(),
         ],
+        template_config=template_config(),
         # `principal`: the caller's key, checked for the scope its route declares (obdal_gateway.auth).
         dependencies={"gw": Provide(_gateway, sync_to_thread=False), "principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
@@ -10,7 +11,7 @@ from nats.js.kv import KeyValue
 
 from obdal_common.errors import Conflict, NotFound
 from obdal_common.ids import new_id
-from obdal_common.schemas import AppRecord, ChatConfig, decode, encode
+from obdal_common.schemas import AppRecord, ChatConfig, WidgetConfig, decode, encode
 
 __all__ = ["AppRegistry"]
 
@@ -38,8 +39,23 @@ class AppRegistry:
 
     async def set_chat(self, app_id: str, config: ChatConfig) -> AppRecord:
         """Replace an app's generation settings. Chat workers see the change through their watch."""
+        return await self._replace(app_id, chat=config)
+
+    async def set_widget(self, app_id: str, config: WidgetConfig) -> AppRecord:
+        """Replace how the app's chat widget looks (``GET /v1/widget/config`` serves it)."""
+        return await self._replace(app_id, widget=config)
+
+    async def rename(self, app_id: str, name: str) -> AppRecord:
+        return await self._replace(app_id, name=name)
+
+    async def delete(self, app_id: str) -> None:
+        """Remove the app's record, every revision of it (``DELETE /v1/admin/apps/{id}`` erases
+        its content first). Watching chat workers see it go."""
+        await self._kv.purge(app_id)
+
+    async def _replace(self, app_id: str, **changes: Any) -> AppRecord:
         app, revision = await self._entry(app_id)
-        app = msgspec.structs.replace(app, chat=config)
+        app = msgspec.structs.replace(app, **changes)
         try:
             # Compare-and-set: a concurrent change of the same app is refused, never lost.
             await self._kv.update(app_id, encode(app), last=revision)
@@ -52,4 +68,10 @@ class AppRegistry:
             keys = await self._kv.keys()
         except NoKeysError:
             return []
-        return sorted([await self.get(k) for k in keys], key=lambda a: a.created_at)
+        found: list[AppRecord] = []
+        for app_id in keys:
+            try:
+                found.append(await self.get(app_id))
+            except NotFound:
+                continue  # deleted between the listing and the read: gone, not an error
+        return sorted(found, key=lambda a: a.created_at)

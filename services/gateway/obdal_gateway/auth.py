@@ -29,10 +29,13 @@ from redis.exceptions import RedisError
 
 from obdal_common.budgets import seconds_to_midnight, tokens_used
 from obdal_common.errors import Forbidden, ObdalError, RateLimited, Unauthorized
-from obdal_common.schemas import KeyRecord
+from obdal_common.schemas import KeyRecord, OperatorRecord
 from obdal_gateway.clients import client_ip
+from obdal_gateway.console_auth import Caller, check_console_admin, console_app_role, signed_in
+from obdal_gateway.console_sessions import COOKIE
 from obdal_gateway.cors import add_response_headers, allow_origin
 from obdal_gateway.keys import ALL_SCOPES, PUBLISHABLE_SCOPES, parse_key
+from obdal_gateway.operators import ROLE_SCOPES
 from obdal_gateway.origins import origin_allowed
 
 if TYPE_CHECKING:
@@ -60,9 +63,11 @@ _AUDIT_CLIENTS_PER_S = 1000
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: one key of one app."""
+    """An authenticated caller: one key of one app, or a console operator acting on one app
+    (``operator`` set; ``key`` then stands for the operator, its id the operator's)."""
 
     key: KeyRecord
+    operator: OperatorRecord | None = None
 
     @property
     def app_id(self) -> str:
@@ -171,11 +176,17 @@ async def authenticate(
     *,
     scope: str,
     body_key: str | None = None,
+    limit_as: str | None = None,
 ) -> Principal:
-    """Verify the key, its origin policy, ``scope`` and rate limit; raise 401/403/429 otherwise."""
+    """Verify the key, its origin policy, ``scope`` and rate limit; raise 401/403/429 otherwise.
+    Without a key, a console session cookie (:mod:`obdal_gateway.console_auth`) may stand for one.
+    ``limit_as`` counts the request in a rate-limit bucket of its own (same limit), so a route the
+    widget calls on every page load does not use up the key's questions."""
     key = presented_key(request, body_key)
     record: KeyRecord | None = None
     origin = request.headers.get("origin")
+    if not key and request.cookies.get(COOKIE):  # an empty cookie is no session: the key path's 401
+        return await _console_principal(request, gw, scope=scope)
     try:
         if not key:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
@@ -194,9 +205,14 @@ async def authenticate(
         raise
     if origin is not None:
         allow_origin(request.scope, origin)
-    decision = await gw.limiter.hit(
-        record.key_id, record.rate_limit_rpm or gw.settings.default_rate_limit_rpm
-    )
+    bucket = record.key_id if limit_as is None else f"{record.key_id}:{limit_as}"
+    await _limit(request, gw, bucket, record.rate_limit_rpm or gw.settings.default_rate_limit_rpm)
+    await gw.keys.touch(record.key_id)
+    return Principal(key=record)
+
+
+async def _limit(request: Request[Any, Any, Any], gw: Gateway, who: str, rpm: int) -> None:
+    decision = await gw.limiter.hit(who, rpm)
     add_response_headers(request.scope, decision.headers())
     if not decision.allowed:
         raise RateLimited(
@@ -204,8 +220,25 @@ async def authenticate(
             code="rate_limited",
             retry_after=decision.retry_after_s,
         )
-    await gw.keys.touch(record.key_id)
-    return Principal(key=record)
+
+
+async def _console_principal(request: Request[Any, Any, Any], gw: Gateway, *, scope: str) -> Principal:
+    signed = await signed_in(request, gw)
+    assert signed is not None  # the cookie is there
+    app_id, role = await console_app_role(request, gw, signed, scope=scope)
+    operator = signed.operator
+    await _limit(request, gw, operator.operator_id, gw.settings.default_rate_limit_rpm)
+    stand_in = KeyRecord(
+        key_id=operator.operator_id,
+        app_id=app_id,
+        name=operator.email,
+        kind="secret",
+        scopes=tuple(sorted(ROLE_SCOPES[role])),
+        allowed_origins=(),
+        secret_hash="",
+        created_at=operator.created_at,
+    )
+    return Principal(key=stand_in, operator=operator)
 
 
 def required_scope(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -257,11 +290,17 @@ def check_operator(connection: ASGIConnection[Any, Any, Any, Any], token: str) -
         )
 
 
-def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard of the admin routers: runs before the body is read, so no admin input is parsed
-    unauthenticated."""
+async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of the admin routers: the operator token, or a console session whose operator has the
+    role the route declares (:func:`obdal_gateway.console_auth.check_console_admin`). Runs before
+    the body is read, so no admin input is parsed unauthenticated."""
     gw: Gateway = connection.app.state.gateway
-    check_operator(connection, gw.admin_token)
+    if _bearer(connection) is None and COOKIE in connection.cookies:
+        caller = await check_console_admin(connection, gw)
+    else:
+        check_operator(connection, gw.admin_token)
+        caller = Caller(None)
+    connection.scope.setdefault("state", {})["obdal_caller"] = caller
 
 
 def metrics_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 
 import uvicorn
 
@@ -20,11 +21,14 @@ from obdal_common.runner import run_service
 from obdal_gateway.app import create_app
 from obdal_gateway.apps import AppRegistry
 from obdal_gateway.audit import AuditLog
+from obdal_gateway.console_sessions import ConsoleSessions
 from obdal_gateway.keys import KeyRegistry
 from obdal_gateway.operator_token import resolve_admin_token
+from obdal_gateway.operators import OperatorRegistry
 from obdal_gateway.ratelimit import AnswerSlots, RateLimiter
 from obdal_gateway.relay import ChatRelay
 from obdal_gateway.settings import GatewaySettings
+from obdal_gateway.signin_throttle import SignInThrottle
 from obdal_gateway.state import Gateway
 
 __all__ = ["main", "serve"]
@@ -50,12 +54,15 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, name="obdal-gateway")
     redis = redis_client(settings.redis_url)
     keys: KeyRegistry | None = None
+    operators: OperatorRegistry | None = None
     try:
         js = nc.jetstream()
         await ensure_topology(js)
         bus = NatsBus(nc)
         keys = KeyRegistry(await key_value(js, subjects.KV_KEYS), redis)
         await keys.start()
+        operators = OperatorRegistry(await key_value(js, subjects.KV_OPERATORS))
+        await operators.start()
         gateway = Gateway(
             settings=settings,
             admin_token=token,
@@ -74,6 +81,18 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             ),
             audit=AuditLog(js),
             limiter=RateLimiter(redis),
+            operators=operators,
+            console_sessions=ConsoleSessions(
+                await key_value(js, subjects.KV_CONSOLE_SESSIONS, ttl_s=subjects.CONSOLE_SESSION_TTL_S),
+                idle=timedelta(minutes=settings.console_idle_minutes),
+                absolute=timedelta(hours=settings.console_session_hours),
+            ),
+            signin_throttle=SignInThrottle(
+                redis,
+                per_account=settings.signin_failures_per_account,
+                per_ip=settings.signin_failures_per_ip,
+                window=timedelta(minutes=settings.signin_window_minutes),
+            ),
             metering=Metering(bus),
             chat=Chat(bus),
             ingest=Ingest(bus),
@@ -106,6 +125,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     finally:
         if keys is not None:
             await keys.stop()
+        if operators is not None:
+            await operators.stop()
         await redis.aclose()
         await close_nats(nc)
 

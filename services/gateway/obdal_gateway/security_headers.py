@@ -2,8 +2,9 @@
 
 Every response says ``X-Content-Type-Options: nosniff`` (a JSON error or an upload's echo is
 never run as a script or rendered as HTML), may not be framed (``X-Frame-Options: DENY``, and
-``frame-ancestors 'none'``) and carries a Content-Security-Policy: by default one that allows
-nothing, which is right for everything but the pages. A page declares the sources it needs with
+``frame-ancestors 'none'``; the console's widget preview alone lets the console frame it) and
+carries a Content-Security-Policy: by default one that allows nothing, which is right for
+everything but the pages. A page declares the sources it needs with
 :func:`page_policy` as its own ``Content-Security-Policy`` header, which the middleware keeps.
 The widget script is embedded in customers' pages: those pages' own policies govern it.
 """
@@ -17,17 +18,27 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["SecurityHeaders", "page_policy"]
 
-# No framing (clickjacking), no <base> or form posts elsewhere, whatever the page allows.
-_ALWAYS = "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+# No <base>, whatever the page allows; no framing (clickjacking) unless a page says by whom.
+_ALWAYS = "base-uri 'none'"
 
 
 def page_policy(
-    *, script: str = "'none'", style: str = "'none'", img: str = "'none'", connect: str = "'none'"
+    *,
+    script: str = "'none'",
+    style: str = "'none'",
+    img: str = "'none'",
+    connect: str = "'none'",
+    frame: str = "'none'",
+    form: str = "'none'",
+    ancestors: str = "'none'",
 ) -> str:
-    """A Content-Security-Policy allowing only the given sources (``'self'``, ``data:``, hashes)."""
+    """A Content-Security-Policy allowing only the given sources (``'self'``, ``data:``, hashes):
+    what the page may load, frame and post its forms to, and who may frame it (``ancestors``;
+    such a page also sends its own ``X-Frame-Options``, which the middleware keeps)."""
     return (
         f"default-src 'none'; script-src {script}; style-src {style}; img-src {img}; "
-        f"connect-src {connect}; {_ALWAYS}"
+        f"connect-src {connect}; frame-src {frame}; form-action {form}; frame-ancestors {ancestors}; "
+        f"{_ALWAYS}"
     )
 
 
@@ -44,7 +55,8 @@ class SecurityHeaders(ASGIMiddleware):
             if message["type"] == "http.response.start":
                 headers = MutableScopeHeaders.from_message(message)
                 headers["X-Content-Type-Options"] = "nosniff"
-                headers["X-Frame-Options"] = "DENY"
+                if "x-frame-options" not in headers:
+                    headers["X-Frame-Options"] = "DENY"
                 if "content-security-policy" not in headers:
                     headers["Content-Security-Policy"] = _DEFAULT_POLICY
             await send(message)

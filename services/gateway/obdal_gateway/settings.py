@@ -48,6 +48,24 @@ class GatewaySettings(ObdalSettings):
     max_concurrent_answers_per_key: int = Field(
         8, ge=1, description="Chat answers one key may have in progress at once, across gateways"
     )
+    console_idle_minutes: int = Field(
+        60, ge=1, le=24 * 60, description="A console session without a request for this long ends"
+    )
+    console_session_hours: int = Field(
+        12, ge=1, le=24, description="A console session ends this long after sign-in, whatever its use"
+    )
+    console_secure_cookie: bool = Field(
+        False,
+        description="Mark the console cookie Secure even on plain HTTP (behind a TLS-terminating "
+        "proxy); it is Secure anyway on HTTPS requests",
+    )
+    signin_failures_per_account: int = Field(
+        5, ge=1, description="Failed console sign-ins of one account per window before it is throttled"
+    )
+    signin_failures_per_ip: int = Field(
+        30, ge=1, description="Failed console sign-ins from one address per window before it is throttled"
+    )
+    signin_window_minutes: int = Field(15, ge=1, description="The window of the sign-in throttle")
     client_send_timeout_s: float = Field(
         30.0, gt=0, description="A client that takes no response data for this long is disconnected"
     )

@@ -12,10 +12,13 @@ from redis.asyncio import Redis
 from obdal_common.contract import Chat, Ingest, Metering
 from obdal_gateway.apps import AppRegistry
 from obdal_gateway.audit import AuditLog
+from obdal_gateway.console_sessions import ConsoleSessions
 from obdal_gateway.keys import KeyRegistry
+from obdal_gateway.operators import OperatorRegistry
 from obdal_gateway.ratelimit import RateLimiter
 from obdal_gateway.relay import ChatRelay
 from obdal_gateway.settings import GatewaySettings
+from obdal_gateway.signin_throttle import SignInThrottle
 
 __all__ = ["Gateway"]
 
@@ -38,3 +41,7 @@ class Gateway:
     chat: Chat
     ingest: Ingest
     limiter: RateLimiter
+    # The console's operators, their signed-in browsers and the guard against password guessing.
+    operators: OperatorRegistry
+    console_sessions: ConsoleSessions
+    signin_throttle: SignInThrottle

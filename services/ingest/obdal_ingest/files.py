@@ -105,6 +105,8 @@ class FileLifecycle:
             created_at=now,
             updated_at=now,
             object_name=req.staged,
+            source_id=req.source_id,
+            url=req.url,
         )
         # The status goes in first, so a racing identical upload that loses the claim finds its holder.
         await self._statuses.put(status)
@@ -121,7 +123,7 @@ class FileLifecycle:
         return FileAccepted(file=status)
 
     async def _duplicate(self, req: FileUpload, holder: FileStatus) -> FileAccepted:
-        await self._discard(req.staged)  # the holder has these bytes already
+        await self.discard(req.staged)  # the holder has these bytes already
         return FileAccepted(file=holder, duplicate=True)
 
     async def replace(self, req: FileReplace) -> FileAccepted:
@@ -143,6 +145,7 @@ class FileLifecycle:
             started_at=None,
             finished_at=None,
             object_name=req.staged,
+            url=req.url or current.url,
         )
         await self._statuses.put(status)
         await self._statuses.remember_hash(status)
@@ -155,7 +158,7 @@ class FileLifecycle:
         if _bytes_of(current) != req.staged:
             # The previous version's passages stay searchable until the new ones are in, but
             # need no bytes; a job of that version still queued is skipped as stale.
-            await self._discard(_bytes_of(current))
+            await self.discard(_bytes_of(current))
         if status.filename != current.filename:  # curated answers cite it by name
             await self._answers.follow_file(status.app_id, status.file_id, filename=status.filename)
         return FileAccepted(file=status)
@@ -228,6 +231,7 @@ class FileLifecycle:
             sha256=status.sha256,
             object_name=status.object_name,
             version=status.version,
+            url=status.url,
         )
         msg_id = f"{status.file_id}.v{status.version}"  # JetStream drops a re-published duplicate
         await self._js.publish(
@@ -246,7 +250,7 @@ class FileLifecycle:
         with contextlib.suppress(NotFoundError):
             await self._erase_bytes(name)
 
-    async def _discard(self, name: str) -> None:
+    async def discard(self, name: str) -> None:
         """Delete bytes nobody needs any more; failing to is logged, not the request's failure
         (``delete_app`` sweeps whatever is left under the app's prefix)."""
         try:

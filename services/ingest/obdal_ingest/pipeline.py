@@ -89,7 +89,8 @@ class IngestPipeline:
                 max_chunks=self._settings.max_file_chunks,
             )
         await self._quota.charge(job.app_id, len(extracted.chunks))  # before any chunk is embedded
-        title = extracted.title or PurePosixPath(job.filename).stem
+        # A website page's filename is its title already; a file's is its name with an extension.
+        title = extracted.title or (job.filename if job.url else PurePosixPath(job.filename).stem)
         chunks = [
             Chunk(
                 app_id=job.app_id,
@@ -101,6 +102,7 @@ class IngestPipeline:
                 page=piece.page if extracted.pages is not None else None,
                 title=title,
                 version=job.version,
+                url=job.url or "",
             )
             for n, piece in enumerate(extracted.chunks)
         ]

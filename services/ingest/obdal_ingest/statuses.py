@@ -16,14 +16,13 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from obdal_common import subjects
 from obdal_common.errors import DependencyUnavailable
+from obdal_common.messaging import keys_matching
 from obdal_common.schemas import FileState, FileStatus, decode, encode
 
 __all__ = ["FileStatusStore"]
 
 _OUTCOMES: tuple[FileState, ...] = ("ready", "failed")
 # The bucket's stream and subjects, as NATS names every KV bucket's.
-_STREAM = f"KV_{subjects.KV_FILES}"
-_SUBJECT_PREFIX = f"$KV.{subjects.KV_FILES}."
 # How often a wait for an outcome checks that NATS is still there to deliver it.
 _CHECK_S = 1.0
 
@@ -125,8 +124,8 @@ class FileStatusStore:
         more files than an app holds here; nats-py asks for no further page.
         """
         # Subjects of a purged key keep their marker: those records read as absent and are skipped.
-        info = await self._js.stream_info(_STREAM, subjects_filter=f"{_SUBJECT_PREFIX}{_key(app_id, '*')}")
-        file_ids = [subject.rsplit(".", 1)[1] for subject in info.state.subjects or {}]
+        keys = await keys_matching(self._js, subjects.KV_FILES, _key(app_id, "*"))
+        file_ids = [key.rsplit(".", 1)[1] for key in keys]
         found = [s for s in [await self.get(app_id, f) for f in file_ids] if s]
         return sorted(found, key=lambda s: s.created_at, reverse=True)
 

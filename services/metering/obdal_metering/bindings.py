@@ -50,6 +50,7 @@ def metering_bindings(
         .bind(Metering.session, session)
         .bind(Metering.export, sessions.export_page)
         .bind(Metering.erase, eraser.erase)
+        .bind(Metering.erase_app, eraser.erase_app)
         .bind(Metering.feedback, feedback.set)
         .bind(Metering.feedback_list, feedback.list)
         .bind(Metering.retention, eraser.retention)

@@ -1,6 +1,7 @@
 """Erasing session content: on request (a session, an end user) and by per-app retention.
 
-Erasure deletes turns, their summaries and their ratings (``feedback``), re-seeds the question
+Erasure (of a session, an end user, or a whole app when it is deleted) deletes turns, their
+summaries and their ratings (``feedback``), re-seeds the question
 groups whose seed was one of them and recomputes the analytics of their days before it answers
 (:mod:`obdal_metering.grouping`, :mod:`obdal_metering.rollups`); usage events stay (they hold
 no content). A tombstone per erased session and end user makes the consumer drop
@@ -28,7 +29,13 @@ from pymongo import ASCENDING, AsyncMongoClient, IndexModel, UpdateOne
 from pymongo.errors import PyMongoError
 
 from obdal_common.errors import BadRequest
-from obdal_common.schemas import EraseRequest, EraseResult, RetentionPolicy, RetentionQuery
+from obdal_common.schemas import (
+    EraseAppRequest,
+    EraseRequest,
+    EraseResult,
+    RetentionPolicy,
+    RetentionQuery,
+)
 from obdal_metering.grouping import Groups
 from obdal_metering.rollups import Rollups
 from obdal_metering.sealing import SessionKeys
@@ -48,6 +55,10 @@ def _session_tombstone(app_id: str, session_id: str) -> str:
 
 def _user_tombstone(app_id: str, user: str) -> str:
     return f"{app_id}:u:{user}"
+
+
+def _app_tombstone(app_id: str) -> str:
+    return f"{app_id}:a"
 
 
 class Eraser:
@@ -80,13 +91,14 @@ class Eraser:
             return []
         ids = {_session_tombstone(t["app_id"], t["session_id"]) for t in turns}
         ids |= {_user_tombstone(t["app_id"], t["user"]) for t in turns if t.get("user") is not None}
+        ids |= {_app_tombstone(t["app_id"]) for t in turns}
         found = await self._db.erasures.find({"_id": {"$in": sorted(ids)}}).to_list()
         erased_at = {doc["_id"]: doc["erased_at"] for doc in found}
         if not erased_at:
             return list(turns)
         kept = []
         for turn in turns:
-            guards = [_session_tombstone(turn["app_id"], turn["session_id"])]
+            guards = [_session_tombstone(turn["app_id"], turn["session_id"]), _app_tombstone(turn["app_id"])]
             if turn.get("user") is not None:
                 guards.append(_user_tombstone(turn["app_id"], turn["user"]))
             if all(g not in erased_at or turn["occurred_at"] > erased_at[g] for g in guards):
@@ -112,12 +124,38 @@ class Eraser:
             session_ids |= {d["session_id"] for d in await summaries.to_list()}
             tombstones = [_user_tombstone(app_id, str(user))]
         tombstones += [_session_tombstone(app_id, s) for s in session_ids]
+        scope = {"app_id": app_id, "session_id": {"$in": sorted(session_ids)}}
+        return await self._erase_sessions(app_id, session_ids, tombstones, scope, now=now)
+
+    async def erase_app(self, request: EraseAppRequest) -> EraseResult:
+        """Erase every session of an app (it is being deleted), and its retention policy. An app
+        tombstone (one for all its sessions) keeps its turn events still in flight out; safe to
+        repeat."""
+        app_id = request.app_id
+        scope = {"app_id": app_id}
+        session_ids = set(await self._db.turns.distinct("session_id", scope))
+        session_ids |= set(await self._db.sessions.distinct("session_id", scope))
+        result = await self._erase_sessions(
+            app_id, session_ids, [_app_tombstone(app_id)], scope, now=datetime.now(UTC)
+        )
+        await self._db.retention.delete_one({"_id": app_id})
+        return result
+
+    async def _erase_sessions(
+        self,
+        app_id: str,
+        session_ids: set[str],
+        tombstones: list[str],
+        scope: dict[str, Any],
+        *,
+        now: datetime,
+    ) -> EraseResult:
+        """Erase the sessions ``scope`` selects (``session_ids``), behind these tombstones."""
         # Tombstones first: a turn stored between the two steps is then dropped, not kept.
         await self._db.erasures.bulk_write(
             [UpdateOne({"_id": t}, {"$set": {"erased_at": now}}, upsert=True) for t in tombstones]
         )
         await self._keys.destroy(app_id, session_ids)
-        scope = {"app_id": app_id, "session_id": {"$in": sorted(session_ids)}}
         touched = await self._db.turns.find(scope, {"occurred_at": 1, "group_id": 1}).to_list()
         deleted = await self._db.turns.delete_many(scope)
         summaries_deleted = await self._db.sessions.delete_many(scope)

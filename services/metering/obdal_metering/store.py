@@ -128,12 +128,19 @@ class MeteringStore:
         await self._client.admin.command("ping")
 
     async def audit(self, query: AuditQuery) -> AuditPage:
-        """A page of audit events, newest first, optionally of one app and one action."""
+        """A page of audit events, newest first, optionally of one app, one action and a time range."""
         match: dict[str, Any] = {}
         if query.app_id is not None:
             match["app_id"] = query.app_id
         if query.action is not None:
             match["action"] = query.action
+        window: dict[str, datetime] = {}
+        if query.since is not None:
+            window["$gte"] = query.since
+        if query.until is not None:
+            window["$lt"] = query.until
+        if window:
+            match["occurred_at"] = window
         if query.before_at is not None and query.before_id is not None:
             match["$or"] = [
                 {"occurred_at": {"$lt": query.before_at}},

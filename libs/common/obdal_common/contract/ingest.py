@@ -1,5 +1,6 @@
-"""Ingest's contract: the whole life of a file — bytes, status, vectors — is ingest's, and
-the app's curated answers (written by its people, embedded here with the app's embedder).
+"""Ingest's contract: the whole life of a file — bytes, status, vectors — is ingest's, the
+app's curated answers (written by its people, embedded here with the app's embedder), and its
+website sources (crawled and re-synced here, each page a file).
 
 Served by ``obdal_ingest.bindings``; called by the gateway (``/v1/files``) through
 ``Ingest(bus)``. Ingest owns the object store's bytes, the file status records (NATS KV)
@@ -42,14 +43,28 @@ from obdal_common.schemas import (
     IngestDeleteApp,
     IngestDeleted,
     ServiceStatus,
+    SourceCreate,
+    SourceDeleted,
+    SourceList,
+    SourceListQuery,
+    SourceLookup,
+    SourcePages,
+    SourcePagesQuery,
     StatusQuery,
+    WebsiteSource,
 )
 
-__all__ = ["MAX_WAIT_S", "Ingest", "stage"]
+__all__ = ["MAX_SOURCE_PAGES_LIMIT", "MAX_WAIT_S", "Ingest", "stage"]
 
 _QUICK_S = 5.0
 # Erasing a file's bytes takes ~15 ms per 128 KB chunk on the server (2.9 s for 20 MB measured).
 _ERASE_S = 30.0
+# A source's host is resolved before it is accepted (a slow resolver: up to its timeout).
+_RESOLVE_S = 5.0
+# Deleting a source deletes each of its pages' files (up to OBDAL_MAX_SOURCE_PAGES of them).
+_DELETE_SOURCE_S = 120.0
+# The most pages one ``source_pages`` answer holds (a page of records well under a NATS message).
+MAX_SOURCE_PAGES_LIMIT = 200
 # The longest an upload may wait for its outcome (``?wait=``); the outcome RPC waits that long.
 MAX_WAIT_S = 120
 
@@ -139,6 +154,55 @@ class Ingest(Contract):
     )
     """Delete one (``DELETE /v1/answers/{id}``); chat workers' mirrors of the bucket follow
     within moments (a watch), so a question asked in the same instant may still get it."""
+
+    # Website sources. 422 ``invalid_source`` (a bad field, named) or an outbound refusal's code
+    # (``private_address``, ``scheme_not_allowed``, …) for a URL that may not be fetched; 409
+    # ``too_many_sources`` / ``page_quota_reached``; 404 ``source_not_found``.
+    source_create = Rpc(
+        "obdal.ingest.sources.create",
+        SourceCreate,
+        WebsiteSource,
+        timeout=_QUICK_S + _RESOLVE_S,
+        errors=(UnprocessableContent, Conflict),
+    )
+    """Record a website source and queue its first sync (``POST /v1/sources``); its host is
+    resolved and every address checked before it is accepted."""
+
+    source_get = Rpc(
+        "obdal.ingest.sources.get", SourceLookup, WebsiteSource, timeout=_QUICK_S, errors=(NotFound,)
+    )
+    """One source, with its last sync's figures (``GET /v1/sources/{id}``)."""
+
+    source_list = Rpc("obdal.ingest.sources.list", SourceListQuery, SourceList, timeout=_QUICK_S)
+    """The app's sources (``GET /v1/sources``; at most ``OBDAL_MAX_SOURCES_PER_APP``)."""
+
+    source_pages = Rpc(
+        "obdal.ingest.sources.pages",
+        SourcePagesQuery,
+        SourcePages,
+        timeout=_QUICK_S,
+        errors=(NotFound, BadRequest),
+    )
+    """A page of a source's pages (``GET /v1/sources/{id}/pages``); 400 ``invalid_cursor``."""
+
+    source_sync = Rpc(
+        "obdal.ingest.sources.sync",
+        SourceLookup,
+        WebsiteSource,
+        timeout=_QUICK_S,
+        errors=(NotFound, Conflict),
+    )
+    """Queue a sync now (``POST /v1/sources/{id}/sync``); 409 ``sync_in_progress``."""
+
+    source_delete = Rpc(
+        "obdal.ingest.sources.delete",
+        SourceLookup,
+        SourceDeleted,
+        timeout=_DELETE_SOURCE_S,
+        errors=(NotFound,),
+    )
+    """Delete a source: a sync in flight stops, then every page's passages go (no answer cites
+    them once this returns), then their bytes and records (``DELETE /v1/sources/{id}``)."""
 
 
 async def stage(objects: ObjectStore, app_id: str, content: bytes) -> str:

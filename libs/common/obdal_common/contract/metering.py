@@ -18,6 +18,7 @@ from obdal_common.schemas import (
     AnalyticsReport,
     AuditPage,
     AuditQuery,
+    EraseAppRequest,
     EraseRequest,
     EraseResult,
     FeedbackList,
@@ -43,6 +44,9 @@ from obdal_common.schemas import (
 __all__ = ["Metering"]
 
 _QUERY_S = 5.0
+# An app's erasure destroys each of its sessions' keys (a stream message each) and recomputes
+# every day it was used.
+_ERASE_APP_S = 60.0
 
 
 class Metering(Contract):
@@ -82,6 +86,11 @@ class Metering(Contract):
     """Erase one session or every session of one end user, with a tombstone that keeps
     late events of it out; 400 ``invalid_erasure``. The chat's working history is the
     chat's to erase (:class:`obdal_common.contract.chat.Chat`)."""
+
+    erase_app = Rpc("obdal.metering.apps.erase", EraseAppRequest, EraseResult, timeout=_ERASE_APP_S)
+    """Erase every session of an app, its ratings, analytics and retention policy, behind one
+    tombstone for the whole app (``DELETE /v1/admin/apps/{id}``); usage totals and the audit log
+    stay, as with every erasure (they hold no content). Safe to repeat."""
 
     feedback = Rpc(
         "obdal.metering.feedback.set", FeedbackSet, FeedbackRecord, timeout=_QUERY_S, errors=(NotFound,)

@@ -11,6 +11,7 @@ from litestar import Response, delete, get, patch, post
 from obdal_common.errors import BadRequest, NotFound
 from obdal_common.ids import is_id
 from obdal_common.schemas import KeyKind, KeyRecord
+from obdal_gateway.console_auth import Caller
 from obdal_gateway.keys import ALL_SCOPES, DEFAULT_SCOPES, PUBLISHABLE_SCOPES, hash_key, new_key
 from obdal_gateway.origins import validate_allowed_origin
 from obdal_gateway.routes.admin_apps import app_or_404
@@ -94,8 +95,13 @@ async def _one_view(gw: Gateway, record: KeyRecord) -> dict[str, Any]:
     return _view(record, (await gw.keys.last_used([record.key_id]))[record.key_id])
 
 
-@post("/apps/{app_id:str}/keys", status_code=201, summary="Create a key (its secret is shown once)")
-async def create_key(gw: Gateway, app_id: str, data: NewKey) -> Response[dict[str, Any]]:
+@post(
+    "/apps/{app_id:str}/keys",
+    status_code=201,
+    summary="Create a key (its secret is shown once)",
+    opt={"role": "editor"},
+)
+async def create_key(gw: Gateway, caller: Caller, app_id: str, data: NewKey) -> Response[dict[str, Any]]:
     await app_or_404(gw, app_id)
     key_id, secret = new_key(data.kind)
     record = KeyRecord(
@@ -113,12 +119,12 @@ async def create_key(gw: Gateway, app_id: str, data: NewKey) -> Response[dict[st
     )
     await gw.keys.put(record)
     await gw.audit.record(
-        "key.created", app_id=app_id, actor="operator", target=key_id, detail={"kind": data.kind}
+        "key.created", app_id=app_id, actor=caller.actor, target=key_id, detail={"kind": data.kind}
     )
     return Response({**_view(record, None), "key": secret}, status_code=201)
 
 
-@get("/apps/{app_id:str}/keys", summary="List an app's keys")
+@get("/apps/{app_id:str}/keys", summary="List an app's keys", opt={"role": "editor"})
 async def list_keys(gw: Gateway, app_id: str) -> dict[str, Any]:
     await app_or_404(gw, app_id)
     records = gw.keys.for_app(app_id)
@@ -126,13 +132,17 @@ async def list_keys(gw: Gateway, app_id: str) -> dict[str, Any]:
     return {"keys": [_view(k, last_used[k.key_id]) for k in records]}
 
 
-@get("/keys/{key_id:str}", summary="One key")
+@get("/keys/{key_id:str}", summary="One key", opt={"role": "editor", "app_from": "key"})
 async def get_key(gw: Gateway, key_id: str) -> dict[str, Any]:
     return await _one_view(gw, await _key_or_404(gw, key_id))
 
 
-@patch("/keys/{key_id:str}", summary="Change a key's name, scopes, origins, expiry, rate limit or budget")
-async def update_key(gw: Gateway, key_id: str, data: KeyChanges) -> dict[str, Any]:
+@patch(
+    "/keys/{key_id:str}",
+    summary="Change a key's name, scopes, origins, expiry, rate limit or budget",
+    opt={"role": "editor", "app_from": "key"},
+)
+async def update_key(gw: Gateway, caller: Caller, key_id: str, data: KeyChanges) -> dict[str, Any]:
     record = await _key_or_404(gw, key_id)
     changes: dict[str, Any] = {}
     if data.name is not msgspec.UNSET:
@@ -155,32 +165,44 @@ async def update_key(gw: Gateway, key_id: str, data: KeyChanges) -> dict[str, An
     for field in ("scopes", "allowed_origins"):
         if field in changes:
             detail[field] = " ".join(changes[field])
-    await gw.audit.record("key.updated", app_id=record.app_id, actor="operator", target=key_id, detail=detail)
+    await gw.audit.record(
+        "key.updated", app_id=record.app_id, actor=caller.actor, target=key_id, detail=detail
+    )
     return await _one_view(gw, record)
 
 
 @post(
-    "/keys/{key_id:str}/rotate", status_code=200, summary="New secret; the old one works for a grace period"
+    "/keys/{key_id:str}/rotate",
+    status_code=200,
+    summary="New secret; the old one works for a grace period",
+    opt={"role": "editor", "app_from": "key"},
 )
-async def rotate_key(gw: Gateway, key_id: str, data: Rotation | None = None) -> dict[str, Any]:
+async def rotate_key(
+    gw: Gateway, caller: Caller, key_id: str, data: Rotation | None = None
+) -> dict[str, Any]:
     await _key_or_404(gw, key_id)
     grace = timedelta(seconds=(data or Rotation()).grace_period_s)
     record, secret = await gw.keys.rotate(key_id, grace=grace)
     await gw.audit.record(
         "key.rotated",
         app_id=record.app_id,
-        actor="operator",
+        actor=caller.actor,
         target=key_id,
         detail={"grace_period_s": str(int(grace.total_seconds()))},
     )
     return {**await _one_view(gw, record), "key": secret}
 
 
-@delete("/keys/{key_id:str}", status_code=200, summary="Revoke a key, at once, in every gateway")
-async def revoke_key(gw: Gateway, key_id: str) -> dict[str, Any]:
+@delete(
+    "/keys/{key_id:str}",
+    status_code=200,
+    summary="Revoke a key, at once, in every gateway",
+    opt={"role": "editor", "app_from": "key"},
+)
+async def revoke_key(gw: Gateway, caller: Caller, key_id: str) -> dict[str, Any]:
     await _key_or_404(gw, key_id)
     record = await gw.keys.revoke(key_id)
-    await gw.audit.record("key.revoked", app_id=record.app_id, actor="operator", target=key_id)
+    await gw.audit.record("key.revoked", app_id=record.app_id, actor=caller.actor, target=key_id)
     return await _one_view(gw, record)
 
 

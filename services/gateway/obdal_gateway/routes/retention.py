@@ -9,6 +9,7 @@ from litestar import Router, get, put
 
 from obdal_common.schemas import RetentionPolicy, RetentionQuery
 from obdal_gateway.auth import operator_guard
+from obdal_gateway.console_auth import Caller, caller_dependency
 from obdal_gateway.routes.admin_apps import app_or_404
 from obdal_gateway.state import Gateway
 
@@ -29,14 +30,18 @@ def _public(policy: RetentionPolicy) -> dict[str, Any]:
     return body
 
 
-@get("/apps/{app_id:str}/retention", summary="An app's session retention")
+@get("/apps/{app_id:str}/retention", summary="An app's session retention", opt={"role": "viewer"})
 async def get_retention(gw: Gateway, app_id: str) -> dict[str, Any]:
     await app_or_404(gw, app_id)
     return _public(await gw.metering.retention(RetentionQuery(app_id=app_id)))
 
 
-@put("/apps/{app_id:str}/retention", summary="Set how many days session content is kept")
-async def set_retention(gw: Gateway, app_id: str, data: RetentionBody) -> dict[str, Any]:
+@put(
+    "/apps/{app_id:str}/retention",
+    summary="Set how many days session content is kept",
+    opt={"role": "editor"},
+)
+async def set_retention(gw: Gateway, caller: Caller, app_id: str, data: RetentionBody) -> dict[str, Any]:
     """Messages older than ``session_ttl_days`` are erased automatically (checked every few
     minutes); usage totals stay. ``null`` turns retention off."""
     await app_or_404(gw, app_id)
@@ -45,7 +50,7 @@ async def set_retention(gw: Gateway, app_id: str, data: RetentionBody) -> dict[s
     await gw.audit.record(
         "retention.changed",
         app_id=app_id,
-        actor="operator",
+        actor=caller.actor,
         target=app_id,
         detail={"session_ttl_days": str(data.session_ttl_days)},
     )
@@ -56,5 +61,6 @@ retention_router = Router(
     path="/v1/admin",
     route_handlers=[get_retention, set_retention],
     guards=[operator_guard],
+    dependencies=caller_dependency(),
     tags=["admin"],
 )

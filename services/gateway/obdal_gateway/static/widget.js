@@ -1,5 +1,7 @@
 /* Obdal chat widget: <script src="https://HOST/widget.js" data-key="obd_pk_…" async></script>
- * Options (data-*): title, greeting, color, position (right|left), placeholder.
+ * Options: the app's widget settings (GET /v1/widget/config), each overridden by its data-*
+ * attribute: title, greeting, color, position (right|left), placeholder. data-preview shows the
+ * open panel without a key (the console's preview).
  * Renders in a Shadow DOM; streams answers over fetch + SSE; never renders HTML it receives. */
 (function () {
   "use strict";
@@ -10,444 +12,479 @@
   var data = script.dataset;
   var apiBase = new URL(script.src, location.href).origin;
   var key = data.key || "";
-  var safeColor = /^(#[0-9a-f]{3,8}|[a-z]{3,20})$/i.test(data.color || "") ? data.color : "#2563eb";
-  var onColor = textOn(safeColor);
-  var cfg = {
-    title: data.title || "Ask us anything",
-    greeting: data.greeting || "Hi! Ask me a question about our products and policies.",
-    placeholder: data.placeholder || "Type your question…",
-    left: data.position === "left"
-  };
-  var storeName = "obdal-widget:" + key.split("_").slice(0, 3).join("_");
-  var MAX_KEPT = 50;
+  var preview = "preview" in data;
+  var COLOR = /^(#[0-9a-f]{3,8}|[a-z]{3,20})$/i;
 
-  // White or near-black text on the site's colour, whichever contrasts more (WCAG: a light brand
-  // colour such as #0a7 under white text is 2.9:1, under #111 6.3:1). The canvas names the colour.
-  function textOn(color) {
-    var ctx = document.createElement("canvas").getContext("2d");
-    if (!ctx) return "#fff";
-    ctx.fillStyle = color;
-    var hex = /^#([0-9a-f]{6})$/i.exec(ctx.fillStyle);
-    if (!hex) return "#fff";
-    var lum = [0, 2, 4].map(function (i) {
-      var c = parseInt(hex[1].substr(i, 2), 16) / 255;
-      return c <= 0.04045 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
-    });
-    var l = 0.2126 * lum[0] + 0.7152 * lum[1] + 0.0722 * lum[2];
-    return 1.05 / (l + 0.05) >= (l + 0.05) / 0.0556 ? "#fff" : "#111";
-  }
-
-  var css = [
-    ":host{all:initial}",
-    "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}",
-    ".launcher{position:fixed;bottom:20px;" + (cfg.left ? "left" : "right") + ":20px;width:56px;height:56px;",
-    "border-radius:50%;border:0;background:" + safeColor + ";color:" + onColor + ";cursor:pointer;z-index:2147483646;",
-    "box-shadow:0 4px 14px rgba(0,0,0,.25);display:flex;align-items:center;justify-content:center}",
-    ".launcher svg{width:26px;height:26px;fill:currentColor}",
-    ".launcher:focus-visible,button:focus-visible,textarea:focus-visible,select:focus-visible{outline:3px solid #111;",
-    "outline-offset:2px}",
-    ".panel{position:fixed;bottom:88px;" + (cfg.left ? "left" : "right") + ":20px;width:370px;height:540px;",
-    "max-height:calc(100vh - 110px);background:#fff;color:#111;border-radius:14px;z-index:2147483647;",
-    "box-shadow:0 10px 40px rgba(0,0,0,.25);display:flex;flex-direction:column;overflow:hidden}",
-    ".panel[hidden]{display:none}",
-    "header{background:" + safeColor + ";color:" + onColor + ";padding:12px 14px;display:flex;align-items:center;gap:8px}",
-    "h2{font-size:16px;margin:0;flex:1;font-weight:600}",
-    "header button{background:transparent;border:1px solid currentColor;color:inherit;border-radius:8px;",
-    "padding:4px 8px;font-size:13px;cursor:pointer}",
-    ".log{flex:1;overflow-y:auto;padding:14px;display:flex;flex-direction:column;gap:10px;background:#f7f7f8}",
-    ".msg{max-width:88%;padding:9px 12px;border-radius:12px;font-size:14px;line-height:1.45;white-space:pre-wrap;",
-    "overflow-wrap:anywhere}",
-    ".user{align-self:flex-end;background:" + safeColor + ";color:" + onColor + "}",
-    ".bot{align-self:flex-start;background:#fff;border:1px solid #e3e3e6}",
-    ".error{align-self:stretch;background:#fff4f4;border:1px solid #f3b7b7;color:#8a1010}",
-    ".sources{margin:6px 0 0;padding:6px 0 0 16px;border-top:1px solid #eee;font-size:12px;color:#444}",
-    ".sources li{margin:2px 0}",
-    ".ask{display:flex;gap:8px;padding:10px;border-top:1px solid #e3e3e6;background:#fff}",
-    "textarea{flex:1;resize:none;border:1px solid #c9c9ce;border-radius:10px;padding:8px 10px;font-size:14px;",
-    "min-height:40px;max-height:120px}",
-    ".ask button,.fb-form button{border:0;border-radius:10px;background:" + safeColor + ";color:" + onColor + ";padding:0 14px;",
-    "font-size:14px;cursor:pointer}",
-    ".ask button:disabled{opacity:.5;cursor:default}",
-    // Feedback under an answer: a white-space:normal block, so the bubble's pre-wrap does not leak in.
-    ".fb{margin-top:6px;padding-top:6px;border-top:1px solid #eee;white-space:normal;display:flex;flex-wrap:wrap;",
-    "align-items:center;gap:6px;font-size:12px;color:#444}",
-    ".fb-btn{display:inline-flex;align-items:center;justify-content:center;width:32px;height:28px;padding:0;",
-    "border:1px solid #c9c9ce;border-radius:8px;background:#fff;color:#444;cursor:pointer}",
-    ".fb-btn svg{width:16px;height:16px;fill:currentColor}.fb-down svg{transform:rotate(180deg)}",
-    ".fb-btn[aria-pressed=true]{background:" + safeColor + ";border-color:" + safeColor + ";color:" + onColor + "}",
-    ".fb-btn[aria-disabled=true]{opacity:.6;cursor:progress}",
-    ".fb-status:empty,.fb-error:empty{display:none}",
-    ".fb-error{flex-basis:100%;background:#fff4f4;border:1px solid #f3b7b7;color:#8a1010;border-radius:8px;",
-    "padding:4px 8px}",
-    ".fb-form{flex-basis:100%;display:flex;flex-direction:column;gap:6px;margin:4px 0 0}",
-    ".fb-form label{font-size:12px;color:#333}",
-    ".fb-form select,.fb-form textarea{width:100%;font-size:13px;border:1px solid #c9c9ce;border-radius:8px;",
-    "padding:5px 8px;background:#fff;color:#111}",
-    ".fb-form textarea{flex:none;min-height:56px;resize:vertical}",
-    ".fb-actions{display:flex;gap:6px;justify-content:flex-end}",
-    ".fb-form button{padding:5px 12px;font-size:13px}",
-    ".fb-form .fb-skip{background:#fff;color:#333;border:1px solid #c9c9ce}",
-    ".sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}",
-    "@media (max-width:480px){.panel{left:0;right:0;bottom:0;top:0;width:100%;height:100%;max-height:none;",
-    "border-radius:0}.launcher{bottom:14px}}"
-  ].join("");
-
-  function el(tag, attrs, text) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (name) { node.setAttribute(name, attrs[name]); });
-    if (text) node.textContent = text;  // text only: nothing received is ever parsed as HTML
-    return node;
-  }
-
-  var host = el("div", { id: "obdal-widget" });
-  var root = host.attachShadow({ mode: "open" });
-  var style = el("style");
-  style.textContent = css;
-  var launcher = el("button", {
-    "class": "launcher", type: "button", "aria-label": "Open chat: " + cfg.title,
-    "aria-expanded": "false", "aria-controls": "obdal-panel"
-  });
-  launcher.innerHTML = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"/></svg>';
-  var panel = el("section", { "class": "panel", id: "obdal-panel", role: "dialog", "aria-labelledby": "obdal-title" });
-  panel.hidden = true;
-  var header = el("header");
-  var title = el("h2", { id: "obdal-title" }, cfg.title);
-  var reset = el("button", { type: "button", "aria-label": "Start a new conversation" }, "New");
-  var close = el("button", { type: "button", "aria-label": "Close chat" }, "✕");
-  header.append(title, reset, close);
-  var log = el("div", { "class": "log", role: "log", "aria-live": "polite", "aria-label": "Conversation" });
-  var form = el("form", { "class": "ask" });
-  var label = el("label", { "for": "obdal-input", "class": "sr" }, "Your question");
-  var input = el("textarea", { id: "obdal-input", rows: "1", placeholder: cfg.placeholder, maxlength: "4000" });
-  var send = el("button", { type: "submit" }, "Send");
-  form.append(label, input, send);
-  panel.append(header, log, form);
-  root.append(style, launcher, panel);
-
-  var state = load();
-  var busy = false;
-  var controller = null;
-
-  function load() {
+  // The app's settings, at most 3 s late; without them (refused origin, gateway down) the
+  // defaults, and the first question says what is wrong.
+  async function settings() {
+    if (preview || !key) return {};
     try {
-      var saved = JSON.parse(localStorage.getItem(storeName) || "null");
-      if (saved && Array.isArray(saved.messages)) return saved;
-    } catch (e) { /* storage unavailable or corrupt: start fresh */ }
-    return { session_id: null, messages: [] };
-  }
-
-  function save() {
-    state.messages = state.messages.slice(-MAX_KEPT);
-    try { localStorage.setItem(storeName, JSON.stringify(state)); } catch (e) { /* private mode */ }
-  }
-
-  function addMessage(role, text, sources) {
-    var node = el("div", { "class": "msg " + role }, text);
-    if (role === "error") node.setAttribute("role", "alert");
-    if (sources && sources.length) node.appendChild(sourceList(sources));
-    log.appendChild(node);
-    log.scrollTop = log.scrollHeight;
-    return node;
-  }
-
-  function sourceList(sources) {
-    var list = el("ul", { "class": "sources", "aria-label": "Sources" });
-    sources.slice(0, 5).forEach(function (s) {
-      list.appendChild(el("li", {}, String(s.filename || "document") + " — " + String(s.snippet || "")));
-    });
-    return list;
-  }
-
-  function render() {
-    log.textContent = "";
-    addMessage("bot", cfg.greeting);
-    state.messages.forEach(function (m) {
-      var node = addMessage(m.role, m.text, m.sources);
-      if (m.role === "bot" && m.message_id) node.appendChild(feedback(m, state));
-    });
-  }
-
-  // Static markup only (no received text): the two thumb glyphs.
-  var THUMB = '<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false"><path d="M2 21h4V9H2v12zm20-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3a1.5 1.5 0 0 0-.4-1L13.2 1 6.6 7.6A2 2 0 0 0 6 9v10a2 2 0 0 0 2 2h9a2 2 0 0 0 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7v-2z"/></svg>';
-  var REASONS = [["", "Choose a reason"], ["inaccurate", "Inaccurate"], ["incomplete", "Incomplete"],
-    ["irrelevant", "Not relevant"], ["outdated", "Out of date"], ["other", "Something else"]];
-  var fbCount = 0;
-
-  function feedbackError(status, body, retryAfter) {
-    var code = body && body.error && body.error.code;
-    if (status === 404) return "This answer can no longer be rated.";
-    if (status === 413) return "That comment is too long (2000 characters at most).";
-    if (status === 422) return "That feedback was not accepted (" + (code || status) + ").";
-    if (status === 429) return "Too many requests right now. Please wait " + (retryAfter || "a few") + " seconds and try again.";
-    return "Your feedback could not be sent: " + explain(status, body, retryAfter);
-  }
-
-  // Thumbs under one answer (m: its stored record, with message_id and the last rating).
-  function feedback(m, conversation) {
-    var n = ++fbCount;
-    var bar = el("div", { "class": "fb", role: "group", "aria-label": "Rate this answer" });
-    var up = el("button", { type: "button", "class": "fb-btn", "aria-pressed": "false", "aria-label": "Helpful", title: "Helpful" });
-    var down = el("button", { type: "button", "class": "fb-btn fb-down", "aria-pressed": "false", "aria-label": "Not helpful", title: "Not helpful" });
-    up.innerHTML = THUMB;
-    down.innerHTML = THUMB;
-    var status = el("span", { "class": "fb-status", role: "status" });
-    var error = el("div", { "class": "fb-error", role: "alert" });
-    bar.append(up, down, status, error);
-    var pending = false;
-    var sheet = null;
-
-    function show(rating) {
-      up.setAttribute("aria-pressed", String(rating === "up"));
-      down.setAttribute("aria-pressed", String(rating === "down"));
-    }
-    show(m.rating);
-
-    async function post(body) {
-      if (pending) return null;
-      pending = true;
-      up.setAttribute("aria-disabled", "true");
-      down.setAttribute("aria-disabled", "true");
-      status.textContent = "";
-      error.textContent = "";
-      body.session_id = conversation.session_id;
-      var result = null;
-      try {
-        var response = await fetch(apiBase + "/v1/messages/" + encodeURIComponent(m.message_id) + "/feedback", {
-          method: "POST",
-          headers: { "Content-Type": "application/json", "Authorization": "Bearer " + key },
-          body: JSON.stringify(body)
-        });
-        var data = null;
-        try { data = await response.json(); } catch (e) { /* not JSON */ }
-        if (response.ok && data) {
-          result = data;
-          m.rating = data.rating;  // the pressed state follows the server's answer
-          show(m.rating);
-          if (conversation === state) save();
-        } else {
-          error.textContent = feedbackError(response.status, data, response.headers.get("Retry-After"));
-        }
-      } catch (e) {
-        error.textContent = "Your feedback could not be sent. Please check your connection and try again.";
-      }
-      pending = false;
-      up.removeAttribute("aria-disabled");
-      down.removeAttribute("aria-disabled");
-      return result;
-    }
-
-    function closeSheet(focusBack) {
-      if (!sheet) return;
-      sheet.remove();
-      sheet = null;
-      if (focusBack) down.focus();
-    }
-
-    function openSheet() {
-      if (sheet) { sheet.querySelector("select").focus(); return; }
-      sheet = el("form", { "class": "fb-form", "aria-label": "Tell us what was wrong" });
-      var reasonId = "obdal-fb-reason-" + n;
-      var commentId = "obdal-fb-comment-" + n;
-      var select = el("select", { id: reasonId });
-      REASONS.forEach(function (r) { select.appendChild(el("option", { value: r[0] }, r[1])); });
-      var comment = el("textarea", { id: commentId, rows: "3", maxlength: "2000" });
-      var actions = el("div", { "class": "fb-actions" });
-      var skip = el("button", { type: "button", "class": "fb-skip" }, "Skip");
-      var submit = el("button", { type: "submit", "aria-label": "Send feedback" }, "Send");
-      actions.append(skip, submit);
-      sheet.append(el("label", { "for": reasonId }, "What was wrong? (optional)"), select,
-        el("label", { "for": commentId }, "Comment (optional)"), comment, actions);
-      skip.addEventListener("click", function () { closeSheet(true); });
-      sheet.addEventListener("keydown", function (e) {
-        if (e.key === "Escape") { e.stopPropagation(); closeSheet(true); }
+      var response = await fetch(apiBase + "/v1/widget/config", {
+        headers: { "Authorization": "Bearer " + key }, cache: "no-store", signal: AbortSignal.timeout(3000)
       });
-      sheet.addEventListener("submit", async function (e) {
-        e.preventDefault();
-        var body = { rating: "down" };
-        if (select.value) body.reason = select.value;
-        var text = comment.value.trim();
-        if (text) body.comment = text.slice(0, 2000);
-        if (await post(body)) {
-          closeSheet(true);
+      return response.ok ? (await response.json()) || {} : {};
+    } catch (e) {
+      return {};
+    }
+  }
+
+  function start(remote) {
+    function pick(name) { return data[name] || (typeof remote[name] === "string" ? remote[name] : ""); }
+    var safeColor = [data.color, remote.color].filter(function (c) { return COLOR.test(c || ""); })[0] || "#2563eb";
+    var onColor = textOn(safeColor);
+    var cfg = {
+      title: pick("title") || "Ask us anything",
+      greeting: pick("greeting") || "Hi! Ask me a question about our products and policies.",
+      placeholder: pick("placeholder") || "Type your question…",
+      left: pick("position") === "left"
+    };
+    var storeName = "obdal-widget:" + key.split("_").slice(0, 3).join("_");
+    var MAX_KEPT = 50;
+
+    // White or near-black text on the site's colour, whichever contrasts more (WCAG: a light brand
+    // colour such as #0a7 under white text is 2.9:1, under #111 6.3:1). The canvas names the colour.
+    function textOn(color) {
+      var ctx = document.createElement("canvas").getContext("2d");
+      if (!ctx) return "#fff";
+      ctx.fillStyle = color;
+      var hex = /^#([0-9a-f]{6})$/i.exec(ctx.fillStyle);
+      if (!hex) return "#fff";
+      var lum = [0, 2, 4].map(function (i) {
+        var c = parseInt(hex[1].substr(i, 2), 16) / 255;
+        return c <= 0.04045 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+      });
+      var l = 0.2126 * lum[0] + 0.7152 * lum[1] + 0.0722 * lum[2];
+      return 1.05 / (l + 0.05) >= (l + 0.05) / 0.0556 ? "#fff" : "#111";
+    }
+
+    var css = [
+      ":host{all:initial}",
+      "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}",
+      ".launcher{position:fixed;bottom:20px;" + (cfg.left ? "left" : "right") + ":20px;width:56px;height:56px;",
+      "border-radius:50%;border:0;background:" + safeColor + ";color:" + onColor + ";cursor:pointer;z-index:2147483646;",
+      "box-shadow:0 4px 14px rgba(0,0,0,.25);display:flex;align-items:center;justify-content:center}",
+      ".launcher svg{width:26px;height:26px;fill:currentColor}",
+      ".launcher:focus-visible,button:focus-visible,textarea:focus-visible,select:focus-visible{outline:3px solid #111;",
+      "outline-offset:2px}",
+      ".panel{position:fixed;bottom:88px;" + (cfg.left ? "left" : "right") + ":20px;width:370px;height:540px;",
+      "max-height:calc(100vh - 110px);background:#fff;color:#111;border-radius:14px;z-index:2147483647;",
+      "box-shadow:0 10px 40px rgba(0,0,0,.25);display:flex;flex-direction:column;overflow:hidden}",
+      ".panel[hidden]{display:none}",
+      "header{background:" + safeColor + ";color:" + onColor + ";padding:12px 14px;display:flex;align-items:center;gap:8px}",
+      "h2{font-size:16px;margin:0;flex:1;font-weight:600}",
+      "header button{background:transparent;border:1px solid currentColor;color:inherit;border-radius:8px;",
+      "padding:4px 8px;font-size:13px;cursor:pointer}",
+      ".log{flex:1;overflow-y:auto;padding:14px;display:flex;flex-direction:column;gap:10px;background:#f7f7f8}",
+      ".msg{max-width:88%;padding:9px 12px;border-radius:12px;font-size:14px;line-height:1.45;white-space:pre-wrap;",
+      "overflow-wrap:anywhere}",
+      ".user{align-self:flex-end;background:" + safeColor + ";color:" + onColor + "}",
+      ".bot{align-self:flex-start;background:#fff;border:1px solid #e3e3e6}",
+      ".error{align-self:stretch;background:#fff4f4;border:1px solid #f3b7b7;color:#8a1010}",
+      ".sources{margin:6px 0 0;padding:6px 0 0 16px;border-top:1px solid #eee;font-size:12px;color:#444}",
+      ".sources li{margin:2px 0}",
+      ".ask{display:flex;gap:8px;padding:10px;border-top:1px solid #e3e3e6;background:#fff}",
+      "textarea{flex:1;resize:none;border:1px solid #c9c9ce;border-radius:10px;padding:8px 10px;font-size:14px;",
+      "min-height:40px;max-height:120px}",
+      ".ask button,.fb-form button{border:0;border-radius:10px;background:" + safeColor + ";color:" + onColor + ";padding:0 14px;",
+      "font-size:14px;cursor:pointer}",
+      ".ask button:disabled{opacity:.5;cursor:default}",
+      // Feedback under an answer: a white-space:normal block, so the bubble's pre-wrap does not leak in.
+      ".fb{margin-top:6px;padding-top:6px;border-top:1px solid #eee;white-space:normal;display:flex;flex-wrap:wrap;",
+      "align-items:center;gap:6px;font-size:12px;color:#444}",
+      ".fb-btn{display:inline-flex;align-items:center;justify-content:center;width:32px;height:28px;padding:0;",
+      "border:1px solid #c9c9ce;border-radius:8px;background:#fff;color:#444;cursor:pointer}",
+      ".fb-btn svg{width:16px;height:16px;fill:currentColor}.fb-down svg{transform:rotate(180deg)}",
+      ".fb-btn[aria-pressed=true]{background:" + safeColor + ";border-color:" + safeColor + ";color:" + onColor + "}",
+      ".fb-btn[aria-disabled=true]{opacity:.6;cursor:progress}",
+      ".fb-status:empty,.fb-error:empty{display:none}",
+      ".fb-error{flex-basis:100%;background:#fff4f4;border:1px solid #f3b7b7;color:#8a1010;border-radius:8px;",
+      "padding:4px 8px}",
+      ".fb-form{flex-basis:100%;display:flex;flex-direction:column;gap:6px;margin:4px 0 0}",
+      ".fb-form label{font-size:12px;color:#333}",
+      ".fb-form select,.fb-form textarea{width:100%;font-size:13px;border:1px solid #c9c9ce;border-radius:8px;",
+      "padding:5px 8px;background:#fff;color:#111}",
+      ".fb-form textarea{flex:none;min-height:56px;resize:vertical}",
+      ".fb-actions{display:flex;gap:6px;justify-content:flex-end}",
+      ".fb-form button{padding:5px 12px;font-size:13px}",
+      ".fb-form .fb-skip{background:#fff;color:#333;border:1px solid #c9c9ce}",
+      ".sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}",
+      "@media (max-width:480px){.panel{left:0;right:0;bottom:0;top:0;width:100%;height:100%;max-height:none;",
+      "border-radius:0}.launcher{bottom:14px}}"
+    ].join("");
+
+    function el(tag, attrs, text) {
+      var node = document.createElement(tag);
+      Object.keys(attrs || {}).forEach(function (name) { node.setAttribute(name, attrs[name]); });
+      if (text) node.textContent = text;  // text only: nothing received is ever parsed as HTML
+      return node;
+    }
+
+    var host = el("div", { id: "obdal-widget" });
+    var root = host.attachShadow({ mode: "open" });
+    var style = el("style");
+    style.textContent = css;
+    var launcher = el("button", {
+      "class": "launcher", type: "button", "aria-label": "Open chat: " + cfg.title,
+      "aria-expanded": "false", "aria-controls": "obdal-panel"
+    });
+    launcher.innerHTML = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"/></svg>';
+    var panel = el("section", { "class": "panel", id: "obdal-panel", role: "dialog", "aria-labelledby": "obdal-title" });
+    panel.hidden = true;
+    var header = el("header");
+    var title = el("h2", { id: "obdal-title" }, cfg.title);
+    var reset = el("button", { type: "button", "aria-label": "Start a new conversation" }, "New");
+    var close = el("button", { type: "button", "aria-label": "Close chat" }, "✕");
+    header.append(title, reset, close);
+    // Focusable: a keyboard user scrolls a long conversation with the arrow keys (WCAG 2.1.1).
+    var log = el("div", { "class": "log", role: "log", "aria-live": "polite", "aria-label": "Conversation", tabindex: "0" });
+    var form = el("form", { "class": "ask" });
+    var label = el("label", { "for": "obdal-input", "class": "sr" }, "Your question");
+    var input = el("textarea", { id: "obdal-input", rows: "1", placeholder: cfg.placeholder, maxlength: "4000" });
+    var send = el("button", { type: "submit" }, "Send");
+    form.append(label, input, send);
+    panel.append(header, log, form);
+    root.append(style, launcher, panel);
+
+    var state = load();
+    var busy = false;
+    var controller = null;
+
+    function load() {
+      if (preview) return { session_id: null, messages: [] };
+      try {
+        var saved = JSON.parse(localStorage.getItem(storeName) || "null");
+        if (saved && Array.isArray(saved.messages)) return saved;
+      } catch (e) { /* storage unavailable or corrupt: start fresh */ }
+      return { session_id: null, messages: [] };
+    }
+
+    function save() {
+      if (preview) return;
+      state.messages = state.messages.slice(-MAX_KEPT);
+      try { localStorage.setItem(storeName, JSON.stringify(state)); } catch (e) { /* private mode */ }
+    }
+
+    function addMessage(role, text, sources) {
+      var node = el("div", { "class": "msg " + role }, text);
+      if (role === "error") node.setAttribute("role", "alert");
+      if (sources && sources.length) node.appendChild(sourceList(sources));
+      log.appendChild(node);
+      log.scrollTop = log.scrollHeight;
+      return node;
+    }
+
+    function sourceList(sources) {
+      var list = el("ul", { "class": "sources", "aria-label": "Sources" });
+      sources.slice(0, 5).forEach(function (s) {
+        list.appendChild(el("li", {}, String(s.filename || "document") + " — " + String(s.snippet || "")));
+      });
+      return list;
+    }
+
+    function render() {
+      log.textContent = "";
+      addMessage("bot", cfg.greeting);
+      state.messages.forEach(function (m) {
+        var node = addMessage(m.role, m.text, m.sources);
+        if (m.role === "bot" && m.message_id) node.appendChild(feedback(m, state));
+      });
+    }
+
+    // Static markup only (no received text): the two thumb glyphs.
+    var THUMB = '<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false"><path d="M2 21h4V9H2v12zm20-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3a1.5 1.5 0 0 0-.4-1L13.2 1 6.6 7.6A2 2 0 0 0 6 9v10a2 2 0 0 0 2 2h9a2 2 0 0 0 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7v-2z"/></svg>';
+    var REASONS = [["", "Choose a reason"], ["inaccurate", "Inaccurate"], ["incomplete", "Incomplete"],
+      ["irrelevant", "Not relevant"], ["outdated", "Out of date"], ["other", "Something else"]];
+    var fbCount = 0;
+
+    function feedbackError(status, body, retryAfter) {
+      var code = body && body.error && body.error.code;
+      if (status === 404) return "This answer can no longer be rated.";
+      if (status === 413) return "That comment is too long (2000 characters at most).";
+      if (status === 422) return "That feedback was not accepted (" + (code || status) + ").";
+      if (status === 429) return "Too many requests right now. Please wait " + (retryAfter || "a few") + " seconds and try again.";
+      return "Your feedback could not be sent: " + explain(status, body, retryAfter);
+    }
+
+    // Thumbs under one answer (m: its stored record, with message_id and the last rating).
+    function feedback(m, conversation) {
+      var n = ++fbCount;
+      var bar = el("div", { "class": "fb", role: "group", "aria-label": "Rate this answer" });
+      var up = el("button", { type: "button", "class": "fb-btn", "aria-pressed": "false", "aria-label": "Helpful", title: "Helpful" });
+      var down = el("button", { type: "button", "class": "fb-btn fb-down", "aria-pressed": "false", "aria-label": "Not helpful", title: "Not helpful" });
+      up.innerHTML = THUMB;
+      down.innerHTML = THUMB;
+      var status = el("span", { "class": "fb-status", role: "status" });
+      var error = el("div", { "class": "fb-error", role: "alert" });
+      bar.append(up, down, status, error);
+      var pending = false;
+      var sheet = null;
+
+      function show(rating) {
+        up.setAttribute("aria-pressed", String(rating === "up"));
+        down.setAttribute("aria-pressed", String(rating === "down"));
+      }
+      show(m.rating);
+
+      async function post(body) {
+        if (pending) return null;
+        pending = true;
+        up.setAttribute("aria-disabled", "true");
+        down.setAttribute("aria-disabled", "true");
+        status.textContent = "";
+        error.textContent = "";
+        body.session_id = conversation.session_id;
+        var result = null;
+        try {
+          var response = await fetch(apiBase + "/v1/messages/" + encodeURIComponent(m.message_id) + "/feedback", {
+            method: "POST",
+            headers: { "Content-Type": "application/json", "Authorization": "Bearer " + key },
+            body: JSON.stringify(body)
+          });
+          var data = null;
+          try { data = await response.json(); } catch (e) { /* not JSON */ }
+          if (response.ok && data) {
+            result = data;
+            m.rating = data.rating;  // the pressed state follows the server's answer
+            show(m.rating);
+            if (conversation === state) save();
+          } else {
+            error.textContent = feedbackError(response.status, data, response.headers.get("Retry-After"));
+          }
+        } catch (e) {
+          error.textContent = "Your feedback could not be sent. Please check your connection and try again.";
+        }
+        pending = false;
+        up.removeAttribute("aria-disabled");
+        down.removeAttribute("aria-disabled");
+        return result;
+      }
+
+      function closeSheet(focusBack) {
+        if (!sheet) return;
+        sheet.remove();
+        sheet = null;
+        if (focusBack) down.focus();
+      }
+
+      function openSheet() {
+        if (sheet) { sheet.querySelector("select").focus(); return; }
+        sheet = el("form", { "class": "fb-form", "aria-label": "Tell us what was wrong" });
+        var reasonId = "obdal-fb-reason-" + n;
+        var commentId = "obdal-fb-comment-" + n;
+        var select = el("select", { id: reasonId });
+        REASONS.forEach(function (r) { select.appendChild(el("option", { value: r[0] }, r[1])); });
+        var comment = el("textarea", { id: commentId, rows: "3", maxlength: "2000" });
+        var actions = el("div", { "class": "fb-actions" });
+        var skip = el("button", { type: "button", "class": "fb-skip" }, "Skip");
+        var submit = el("button", { type: "submit", "aria-label": "Send feedback" }, "Send");
+        actions.append(skip, submit);
+        sheet.append(el("label", { "for": reasonId }, "What was wrong? (optional)"), select,
+          el("label", { "for": commentId }, "Comment (optional)"), comment, actions);
+        skip.addEventListener("click", function () { closeSheet(true); });
+        sheet.addEventListener("keydown", function (e) {
+          if (e.key === "Escape") { e.stopPropagation(); closeSheet(true); }
+        });
+        sheet.addEventListener("submit", async function (e) {
+          e.preventDefault();
+          var body = { rating: "down" };
+          if (select.value) body.reason = select.value;
+          var text = comment.value.trim();
+          if (text) body.comment = text.slice(0, 2000);
+          if (await post(body)) {
+            closeSheet(true);
+            status.textContent = "Thanks for your feedback";
+          }
+        });
+        bar.insertBefore(sheet, status);
+        log.scrollTop = log.scrollHeight;
+        select.focus();
+      }
+
+      up.addEventListener("click", async function () {
+        if (m.rating === "up") return;
+        if (await post({ rating: "up" })) {
+          closeSheet(false);
           status.textContent = "Thanks for your feedback";
         }
       });
-      bar.insertBefore(sheet, status);
-      log.scrollTop = log.scrollHeight;
-      select.focus();
-    }
-
-    up.addEventListener("click", async function () {
-      if (m.rating === "up") return;
-      if (await post({ rating: "up" })) {
-        closeSheet(false);
-        status.textContent = "Thanks for your feedback";
-      }
-    });
-    down.addEventListener("click", async function () {
-      if (m.rating === "down") return openSheet();  // already recorded: offer the details again
-      if (await post({ rating: "down" })) {
-        status.textContent = "Thanks for your feedback";
-        openSheet();
-      }
-    });
-    return bar;
-  }
-
-  function open() {
-    panel.hidden = false;
-    launcher.setAttribute("aria-expanded", "true");
-    launcher.setAttribute("aria-label", "Close chat: " + cfg.title);
-    input.focus();
-  }
-
-  function shut() {
-    panel.hidden = true;
-    launcher.setAttribute("aria-expanded", "false");
-    launcher.setAttribute("aria-label", "Open chat: " + cfg.title);
-    launcher.focus();
-  }
-
-  function explain(status, body, retryAfter) {
-    var code = body && body.error && body.error.code;
-    if (status === 403) return "This website is not allowed to use this assistant.";
-    if (status === 401) return "This assistant is not set up correctly (its key was refused).";
-    if (status === 429 && code === "token_budget_exhausted") return "The assistant has reached its limit for today. Please try again tomorrow.";
-    if (status === 429) return "Too many questions right now. Please wait " + (retryAfter || "a few") + " seconds and try again.";
-    if (status === 503 || status === 504) return "The assistant is temporarily unavailable. Please try again shortly.";
-    if (status === 413) return "That question is too long. Please shorten it.";
-    return "Something went wrong (" + (code || status) + "). Please try again.";
-  }
-
-  // A refused CORS check and a service that is down fail fetch() alike. A no-cors request
-  // needs no CORS approval: if it gets any answer, the service is up and this origin was refused.
-  async function unreachable() {
-    try {
-      // Bounded: after a connection that timed out, a second full timeout would keep Send disabled.
-      await fetch(apiBase + "/v1/status/live", { mode: "no-cors", cache: "no-store", signal: AbortSignal.timeout(5000) });
-      return "This assistant is not enabled for this website.";
-    } catch (e) {
-      return "The assistant cannot be reached right now. Please check your connection and try again.";
-    }
-  }
-
-  function finish() {
-    busy = false;
-    send.disabled = false;
-    controller = null;
-  }
-
-  async function ask(question) {
-    var conversation = state;  // "New" during the answer starts another one: keep them apart
-    busy = true;
-    send.disabled = true;
-    addMessage("user", question);
-    conversation.messages.push({ role: "user", text: question });
-    save();
-    var answer = addMessage("bot", "");
-    answer.setAttribute("aria-busy", "true");
-    controller = new AbortController();
-    var text = "";
-    var response;
-    try {
-      response = await fetch(apiBase + "/v1/chat", {
-        method: "POST",
-        headers: { "Content-Type": "application/json", "Authorization": "Bearer " + key },
-        body: JSON.stringify({ message: question, session_id: conversation.session_id || undefined, stream: true }),
-        signal: controller.signal
+      down.addEventListener("click", async function () {
+        if (m.rating === "down") return openSheet();  // already recorded: offer the details again
+        if (await post({ rating: "down" })) {
+          status.textContent = "Thanks for your feedback";
+          openSheet();
+        }
       });
-    } catch (e) {
-      answer.remove();
-      if (e.name !== "AbortError") addMessage("error", await unreachable());
-      return finish();
+      return bar;
     }
-    if (!response.ok || !response.body) {
-      var body = null;
-      try { body = await response.json(); } catch (e) { /* not JSON */ }
-      answer.remove();
-      addMessage("error", explain(response.status, body, response.headers.get("Retry-After")));
-      return finish();
+
+    function open() {
+      panel.hidden = false;
+      launcher.setAttribute("aria-expanded", "true");
+      launcher.setAttribute("aria-label", "Close chat: " + cfg.title);
+      input.focus();
     }
-    var reader = response.body.getReader();
-    var decoder = new TextDecoder();
-    var buffer = "";
-    var sources = [];
-    var failed = null;
-    var messageId = null;
-    try {
-      for (;;) {
-        var chunk = await reader.read();
-        if (chunk.done) break;
-        buffer += decoder.decode(chunk.value, { stream: true });
-        var blocks = buffer.split(/\r?\n\r?\n/);
-        buffer = blocks.pop();
-        blocks.forEach(function (block) {
-          var event = "message";
-          var payload = "";
-          block.split(/\r?\n/).forEach(function (line) {
-            if (line.indexOf("event:") === 0) event = line.slice(6).trim();
-            else if (line.indexOf("data:") === 0) payload += line.slice(5).trim();
-          });
-          if (!payload) return;  // a ": ping" comment
-          var value = JSON.parse(payload);
-          if (event === "message") {
-            text += value.content;
-            answer.textContent = text;
-            log.scrollTop = log.scrollHeight;
-          } else if (event === "sources") {
-            sources = value.sources || [];
-          } else if (event === "end") {
-            conversation.session_id = value.session_id;
-            messageId = value.message_id || null;
-          } else if (event === "error") {
-            failed = value;
-          }
-        });
+
+    function shut() {
+      panel.hidden = true;
+      launcher.setAttribute("aria-expanded", "false");
+      launcher.setAttribute("aria-label", "Open chat: " + cfg.title);
+      launcher.focus();
+    }
+
+    function explain(status, body, retryAfter) {
+      var code = body && body.error && body.error.code;
+      if (status === 403) return "This website is not allowed to use this assistant.";
+      if (status === 401) return "This assistant is not set up correctly (its key was refused).";
+      if (status === 429 && code === "token_budget_exhausted") return "The assistant has reached its limit for today. Please try again tomorrow.";
+      if (status === 429) return "Too many questions right now. Please wait " + (retryAfter || "a few") + " seconds and try again.";
+      if (status === 503 || status === 504) return "The assistant is temporarily unavailable. Please try again shortly.";
+      if (status === 413) return "That question is too long. Please shorten it.";
+      return "Something went wrong (" + (code || status) + "). Please try again.";
+    }
+
+    // A refused CORS check and a service that is down fail fetch() alike. A no-cors request
+    // needs no CORS approval: if it gets any answer, the service is up and this origin was refused.
+    async function unreachable() {
+      try {
+        // Bounded: after a connection that timed out, a second full timeout would keep Send disabled.
+        await fetch(apiBase + "/v1/status/live", { mode: "no-cors", cache: "no-store", signal: AbortSignal.timeout(5000) });
+        return "This assistant is not enabled for this website.";
+      } catch (e) {
+        return "The assistant cannot be reached right now. Please check your connection and try again.";
       }
-    } catch (e) {
-      if (e.name !== "AbortError") failed = { code: "stream_interrupted" };
     }
-    if (sources.length) answer.appendChild(sourceList(sources));
-    if (text) {
-      var record = { role: "bot", text: text, sources: sources };
-      // Thumbs only on a whole answer: its `end` came, with the id the rating refers to.
-      if (messageId && !failed) {
-        record.message_id = messageId;
-        answer.appendChild(feedback(record, conversation));
-      }
-      conversation.messages.push(record);
-    } else {
-      answer.remove();
+
+    function finish() {
+      busy = false;
+      send.disabled = false;
+      controller = null;
     }
-    answer.removeAttribute("aria-busy");
-    if (conversation === state) {
+
+    async function ask(question) {
+      var conversation = state;  // "New" during the answer starts another one: keep them apart
+      busy = true;
+      send.disabled = true;
+      addMessage("user", question);
+      conversation.messages.push({ role: "user", text: question });
       save();
-      if (failed) addMessage("error", "The answer was interrupted. Please ask again.");
+      var answer = addMessage("bot", "");
+      answer.setAttribute("aria-busy", "true");
+      controller = new AbortController();
+      var text = "";
+      var response;
+      try {
+        response = await fetch(apiBase + "/v1/chat", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", "Authorization": "Bearer " + key },
+          body: JSON.stringify({ message: question, session_id: conversation.session_id || undefined, stream: true }),
+          signal: controller.signal
+        });
+      } catch (e) {
+        answer.remove();
+        if (e.name !== "AbortError") addMessage("error", await unreachable());
+        return finish();
+      }
+      if (!response.ok || !response.body) {
+        var body = null;
+        try { body = await response.json(); } catch (e) { /* not JSON */ }
+        answer.remove();
+        addMessage("error", explain(response.status, body, response.headers.get("Retry-After")));
+        return finish();
+      }
+      var reader = response.body.getReader();
+      var decoder = new TextDecoder();
+      var buffer = "";
+      var sources = [];
+      var failed = null;
+      var messageId = null;
+      try {
+        for (;;) {
+          var chunk = await reader.read();
+          if (chunk.done) break;
+          buffer += decoder.decode(chunk.value, { stream: true });
+          var blocks = buffer.split(/\r?\n\r?\n/);
+          buffer = blocks.pop();
+          blocks.forEach(function (block) {
+            var event = "message";
+            var payload = "";
+            block.split(/\r?\n/).forEach(function (line) {
+              if (line.indexOf("event:") === 0) event = line.slice(6).trim();
+              else if (line.indexOf("data:") === 0) payload += line.slice(5).trim();
+            });
+            if (!payload) return;  // a ": ping" comment
+            var value = JSON.parse(payload);
+            if (event === "message") {
+              text += value.content;
+              answer.textContent = text;
+              log.scrollTop = log.scrollHeight;
+            } else if (event === "sources") {
+              sources = value.sources || [];
+            } else if (event === "end") {
+              conversation.session_id = value.session_id;
+              messageId = value.message_id || null;
+            } else if (event === "error") {
+              failed = value;
+            }
+          });
+        }
+      } catch (e) {
+        if (e.name !== "AbortError") failed = { code: "stream_interrupted" };
+      }
+      if (sources.length) answer.appendChild(sourceList(sources));
+      if (text) {
+        var record = { role: "bot", text: text, sources: sources };
+        // Thumbs only on a whole answer: its `end` came, with the id the rating refers to.
+        if (messageId && !failed) {
+          record.message_id = messageId;
+          answer.appendChild(feedback(record, conversation));
+        }
+        conversation.messages.push(record);
+      } else {
+        answer.remove();
+      }
+      answer.removeAttribute("aria-busy");
+      if (conversation === state) {
+        save();
+        if (failed) addMessage("error", "The answer was interrupted. Please ask again.");
+      }
+      finish();
     }
-    finish();
+
+    launcher.addEventListener("click", function () { panel.hidden ? open() : shut(); });
+    close.addEventListener("click", shut);
+    reset.addEventListener("click", function () {
+      if (controller) controller.abort();
+      state = { session_id: null, messages: [] };
+      save();
+      render();
+      input.focus();
+    });
+    panel.addEventListener("keydown", function (e) { if (e.key === "Escape") shut(); });
+    input.addEventListener("keydown", function (e) {
+      if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+    });
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var question = input.value.trim();
+      if (!question || busy) return;
+      input.value = "";
+      if (preview) {
+        addMessage("user", question);
+        addMessage("bot", "This is a preview: on your website, the answer appears here.");
+        return;
+      }
+      ask(question);
+    });
+
+    render();
+    (document.body || document.documentElement).appendChild(host);
+    if (preview) {
+      panel.hidden = false;
+      launcher.setAttribute("aria-expanded", "true");
+      launcher.setAttribute("aria-label", "Close chat: " + cfg.title);
+    }
   }
 
-  launcher.addEventListener("click", function () { panel.hidden ? open() : shut(); });
-  close.addEventListener("click", shut);
-  reset.addEventListener("click", function () {
-    if (controller) controller.abort();
-    state = { session_id: null, messages: [] };
-    save();
-    render();
-    input.focus();
-  });
-  panel.addEventListener("keydown", function (e) { if (e.key === "Escape") shut(); });
-  input.addEventListener("keydown", function (e) {
-    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
-  });
-  form.addEventListener("submit", function (e) {
-    e.preventDefault();
-    var question = input.value.trim();
-    if (!question || busy) return;
-    input.value = "";
-    ask(question);
-  });
-
-  render();
-  (document.body || document.documentElement).appendChild(host);
+  settings().then(start);
 })();
