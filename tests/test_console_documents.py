@@ -16,6 +16,7 @@ from tests.console import (
     OWNER_EMAIL,
     add_operator,
     browser_sign_in,
+    choose_files,
     ensure_owner,
     help_centre,
     page_violations,
@@ -219,9 +220,7 @@ def test_a_folder_a_drop_and_a_replacement(
 
     replacement = tmp_path / "hours-2027.txt"
     replacement.write_text("From 2027 the shop opens at ten.\n")
-    with page.expect_file_chooser() as chooser:
-        page.get_by_role("button", name="Replace hours.txt").click()
-    chooser.value.set_files(str(replacement))
+    choose_files(page, page.get_by_role("button", name="Replace hours.txt").click, [replacement])
     expect(_row(page, "hours-2027.txt").locator(".badge")).to_have_text("ready", timeout=READY_S)
     file_id = _row(page, "hours-2027.txt").get_attribute("data-file-id")
     owner = sign_in(api, OWNER_EMAIL)

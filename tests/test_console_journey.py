@@ -20,6 +20,7 @@ from tests.conftest import BIN, Stack, clean_env
 from tests.console import (
     PASSWORD,
     add_operator,
+    choose_files,
     ensure_owner,
     help_centre,
     page_violations,
@@ -145,9 +146,7 @@ def test_a_new_support_manager_goes_live_by_keyboard(api: Api, tmp_path: Path) -
 
         # Three documents at once through the file chooser, opened from the keyboard.
         _tab_to(page, page.get_by_label("Choose files"))
-        with page.expect_file_chooser() as chooser:
-            page.keyboard.press("Enter")
-        chooser.value.set_files([str(tmp_path / name) for name in documents])
+        choose_files(page, lambda: page.keyboard.press("Enter"), [tmp_path / name for name in documents])
         rows = page.locator("[data-files] tbody tr")
         for name in documents:
             expect(rows.filter(has_text=name).locator(".badge")).to_have_text("ready", timeout=90_000)

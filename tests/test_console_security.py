@@ -629,9 +629,14 @@ def operator(epoch: int = 0) -> OperatorRecord:
 
 async def sessions_kv(servers: Servers, **limits: float) -> tuple[Any, ConsoleSessions]:
     nc = await nats.connect(servers.nats.url)
-    kv = await key_value(nc.jetstream(), f"test_console_{uuid.uuid4().hex[:12]}", ttl_s=60)
+    bucket = f"test_console_{uuid.uuid4().hex[:12]}"
+    kv = await key_value(nc.jetstream(), bucket, ttl_s=60)
     return nc, ConsoleSessions(
-        kv, idle=timedelta(seconds=limits["idle"]), absolute=timedelta(seconds=limits["absolute"])
+        kv,
+        js=nc.jetstream(),
+        bucket=bucket,
+        idle=timedelta(seconds=limits["idle"]),
+        absolute=timedelta(seconds=limits["absolute"]),
     )
 
 
@@ -838,7 +843,9 @@ async def test_a_request_in_flight_does_not_bring_a_signed_out_session_back(serv
     nc, plain = await sessions_kv(servers, idle=2, absolute=60)
     try:
         racing = _SignOutMeanwhile(plain._kv)
-        sessions = ConsoleSessions(cast(Any, racing), idle=plain.idle, absolute=plain.absolute)
+        sessions = ConsoleSessions(
+            cast(Any, racing), js=plain._js, bucket=plain._bucket, idle=plain.idle, absolute=plain.absolute
+        )
         op = operator()
         cookie, _ = await sessions.start(op)
         await asyncio.sleep(0.7)  # long enough that the next request writes the session's last use

@@ -6,19 +6,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from obdal_common.errors import Conflict, NotFound
 from obdal_common.ids import new_id
+from obdal_common.messaging import keys_matching
 from obdal_common.schemas import AppRecord, ChatConfig, WidgetConfig, decode, encode
 
 __all__ = ["AppRegistry"]
 
 
 class AppRegistry:
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
+    """The apps in the KV bucket ``bucket`` (``kv`` is its handle; ``js`` lists its keys)."""
+
+    def __init__(self, kv: KeyValue, *, js: JetStreamContext, bucket: str) -> None:
+        self._kv, self._js, self._bucket = kv, js, bucket
 
     async def create(self, name: str) -> AppRecord:
         app = AppRecord(app_id=new_id("app"), name=name, created_at=datetime.now(UTC))
@@ -64,10 +68,9 @@ class AppRegistry:
         return app
 
     async def list(self) -> list[AppRecord]:
-        try:
-            keys = await self._kv.keys()
-        except NoKeysError:
-            return []
+        # Not KeyValue.keys(): while other clients write to the bucket it returned a partial or
+        # empty list (an operator's console page lost its app: a 404 in CI).
+        keys = await keys_matching(self._js, self._bucket, "*")
         found: list[AppRecord] = []
         for app_id in keys:
             try:

@@ -20,10 +20,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import msgspec
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from obdal_common.ids import is_id, new_secret
+from obdal_common.messaging import keys_matching
 from obdal_common.schemas import ConsoleSession, OperatorRecord, decode, encode
 
 __all__ = ["COOKIE", "ConsoleSessions", "SignedIn", "csrf_matches"]
@@ -54,8 +56,12 @@ def _split(cookie: str) -> tuple[str, str] | None:
 
 
 class ConsoleSessions:
-    def __init__(self, kv: KeyValue, *, idle: timedelta, absolute: timedelta) -> None:
-        self._kv = kv
+    """Sessions in the KV bucket ``bucket`` (``kv`` is its handle; ``js`` lists its keys)."""
+
+    def __init__(
+        self, kv: KeyValue, *, js: JetStreamContext, bucket: str, idle: timedelta, absolute: timedelta
+    ) -> None:
+        self._kv, self._js, self._bucket = kv, js, bucket
         self.idle = idle
         self.absolute = absolute
 
@@ -110,16 +116,7 @@ class ConsoleSessions:
 
     async def end_all(self, operator_id: str) -> None:
         """End every session of the operator (password changed, operator removed)."""
-        # A watch of the operator's keys only (KeyValue.keys reads the whole bucket, then filters).
-        watcher = await self._kv.watch(f"{operator_id}.*", meta_only=True, ignore_deletes=True)
-        keys: list[str] = []
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                keys.append(entry.key)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        keys = await keys_matching(self._js, self._bucket, f"{operator_id}.*")
         for key in keys:
             await self._kv.purge(key)
 

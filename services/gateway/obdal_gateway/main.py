@@ -70,7 +70,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             js=js,
             redis=redis,
             keys=keys,
-            apps=AppRegistry(await key_value(js, subjects.KV_APPS)),
+            apps=AppRegistry(await key_value(js, subjects.KV_APPS), js=js, bucket=subjects.KV_APPS),
             objects=await js.object_store(subjects.OBJECT_STORE_FILES),
             relay=ChatRelay(
                 nc,
@@ -84,6 +84,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             operators=operators,
             console_sessions=ConsoleSessions(
                 await key_value(js, subjects.KV_CONSOLE_SESSIONS, ttl_s=subjects.CONSOLE_SESSION_TTL_S),
+                js=js,
+                bucket=subjects.KV_CONSOLE_SESSIONS,
                 idle=timedelta(minutes=settings.console_idle_minutes),
                 absolute=timedelta(hours=settings.console_session_hours),
             ),
