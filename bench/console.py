@@ -57,8 +57,14 @@ def _upload_files(http: httpx.Client, files: int) -> int:
     return len(retried)
 
 
-def _ready(http: httpx.Client) -> int:
-    return sum(1 for f in http.get("/v1/files").json()["files"] if f["status"] == "ready")
+def _loaded(http: httpx.Client, *, turns: int, files: int) -> bool:
+    """Whether analytics counts every turn and every file is ready; an answer other than 200
+    (the key's rate limit, a service still busy) only means not yet."""
+    analytics = http.get("/v1/analytics")
+    if analytics.status_code != 200 or analytics.json()["totals"]["messages"] < turns:
+        return False
+    listed = http.get("/v1/files")
+    return listed.status_code == 200 and sum(f["status"] == "ready" for f in listed.json()["files"]) >= files
 
 
 def _weight(http: httpx.Client, path: str) -> dict[str, int]:
@@ -86,7 +92,7 @@ def measure(*, sessions: int = 10_000, files: int = 1000, requests: int = 30) ->
         asyncio.run(_publish(s.nats_url, events))
         retried = _upload_files(key, files)
         # Turn events feed analytics and sessions (not usage, which only the chat's answers feed).
-        while key.get("/v1/analytics").json()["totals"]["messages"] < len(events) or _ready(key) < files:
+        while not _loaded(key, turns=len(events), files=files):
             time.sleep(_POLL_S)
         loaded_s = time.perf_counter() - began
 
