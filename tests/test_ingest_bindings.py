@@ -95,8 +95,8 @@ class Owner:
 async def serve_owner(server: ManagedServer, nc: NATS, tmp_path: Path, bus: Bus, caller: Bus) -> Owner:
     """Ingest's bindings served on ``bus`` over ``nc``'s NATS, called over ``caller``."""
     client = OutboundClient(OutboundPolicy(), user_agent="obdal-test")
-    parts = await ingest_parts(nc, tmp_path, client=client, settings=IngestSettings())
-    js, objects, statuses, index = parts.js, parts.objects, parts.statuses, parts.index
+    parts, index = await ingest_parts(nc, tmp_path, client=client, settings=IngestSettings())
+    js, objects, statuses = parts.js, parts.objects, parts.statuses
     files, answers, sources = parts.files, parts.answers, parts.sources
     bindings = ingest_bindings(
         files=files,

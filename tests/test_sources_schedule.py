@@ -46,7 +46,7 @@ async def replicas(tmp_path: Path) -> AsyncIterator[Replicas]:
     client = OutboundClient(OutboundPolicy.from_setting("127.0.0.0/8"), user_agent=USER_AGENT)
     try:
         settings = IngestSettings(source_lease_s=LEASE_S)
-        parts = await ingest_parts(nc, tmp_path, client=client, settings=settings)
+        parts, _ = await ingest_parts(nc, tmp_path, client=client, settings=settings)
         store, files, objects = parts.sources, parts.files, parts.objects
         crawler = Crawler(client, parsers, user_agent=USER_AGENT, delay_s=0)
         schedulers = []

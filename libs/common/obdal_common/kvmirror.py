@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 import msgspec
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from obdal_common.messaging import read_record
 from obdal_common.schemas import decode, encode
 
 __all__ = ["KVMirror"]
@@ -99,15 +99,11 @@ class KVMirror(Generic[T]):
 
     async def fetch(self, key: str) -> T | None:
         """A record read from KV now (and remembered), even if memory has one."""
-        try:
-            entry = await self._kv.get(key)
-        except KeyNotFoundError:
+        found = await read_record(self._kv, key, self._typ)
+        if found is None:
             return None
-        if not entry.value:
-            return None
-        record = decode(entry.value, self._typ)
-        self._records[key] = record
-        return record
+        self._records[key] = found[0]
+        return found[0]
 
     async def put(self, key: str, record: T) -> None:
         await self._kv.put(key, encode(record))

@@ -35,7 +35,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE, ObjectStore
 
@@ -55,6 +55,7 @@ __all__ = [
     "keys_matching",
     "publish_event",
     "pull_each",
+    "read_record",
 ]
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,18 @@ async def key_value(js: JetStreamContext, bucket: str, *, ttl_s: float | None = 
         return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s))
     except BadRequestError:
         return await js.key_value(bucket)
+
+
+async def read_record(kv: KeyValue, key: str, typ: type[T]) -> tuple[T, int] | None:
+    """The record at ``key`` decoded as ``typ`` with its revision (for a compare-and-set), or
+    ``None`` when there is none (never written, deleted or purged)."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    if not entry.value or entry.revision is None:
+        return None
+    return decode(entry.value, typ), entry.revision
 
 
 async def keys_matching(js: JetStreamContext, bucket: str, pattern: str) -> list[str]:

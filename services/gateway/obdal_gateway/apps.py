@@ -7,13 +7,13 @@ from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from obdal_common.errors import Conflict, NotFound
 from obdal_common.ids import new_id
-from obdal_common.messaging import keys_matching
-from obdal_common.schemas import AppRecord, ChatConfig, WidgetConfig, decode, encode
+from obdal_common.messaging import keys_matching, read_record
+from obdal_common.schemas import AppRecord, ChatConfig, WidgetConfig, encode
 
 __all__ = ["AppRegistry"]
 
@@ -33,13 +33,10 @@ class AppRegistry:
         return (await self._entry(app_id))[0]
 
     async def _entry(self, app_id: str) -> tuple[AppRecord, int]:
-        try:
-            entry = await self._kv.get(app_id)
-        except KeyNotFoundError:
-            entry = None
-        if entry is None or not entry.value or entry.revision is None:
+        found = await read_record(self._kv, app_id, AppRecord)
+        if found is None:
             raise NotFound(f"no app {app_id}", code="app_not_found")
-        return decode(entry.value, AppRecord), entry.revision
+        return found
 
     async def set_chat(self, app_id: str, config: ChatConfig) -> AppRecord:
         """Replace an app's generation settings. Chat workers see the change through their watch."""

@@ -25,8 +25,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from obdal_common.ids import is_id, new_secret
-from obdal_common.messaging import keys_matching
-from obdal_common.schemas import ConsoleSession, OperatorRecord, decode, encode
+from obdal_common.messaging import keys_matching, read_record
+from obdal_common.schemas import ConsoleSession, OperatorRecord, encode
 
 __all__ = ["COOKIE", "ConsoleSessions", "SignedIn", "csrf_matches"]
 
@@ -85,13 +85,10 @@ class ConsoleSessions:
         if parts is None or operator is None or operator.operator_id != parts[0]:
             return None
         key = _key(*parts)
-        try:
-            entry = await self._kv.get(key)
-        except KeyNotFoundError:
+        found = await read_record(self._kv, key, ConsoleSession)
+        if found is None:
             return None
-        if not entry.value:
-            return None
-        session = decode(entry.value, ConsoleSession)
+        session, revision = found
         now = datetime.now(UTC)
         if (
             session.epoch != operator.session_epoch
@@ -105,7 +102,7 @@ class ConsoleSessions:
             session = msgspec.structs.replace(session, last_seen_at=now)
             # Only over the revision read: a sign-out (or end_all) meanwhile stays ended.
             with contextlib.suppress(KeyWrongLastSequenceError):
-                await self._kv.update(key, encode(session), last=entry.revision)
+                await self._kv.update(key, encode(session), last=revision)
         return session
 
     async def end(self, cookie: str) -> None:

@@ -28,13 +28,14 @@ import msgspec
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from obdal_common import subjects
 from obdal_common.cursors import decode_cursor, encode_cursor
 from obdal_common.errors import Conflict, NotFound, PayloadTooLarge, UnprocessableContent
 from obdal_common.ids import is_id, new_id
+from obdal_common.messaging import read_record
 from obdal_common.schemas import (
     CuratedAnswer,
     CuratedAnswerCreate,
@@ -253,13 +254,10 @@ class CuratedAnswerStore:
         """The record and its revision; 404 ``answer_not_found`` for an answer the app does not have."""
         if not is_id("ans", answer_id):
             raise _not_found(answer_id)
-        try:
-            entry = await self._kv.get(_key(app_id, answer_id))
-        except KeyNotFoundError:
-            raise _not_found(answer_id) from None
-        if not entry.value or entry.revision is None:
+        found = await read_record(self._kv, _key(app_id, answer_id), CuratedAnswer)
+        if found is None:
             raise _not_found(answer_id)
-        return decode(entry.value, CuratedAnswer), entry.revision
+        return found
 
     async def _source_filename(self, app_id: str, file_id: str | None) -> str:
         """The name of the app's file ``file_id`` ("" for none); 404 ``file_not_found`` otherwise."""

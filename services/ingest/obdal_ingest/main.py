@@ -10,22 +10,19 @@ from obdal_common.contract import NatsBus
 from obdal_common.health import nats_check
 from obdal_common.ids import new_id
 from obdal_common.messaging import close as close_nats
-from obdal_common.messaging import connect, ensure_topology, key_value
+from obdal_common.messaging import connect
 from obdal_common.metrics import consumer_gauges
 from obdal_common.outbound import OutboundClient, OutboundPolicy, resolver_from_setting
 from obdal_common.runner import run_service
-from obdal_ingest.answers import CuratedAnswerStore
 from obdal_ingest.bindings import ingest_bindings
 from obdal_ingest.crawler import USER_AGENT, Crawler
-from obdal_ingest.files import FileLifecycle
 from obdal_ingest.jobs import JobConsumer
 from obdal_ingest.parser_pool import ParserPool
 from obdal_ingest.pipeline import IngestPipeline
 from obdal_ingest.quotas import IngestQuota
 from obdal_ingest.schedule import SourceScheduler
 from obdal_ingest.settings import IngestSettings
-from obdal_ingest.sources import SourceStore
-from obdal_ingest.statuses import FileStatusStore
+from obdal_ingest.stores import open_stores
 from obdal_ingest.syncs import SourceSync
 from obdal_retrieval import HybridIndex, close_index, open_index
 
@@ -39,49 +36,24 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, name="obdal-ingest")
     index: HybridIndex | None = None
     try:
-        js = nc.jetstream()
-        await ensure_topology(js)
         index = await open_index(settings)
-        files_kv = await key_value(js, subjects.KV_FILES)
-        statuses = FileStatusStore(files_kv, js=js)
-        objects = await js.object_store(subjects.OBJECT_STORE_FILES)
-        parsers = ParserPool(
-            timeout_s=settings.parse_timeout_s,
-            memory_mb=settings.parse_memory_mb,
-        )
-        quota = IngestQuota(files_kv, per_hour=settings.app_chunks_per_hour)
-        pipeline = IngestPipeline(
-            settings, index=index, objects=objects, statuses=statuses, parsers=parsers, quota=quota
-        )
-        jobs = JobConsumer(js, pipeline, index, settings)
-        answers = CuratedAnswerStore(
-            await key_value(js, subjects.KV_ANSWERS),
-            js=js,
-            statuses=statuses,
-            embedder=index.embedder,
-            max_per_app=settings.max_curated_answers,
-        )
-        files = FileLifecycle(
-            statuses=statuses,
-            objects=objects,
-            js=js,
-            index=index,
-            answers=answers,
-            connected=lambda: nc.is_connected,
-        )
         outbound = OutboundClient(
             OutboundPolicy.from_setting(settings.outbound_allow, timeout_s=settings.crawl_timeout_s),
             user_agent=USER_AGENT,
             resolver=resolver_from_setting(settings.outbound_nameserver),
         )
-        sources = SourceStore(
-            await key_value(js, subjects.KV_SOURCES),
-            await key_value(js, subjects.KV_SOURCE_PAGES),
-            js=js,
-            files=files,
-            client=outbound,
-            settings=settings,
+        stores = await open_stores(nc, index=index, client=outbound, settings=settings)
+        js, objects, statuses, files = stores.js, stores.objects, stores.statuses, stores.files
+        sources = stores.sources
+        parsers = ParserPool(
+            timeout_s=settings.parse_timeout_s,
+            memory_mb=settings.parse_memory_mb,
         )
+        quota = IngestQuota(stores.files_kv, per_hour=settings.app_chunks_per_hour)
+        pipeline = IngestPipeline(
+            settings, index=index, objects=objects, statuses=statuses, parsers=parsers, quota=quota
+        )
+        jobs = JobConsumer(js, pipeline, index, settings)
         # Crawled pages are extracted in a parser child of their own: a page that times it out
         # must not take an uploaded file's parse down with it.
         page_parsers = ParserPool(timeout_s=settings.parse_timeout_s, memory_mb=settings.parse_memory_mb)
@@ -111,7 +83,7 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         )
         bindings = ingest_bindings(
             files=files,
-            answers=answers,
+            answers=stores.answers,
             sources=sources,
             checks={"nats": nats_check(nc), "index": index.status},
         )

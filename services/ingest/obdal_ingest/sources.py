@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 from cronsim import CronSim, CronSimError
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from obdal_common import subjects
@@ -26,7 +26,7 @@ from obdal_common.contract.ingest import MAX_SOURCE_PAGES_LIMIT
 from obdal_common.cursors import checked_limit, decode_group_cursor, encode_group_cursor
 from obdal_common.errors import Conflict, NotFound, UnprocessableContent
 from obdal_common.ids import is_id, new_id
-from obdal_common.messaging import keys_matching
+from obdal_common.messaging import keys_matching, read_record
 from obdal_common.outbound import OutboundClient
 from obdal_common.schemas import (
     IngestDelete,
@@ -39,7 +39,6 @@ from obdal_common.schemas import (
     SourcePages,
     SourcePagesQuery,
     WebsiteSource,
-    decode,
     encode,
 )
 from obdal_ingest.files import FileLifecycle
@@ -206,13 +205,10 @@ class SourceStore:
     async def entry(self, app_id: str, source_id: str) -> tuple[WebsiteSource, int]:
         if not is_id("src", source_id):
             raise NotFound(f"no source {source_id}", code="source_not_found")
-        try:
-            found = await self._sources.get(_source_key(app_id, source_id))
-        except KeyNotFoundError:
-            found = None
-        if found is None or not found.value or found.revision is None:
+        found = await read_record(self._sources, _source_key(app_id, source_id), WebsiteSource)
+        if found is None:
             raise NotFound(f"no source {source_id}", code="source_not_found")
-        return decode(found.value, WebsiteSource), found.revision
+        return found
 
     async def swap(self, source: WebsiteSource, revision: int) -> int | None:
         """Write ``source`` if its record is still at ``revision``: the new revision, else ``None``."""
@@ -231,11 +227,8 @@ class SourceStore:
         return await keys_matching(self._js, subjects.KV_SOURCE_PAGES, f"{_source_key(app_id, source_id)}.*")
 
     async def page_at(self, key: str) -> SourcePage | None:
-        try:
-            found = await self._pages.get(key)
-        except KeyNotFoundError:
-            return None
-        return decode(found.value, SourcePage) if found is not None and found.value else None
+        found = await read_record(self._pages, key, SourcePage)
+        return found[0] if found else None
 
     async def put_page(self, page: SourcePage) -> None:
         await self._pages.put(page_key(page.app_id, page.source_id, page.url), encode(page))

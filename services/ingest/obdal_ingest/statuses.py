@@ -16,7 +16,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from obdal_common import subjects
 from obdal_common.errors import DependencyUnavailable
-from obdal_common.messaging import keys_matching
+from obdal_common.messaging import keys_matching, read_record
 from obdal_common.schemas import FileState, FileStatus, decode, encode
 
 __all__ = ["FileStatusStore"]
@@ -54,13 +54,8 @@ class FileStatusStore:
 
     async def get(self, app_id: str, file_id: str) -> FileStatus | None:
         """The file's status, or ``None`` if the app has no such file."""
-        try:
-            entry = await self._kv.get(_key(app_id, file_id))
-        except KeyNotFoundError:
-            return None
-        if not entry.value:
-            return None
-        return decode(entry.value, FileStatus)
+        found = await read_record(self._kv, _key(app_id, file_id), FileStatus)
+        return found[0] if found else None
 
     async def update(
         self, app_id: str, file_id: str, state: FileState, *, version: int | None = None, **changes: Any
