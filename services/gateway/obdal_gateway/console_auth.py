@@ -32,7 +32,7 @@ from obdal_common.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from obdal_common.ids import is_id
 from obdal_common.schemas import OperatorRecord, OperatorRole
 from obdal_gateway.console_sessions import COOKIE, SignedIn, csrf_matches
-from obdal_gateway.operators import ALL_APPS, ROLE_RANK, ROLE_SCOPES, role_on
+from obdal_gateway.operators import ALL_APPS, ROLE_SCOPES, at_least, role_on
 
 if TYPE_CHECKING:
     from obdal_gateway.state import Gateway
@@ -107,7 +107,7 @@ def _require(operator: OperatorRecord, app_id: str, least: OperatorRole) -> Oper
     role = role_on(operator.roles, app_id)
     if role is None:
         raise Forbidden("you have no role on this app", code="not_an_operator_of_app")
-    if ROLE_RANK[role] < ROLE_RANK[least]:
+    if not at_least(role, least):
         raise Forbidden(
             f"your role on this app ({role}) may not do this; it needs {least}", code="role_forbids"
         )

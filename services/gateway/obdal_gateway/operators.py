@@ -30,9 +30,9 @@ from obdal_common.schemas import OperatorRecord, OperatorRole
 __all__ = [
     "ALL_APPS",
     "MIN_PASSWORD_CHARS",
-    "ROLE_RANK",
     "ROLE_SCOPES",
     "OperatorRegistry",
+    "at_least",
     "normal_email",
     "public_operator",
     "role_on",
@@ -41,7 +41,7 @@ __all__ = [
 ALL_APPS: Final = "*"
 MIN_PASSWORD_CHARS: Final = 12
 _MAX_PASSWORD_CHARS: Final = 1024
-ROLE_RANK: Final[dict[OperatorRole, int]] = {"viewer": 0, "editor": 1, "owner": 2}
+_ROLE_RANK: Final[dict[OperatorRole, int]] = {"viewer": 0, "editor": 1, "owner": 2}
 # The API scopes of each role on its app. Viewers read conversations, usage and the audit log;
 # editors also change documents, curated answers and settings and may ask (the playground);
 # owners also erase conversations and end users.
@@ -75,12 +75,17 @@ def _checked_password(password: str) -> str:
     return password
 
 
+def at_least(role: OperatorRole | None, least: OperatorRole) -> bool:
+    """Whether ``role`` (``None``: no role) may do what ``least`` may."""
+    return role is not None and _ROLE_RANK[role] >= _ROLE_RANK[least]
+
+
 def role_on(roles: Mapping[str, OperatorRole], app_id: str) -> OperatorRole | None:
     """An operator's role on ``app_id``, given their ``roles``: the higher of their role there and
     their role on every app."""
     best: OperatorRole | None = None
     for role in (roles.get(app_id), roles.get(ALL_APPS)):
-        if role is not None and (best is None or ROLE_RANK[role] > ROLE_RANK[best]):
+        if role is not None and not at_least(best, role):
             best = role
     return best
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -22,9 +23,10 @@ from obdal_common.schemas import FileState, FileStatus, decode, encode
 __all__ = ["FileStatusStore"]
 
 _OUTCOMES: tuple[FileState, ...] = ("ready", "failed")
-# The bucket's stream and subjects, as NATS names every KV bucket's.
 # How often a wait for an outcome checks that NATS is still there to deliver it.
 _CHECK_S = 1.0
+# Records a listing asks NATS for at once (one at a time, 1,000 files took MEASURED).
+_READS_AT_ONCE = 100
 
 
 def _key(app_id: str, file_id: str) -> str:
@@ -121,7 +123,10 @@ class FileStatusStore:
         # Subjects of a purged key keep their marker: those records read as absent and are skipped.
         keys = await keys_matching(self._js, subjects.KV_FILES, _key(app_id, "*"))
         file_ids = [key.rsplit(".", 1)[1] for key in keys]
-        found = [s for s in [await self.get(app_id, f) for f in file_ids] if s]
+        found: list[FileStatus] = []
+        for at in range(0, len(file_ids), _READS_AT_ONCE):
+            batch = file_ids[at : at + _READS_AT_ONCE]
+            found += [s for s in await asyncio.gather(*(self.get(app_id, f) for f in batch)) if s]
         return sorted(found, key=lambda s: s.created_at, reverse=True)
 
     async def delete(self, app_id: str, file_id: str) -> None:

@@ -23,7 +23,7 @@ from litestar.template.config import TemplateConfig
 from obdal_common.errors import NotFound, ObdalError, Unauthorized
 from obdal_common.schemas import OperatorRole
 from obdal_gateway.console.api_client import console_api
-from obdal_gateway.operators import ALL_APPS, ROLE_RANK, role_on
+from obdal_gateway.operators import ALL_APPS, at_least, role_on
 from obdal_gateway.security_headers import page_policy
 
 __all__ = [
@@ -78,7 +78,7 @@ class PageContext:
     def may(self, least: OperatorRole) -> bool:
         """Whether the operator's role on this app is at least ``least`` (to show a control; the
         API decides whether it works)."""
-        return self.role is not None and ROLE_RANK[self.role] >= ROLE_RANK[least]
+        return at_least(self.role, least)
 
     @property
     def owns_everything(self) -> bool:

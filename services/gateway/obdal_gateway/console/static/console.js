@@ -33,6 +33,22 @@ export async function api(method, path, body, { headers = {}, raw = false } = {}
   return data;
 }
 
+// A source-file select is sent with only its current choice; the page's files (one
+// <template id="file-options">) join it when it is first used, by keyboard or pointer.
+function fillFileOptions(event) {
+  const select = event.target;
+  if (!(select instanceof HTMLSelectElement) || !("fileOptions" in select.dataset) || "filled" in select.dataset) return;
+  select.dataset.filled = "";
+  const template = document.getElementById("file-options");
+  if (!template) return;
+  const chosen = select.value;
+  const none = select.querySelector('option[value=""]');
+  select.replaceChildren(...(none ? [none] : []), template.content.cloneNode(true));
+  select.value = chosen;
+}
+document.addEventListener("focusin", fillFileOptions);
+document.addEventListener("pointerdown", fillFileOptions);
+
 /** A form's fields as the JSON body of its API call. Field hints: data-type="number|lines|json|bool",
  * empty values left out unless data-keep-empty (then sent as null). */
 export function formBody(form) {
