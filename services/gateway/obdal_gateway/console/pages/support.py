@@ -9,6 +9,7 @@ read what customers did not get and write the answer once.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Final
 
 from litestar import Request, get
@@ -60,10 +61,12 @@ async def _curated_questions(request: Request[Any, Any, Any], ctx: PageContext) 
 @get("/apps/{app_id:str}/answers", include_in_schema=False)
 async def answers_page(request: Request[Any, Any, Any], app_id: str, cursor: str | None = None) -> Template:
     ctx = await page_context(request, app_id=app_id)
-    listed = await console_api(request).get(
-        request, "/v1/answers", app_id=ctx.app_id, params={"limit": _ANSWERS_PER_PAGE, "cursor": cursor}
+    listed, files = await asyncio.gather(
+        console_api(request).get(
+            request, "/v1/answers", app_id=ctx.app_id, params={"limit": _ANSWERS_PER_PAGE, "cursor": cursor}
+        ),
+        _files(request, ctx),
     )
-    files = await _files(request, ctx)
     names = {f["file_id"]: f["filename"] for f in files}
     return page(
         "answers.html",
@@ -89,26 +92,35 @@ async def unanswered_page(
     ctx = await page_context(request, app_id=app_id)
     api = console_api(request)
     dates = {"start_date": start_date, "end_date": end_date}
-    try:
-        found = await api.get(
-            request,
-            "/v1/analytics/unanswered",
-            app_id=ctx.app_id,
-            params={**dates, "cursor": cursor, "limit": _GROUPS_PER_PAGE, "examples": _EXAMPLES},
-        )
-        rated = await api.get(
-            request,
-            "/v1/feedback",
-            app_id=ctx.app_id,
-            params={**dates, "rating": "down", "limit": _RATED_DOWN_SHOWN},
-        )
-    except BadRequest as error:
-        # A date range the API refuses is said above the filter, which stays to be corrected.
-        found, rated = {"groups": [], "next_cursor": None, "as_of": None, **dates}, {"feedback": []}
-        range_error = str(error)
-    else:
-        range_error = ""
-    answered = await _curated_questions(request, ctx)
+
+    async def dated() -> tuple[dict[str, Any], dict[str, Any], str]:
+        """The groups and the rated-down answers of the dates, and what the API said of them."""
+        try:
+            return (
+                *await asyncio.gather(
+                    api.get(
+                        request,
+                        "/v1/analytics/unanswered",
+                        app_id=ctx.app_id,
+                        params={**dates, "cursor": cursor, "limit": _GROUPS_PER_PAGE, "examples": _EXAMPLES},
+                    ),
+                    api.get(
+                        request,
+                        "/v1/feedback",
+                        app_id=ctx.app_id,
+                        params={**dates, "rating": "down", "limit": _RATED_DOWN_SHOWN},
+                    ),
+                ),
+                "",
+            )
+        except BadRequest as error:
+            # A date range the API refuses is said above the filter, which stays to be corrected.
+            return {"groups": [], "next_cursor": None, "as_of": None, **dates}, {"feedback": []}, str(error)
+
+    # Independent reads, made at once: the page takes as long as the slowest.
+    (found, rated, range_error), answered, files = await asyncio.gather(
+        dated(), _curated_questions(request, ctx), _files(request, ctx)
+    )
     groups = [
         {
             **g,
@@ -130,7 +142,7 @@ async def unanswered_page(
         as_of=found["as_of"],
         next_cursor=found["next_cursor"],
         range_error=range_error,
-        files=await _files(request, ctx),
+        files=files,
     )
 
 
