@@ -199,6 +199,13 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         OBDAL_OUTBOUND_ALLOW="127.0.0.0/8",
         OBDAL_SOURCE_TICK_S="0.3",
         OBDAL_CRAWL_DELAY_S="0",
+        # Webhooks (tests.test_webhooks): receivers on loopback over http, retried within seconds,
+        # a hanging one given up after 2 s, an endpoint failing for 6 s disabled.
+        OBDAL_WEBHOOK_ALLOW_HTTP="true",
+        OBDAL_WEBHOOK_RETRY_SCHEDULE="0.3,0.6,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1",
+        OBDAL_WEBHOOK_TIMEOUT_S="2",
+        OBDAL_WEBHOOK_DISABLE_AFTER_S="6",
+        OBDAL_WEBHOOK_TICK_S="0.1",
     )
     process = start_process([str(BIN / "obdal"), "up"], env, data_dir / "obdal.log")
     url = f"http://127.0.0.1:{port}"

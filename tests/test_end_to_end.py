@@ -89,7 +89,7 @@ def test_status_reports_every_dependency(api: Api) -> None:
     assert body["status"] == "ok"
     for dependency in ("nats", "redis", "mongo", "index"):
         assert body["dependencies"][dependency]["ok"] is True, dependency
-    assert set(body["services"]) == {"chat", "ingest", "metering"}
+    assert set(body["services"]) == {"chat", "ingest", "metering", "webhooks"}
 
 
 def test_openapi_schema_is_served(api: Api) -> None:

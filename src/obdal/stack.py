@@ -32,12 +32,14 @@ from obdal_ingest.settings import IngestSettings
 from obdal_metering.main import serve as serve_metering
 from obdal_metering.settings import MeteringSettings
 from obdal_retrieval import close_indexes
+from obdal_webhooks.main import serve as serve_webhooks
+from obdal_webhooks.settings import WebhooksSettings
 
 __all__ = ["StackSettings", "run_stack"]
 
 log = logging.getLogger("obdal")
 
-_ALL_SERVICES = ("metering", "ingest", "chat", "gateway")
+_ALL_SERVICES = ("metering", "ingest", "webhooks", "chat", "gateway")
 
 
 class StackSettings(GatewaySettings):
@@ -103,6 +105,7 @@ def _services(urls: dict[str, str], gateway: GatewaySettings, wanted: list[str])
     every: dict[str, Service] = {
         "metering": lambda stop: serve_metering(load_settings(MeteringSettings, **urls), stop),
         "ingest": lambda stop: serve_ingest(load_settings(IngestSettings, **urls), stop),
+        "webhooks": lambda stop: serve_webhooks(load_settings(WebhooksSettings, **urls), stop),
         "gateway": lambda stop: serve_gateway(gateway, stop),
     }
     if "chat" in wanted:

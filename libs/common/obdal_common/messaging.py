@@ -193,6 +193,17 @@ async def ensure_topology(js: JetStreamContext) -> None:
     await _ensure_stream(
         js,
         StreamConfig(
+            name=subjects.HOOKS_STREAM,
+            subjects=list(subjects.HOOKS_SUBJECTS),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=_EVENTS_MAX_AGE_S,
+            duplicate_window=_DEDUPE_WINDOW_S,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
             name=subjects.CHAT_PARTIAL_STREAM,
             subjects=[subjects.CHAT_PARTIAL],
             retention=RetentionPolicy.WORK_QUEUE,
@@ -226,6 +237,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
         subjects.KV_FILES,
         subjects.KV_ANSWERS,
         subjects.KV_OPERATORS,
+        subjects.KV_WEBHOOKS,
     ):
         await key_value(js, bucket)
     await key_value(js, subjects.KV_CONSOLE_SESSIONS, ttl_s=subjects.CONSOLE_SESSION_TTL_S)

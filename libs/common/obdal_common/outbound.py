@@ -29,8 +29,10 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 import httpx
+from pydantic import Field, field_validator
 
 from obdal_common.errors import UnprocessableContent
+from obdal_common.settings import ObdalSettings
 
 __all__ = [
     "Fetched",
@@ -38,6 +40,7 @@ __all__ = [
     "OutboundClient",
     "OutboundPolicy",
     "OutboundRefused",
+    "OutboundSettings",
     "Resolver",
     "SystemResolver",
     "resolver_from_setting",
@@ -332,6 +335,22 @@ class OutboundClient:
                 f"fetching {url} took longer than {self._policy.timeout_s:g} s", code="timeout", url=url
             ) from None
 
+    async def post(self, url: str, *, content: bytes, headers: Mapping[str, str], max_bytes: int) -> Fetched:
+        """POST ``content`` to ``url`` once. A redirect is the answer, never followed: a receiver
+        that redirects could send the body anywhere (webhooks)."""
+        try:
+            async with asyncio.timeout(self._policy.timeout_s):
+                target = await self._target(url)
+                _, fetched = await self._hop(
+                    target, dict(headers), None, max_bytes, (), method="POST", content=content
+                )
+        except TimeoutError:
+            raise OutboundRefused(
+                f"posting to {url} took longer than {self._policy.timeout_s:g} s", code="timeout", url=url
+            ) from None
+        assert fetched is not None  # a POST's redirect is its final answer
+        return fetched
+
     async def _follow(
         self, url: str, headers: dict[str, str], accepted: frozenset[str] | None, limit: int
     ) -> Fetched:
@@ -362,12 +381,16 @@ class OutboundClient:
         accepted: frozenset[str] | None,
         limit: int,
         redirects: tuple[str, ...],
+        *,
+        method: str = "GET",
+        content: bytes | None = None,
     ) -> tuple[str, Fetched | None]:
-        """One request: the Location to follow, or the final response."""
+        """One request: the Location to follow (a GET's), or the final response."""
         request = self._client.build_request(
-            "GET",
+            method,
             target.connect,
             headers={**headers, "Host": target.host_header},
+            content=content,
             extensions={"sni_hostname": target.sni} if target.sni else None,
         )
         url = target.url
@@ -375,7 +398,7 @@ class OutboundClient:
             response = await self._client.send(request, stream=True)
             try:
                 location = response.headers.get("location")
-                if response.status_code in _REDIRECTS and location:
+                if method == "GET" and response.status_code in _REDIRECTS and location:
                     return location, None
                 media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
                 if accepted is not None and response.is_success and media not in accepted:
@@ -459,3 +482,30 @@ class OutboundClient:
 
 def _too_large(url: str, limit: int) -> OutboundRefused:
     return OutboundRefused(f"{url} is larger than {limit} bytes", code="too_large", url=url)
+
+
+class OutboundSettings(ObdalSettings):
+    """What a service that fetches or posts to user-chosen URLs (website sources, webhooks) may reach;
+    the same variables for each, so one operator decision covers both."""
+
+    outbound_allow: str = Field(
+        "",
+        description="Private networks or hosts outbound requests (website sources, webhooks) may reach,"
+        " comma-separated CIDRs, addresses or host names (an intranet help centre); public addresses"
+        " only by default",
+    )
+    outbound_nameserver: str = Field(
+        "", description="A DNS server (host:port) to resolve outbound hosts with, instead of the system's"
+    )
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        OutboundPolicy.from_setting(value)  # its ValueError names the entry
+        return value
+
+    @field_validator("outbound_nameserver")
+    @classmethod
+    def _nameserver(cls, value: str) -> str:
+        resolver_from_setting(value)
+        return value

@@ -40,6 +40,11 @@ __all__ = [
     "CuratedAnswerQuery",
     "CuratedAnswerUpdate",
     "CuratedAnswerUse",
+    "DeliveryAttempt",
+    "DeliveryLookup",
+    "DeliveryPage",
+    "DeliveryQuery",
+    "DeliveryState",
     "DependencyStatus",
     "EraseAppRequest",
     "EraseRequest",
@@ -65,6 +70,8 @@ __all__ = [
     "HistoryErase",
     "HistoryErased",
     "HistoryMessage",
+    "HookEvent",
+    "HookEventType",
     "IngestDelete",
     "IngestDeleteApp",
     "IngestDeleted",
@@ -114,6 +121,19 @@ __all__ = [
     "UsageGroup",
     "UsageQuery",
     "UsageReport",
+    "WebhookCreate",
+    "WebhookDeleted",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookInfo",
+    "WebhookList",
+    "WebhookListQuery",
+    "WebhookLookup",
+    "WebhookRotate",
+    "WebhookSecret",
+    "WebhookUpdate",
+    "WebhooksAppDeleted",
+    "WebhooksDeleteApp",
     "WebsiteSource",
     "WidgetConfig",
     "decode",
@@ -1087,3 +1107,154 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     app_id: str
     session_ttl_days: int | None = None
+
+
+# Webhooks (the webhooks service's; docs/webhooks.md).
+
+# What an app's webhook endpoints may hear of; an endpoint's ``events`` filter names some of them.
+HookEventType: TypeAlias = Literal[
+    "conversation.started",
+    "message.answered",
+    "message.declined",
+    "feedback.created",
+    "handoff.requested",
+    "handoff.resolved",
+    "file.ready",
+    "file.failed",
+    "key.revoked",
+    "budget.reached",
+    "endpoint.disabled",
+]
+DeliveryState: TypeAlias = Literal["pending", "delivered", "failed"]
+
+
+class HookEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Something that happened to an app, published once by the service that saw it
+    (:func:`obdal_common.hooks.publish_hook`). ``event_id`` is every delivery's ``webhook-id``."""
+
+    event_id: str
+    type: HookEventType
+    app_id: str
+    occurred_at: datetime
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class WebhookSecret(msgspec.Struct, frozen=True, kw_only=True):
+    """A signing secret (``whsec_`` and base64); one being rotated out has ``expires_at``."""
+
+    secret: str
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+class WebhookEndpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """An app's webhook endpoint. ``events`` empty: every event. ``failing_since``: the first failed
+    attempt since the last success; an endpoint failing for long is disabled (``disabled_reason``)."""
+
+    endpoint_id: str
+    app_id: str
+    url: str
+    created_at: datetime
+    updated_at: datetime
+    secrets: list[WebhookSecret]
+    events: list[HookEventType] = msgspec.field(default_factory=list)
+    description: str = ""
+    enabled: bool = True
+    disabled_reason: str | None = None
+    last_success_at: datetime | None = None
+    failing_since: datetime | None = None
+
+
+class WebhookCreate(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+    url: str
+    events: list[HookEventType] = msgspec.field(default_factory=list)
+    description: str = ""
+    enabled: bool = True
+
+
+class WebhookUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields given change; ``enabled: true`` also clears a disabled endpoint's reason."""
+
+    app_id: str
+    endpoint_id: str
+    url: str | None = None
+    events: list[HookEventType] | None = None
+    description: str | None = None
+    enabled: bool | None = None
+
+
+class WebhookLookup(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+    endpoint_id: str
+
+
+class WebhookRotate(WebhookLookup, frozen=True, kw_only=True):
+    """A new secret; the current ones keep signing for ``overlap_s`` (receivers switch meanwhile)."""
+
+    overlap_s: float = 86400.0
+
+
+class WebhookListQuery(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+
+
+class WebhookInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """An endpoint as callers see it: never its secrets, except ``secret`` once, on creation and rotation."""
+
+    endpoint: WebhookEndpoint
+    secret: str | None = None
+
+
+class WebhookList(msgspec.Struct, frozen=True, kw_only=True):
+    endpoints: list[WebhookEndpoint]
+
+
+class WebhookDeleted(msgspec.Struct, frozen=True, kw_only=True):
+    endpoint_id: str
+    deliveries_deleted: int
+
+
+class DeliveryAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One try: the receiver's status code (``None`` when there was no answer) or what went wrong."""
+
+    at: datetime
+    latency_ms: float
+    status_code: int | None = None
+    error: str | None = None
+
+
+class WebhookDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    delivery_id: str
+    endpoint_id: str
+    event_id: str
+    type: HookEventType
+    state: DeliveryState
+    created_at: datetime
+    attempts: list[DeliveryAttempt]
+    next_attempt_at: datetime | None = None
+
+
+class DeliveryQuery(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+    endpoint_id: str
+    limit: int = 50
+    cursor: str | None = None
+    state: DeliveryState | None = None
+
+
+class DeliveryPage(msgspec.Struct, frozen=True, kw_only=True):
+    deliveries: list[WebhookDelivery]
+    next_cursor: str | None = None
+
+
+class DeliveryLookup(WebhookLookup, frozen=True, kw_only=True):
+    delivery_id: str
+
+
+class WebhooksDeleteApp(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+
+
+class WebhooksAppDeleted(msgspec.Struct, frozen=True, kw_only=True):
+    endpoints_deleted: int

@@ -20,6 +20,9 @@ __all__ = [
     "DEADLETTER_SUBJECTS",
     "EVENTS_STREAM",
     "EVENTS_SUBJECTS",
+    "HOOKS_CONSUMER",
+    "HOOKS_STREAM",
+    "HOOKS_SUBJECTS",
     "INGEST_CONSUMER",
     "INGEST_JOB",
     "INGEST_STREAM",
@@ -30,6 +33,7 @@ __all__ = [
     "KV_OPERATORS",
     "KV_SOURCES",
     "KV_SOURCE_PAGES",
+    "KV_WEBHOOKS",
     "METERING_CONSUMER",
     "OBJECT_STORE_FILES",
     "SESSION_KEYS_STREAM",
@@ -38,6 +42,7 @@ __all__ = [
     "USAGE_EVENT",
     "chat_cancel_subject",
     "deadletter_subject",
+    "hook_subject",
     "session_key_subject",
     "status_subject",
     "turn_event_id",
@@ -66,6 +71,12 @@ METERING_CONSUMER: Final = "metering"
 DEADLETTER_STREAM: Final = "OBDAL_DEADLETTER"
 DEADLETTER_SUBJECTS: Final = ("obdal.deadletter.>",)
 
+# Events an app's webhooks may hear of (obdal_common.hooks), published by whichever service saw
+# them, deduplicated by Nats-Msg-Id; the webhooks service fans each out to the app's endpoints.
+HOOKS_STREAM: Final = "OBDAL_HOOKS"
+HOOKS_SUBJECTS: Final = ("obdal.hooks.>",)
+HOOKS_CONSUMER: Final = "webhooks"
+
 # Key-value buckets and the object store.
 KV_APPS: Final = "obdal_apps"
 KV_KEYS: Final = "obdal_keys"
@@ -87,6 +98,8 @@ KV_OPERATORS: Final = "obdal_operators"
 KV_CONSOLE_SESSIONS: Final = "obdal_console_sessions"
 # No console session outlives this, whatever the gateway's own (shorter) absolute expiry says.
 CONSOLE_SESSION_TTL_S: Final = 24 * 3600.0
+# Webhook endpoints (the webhooks service's): key ``<app_id>.<endpoint_id>``, with their secrets.
+KV_WEBHOOKS: Final = "obdal_webhooks"
 # One key per session, sealing its content in MongoDB (metering's). A stream, not a KV bucket:
 # erasing a message, which is how a key is destroyed, is refused in KV buckets (deny_delete).
 SESSION_KEYS_STREAM: Final = "OBDAL_SESSION_KEYS"
@@ -111,6 +124,11 @@ def chat_cancel_subject(request_id: str) -> str:
 def deadletter_subject(service: str) -> str:
     """Where ``service`` puts messages it can never process."""
     return f"obdal.deadletter.{service}"
+
+
+def hook_subject(event_type: str) -> str:
+    """Where an event of ``event_type`` (``message.answered``) is published."""
+    return f"obdal.hooks.{event_type}"
 
 
 def session_key_subject(app_id: str, session_id: str) -> str:

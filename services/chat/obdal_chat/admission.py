@@ -31,8 +31,9 @@ __all__ = ["admit_session"]
 log = logging.getLogger(__name__)
 
 
-async def admit_session(req: ChatRequest, *, history: SessionHistory) -> ChatRequest:
-    """``req`` as it may go ahead (perhaps in a new session); raise :class:`Conflict` if refused."""
+async def admit_session(req: ChatRequest, *, history: SessionHistory) -> tuple[ChatRequest, bool]:
+    """``req`` as it may go ahead (perhaps in a new session), and whether it starts its session;
+    raise :class:`Conflict` if refused."""
     publishable = req.key_kind == "publishable"
     # Only ids the gateway generated, or a secret key chose, may start a session.
     may_start = not (publishable and req.session_given)
@@ -44,7 +45,7 @@ async def admit_session(req: ChatRequest, *, history: SessionHistory) -> ChatReq
         log.warning("session owners unavailable (checking none): %s", exc)
         claim = "unknown" if publishable and req.session_given else "continued"
     if claim in ("started", "continued"):
-        return req
+        return req, claim == "started"
     if not publishable:
         raise Conflict("this session was started by another key or end user", code="session_not_yours")
     fresh = msgspec.structs.replace(req, session_id=new_id("sess"), session_given=False)
@@ -54,4 +55,4 @@ async def admit_session(req: ChatRequest, *, history: SessionHistory) -> ChatReq
         )
     except RedisError as exc:
         log.warning("could not record the owner of a new session: %s", exc)
-    return fresh
+    return fresh, True

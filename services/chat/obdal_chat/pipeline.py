@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime
 
+import msgspec
 from nats.js import JetStreamContext
 from opentelemetry import metrics, trace
 from redis.asyncio import Redis
@@ -29,6 +30,7 @@ from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
 from obdal_common.budgets import Reservation, TokenLedger
 from obdal_common.errors import DependencyUnavailable, ObdalError, RateLimited
+from obdal_common.hooks import publish_hook
 from obdal_common.ids import new_id
 from obdal_common.messaging import publish_event
 from obdal_common.schemas import (
@@ -123,7 +125,17 @@ class AnswerPipeline:
     async def admit(self, req: ChatRequest) -> ChatRequest:
         """The turn as it may go ahead, before the worker accepts it; raises an
         :class:`ObdalError` the gateway answers as the request's status."""
-        return await admit_session(req, history=self._history)
+        admitted, started = await admit_session(req, history=self._history)
+        if started:  # before its first answer, so a receiver hears of the conversation first
+            await publish_hook(
+                self._js,
+                "conversation.started",
+                app_id=admitted.app_id,
+                data={"session_id": admitted.session_id, "user": admitted.user, "key_id": admitted.key_id},
+                event_id=f"started.{admitted.session_id}",
+                give_up_after=self._settings.event_publish_retry_s,
+            )
+        return admitted
 
     async def _reserve(self, req: ChatRequest, answer_id: str, tokens: int) -> Reservation | None:
         """Hold ``tokens`` (the prompt and the completion bound) of the key's budget, if it has
@@ -381,6 +393,27 @@ class AnswerPipeline:
         except DependencyUnavailable as exc:  # NATS errors must not lose the answer already streamed
             log.error("usage of %s lost: %s", message_id, exc.message)
             published = False
+        if finished:
+            await publish_hook(
+                self._js,
+                "message.declined" if outcome == "declined" else "message.answered",
+                app_id=req.app_id,
+                data={
+                    "session_id": req.session_id,
+                    "message_id": message_id,
+                    "user": req.user,
+                    "question": req.message,
+                    "answer": answer,
+                    "outcome": outcome,
+                    "sources": [
+                        {"file_id": s.file_id, "filename": s.filename, "url": s.url, "score": s.score}
+                        for s in sources
+                    ],
+                    "usage": msgspec.to_builtins(usage),
+                },
+                event_id=f"answer.{message_id}",
+                give_up_after=self._settings.event_publish_retry_s,
+            )
         try:
             await self._ledger.settle(req.key_id, usage.total_tokens, reservation=reservation)
         except RedisError as exc:  # budgets fail open, like rate limits (docs/security.md)

@@ -41,6 +41,7 @@ from obdal_gateway.routes.sessions import (
 from obdal_gateway.routes.sources import SOURCE_HANDLERS
 from obdal_gateway.routes.status import live, status
 from obdal_gateway.routes.usage import usage
+from obdal_gateway.routes.webhooks import WEBHOOK_HANDLERS
 from obdal_gateway.routes.widget import demo_page, widget_script
 from obdal_gateway.routes.widget_settings import widget_config
 from obdal_gateway.security_headers import SecurityHeaders
@@ -125,6 +126,7 @@ def create_app(gateway: Gateway) -> Litestar:
             analytics,
             unanswered,
             *SOURCE_HANDLERS,
+            *WEBHOOK_HANDLERS,
             *CONSOLE_ACCOUNT_HANDLERS,
             *console_routers(),
         ],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from ipaddress import IPv6Address, ip_address, ip_network
 from typing import TYPE_CHECKING, Any
 
@@ -269,6 +270,13 @@ async def check_budget(gw: Gateway, principal: Principal) -> None:
     except RedisError:  # Redis down: budgets fail open like rate limits (docs/security.md)
         return
     if used >= budget:
+        day = datetime.now(UTC).date().isoformat()
+        await gw.audit.hook(
+            "budget.reached",
+            app_id=principal.app_id,
+            data={"key_id": principal.key_id, "token_budget": budget, "tokens_used": used, "day": day},
+            event_id=f"budget.{principal.key_id}.{day}",  # once a day per key, however often refused
+        )
         raise RateLimited(
             f"this key used its daily budget of {budget} tokens; it resets at 00:00 UTC",
             code="token_budget_exhausted",

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 ALL_SCOPES: Final = frozenset(
-    {"chat", "usage:read", "sessions:read", "sessions:write", "files:read", "files:write"}
+    {"chat", "usage:read", "sessions:read", "sessions:write", "files:read", "files:write", "webhooks"}
 )
 # A publishable key is in public web pages: it may only ask (write-only scopes), never read
 # an app's files, usage or conversations.

@@ -12,7 +12,7 @@ from datetime import timedelta
 import uvicorn
 
 from obdal_common import subjects
-from obdal_common.contract import Chat, Ingest, Metering, NatsBus
+from obdal_common.contract import Chat, Ingest, Metering, NatsBus, Webhooks
 from obdal_common.errors import ConfigurationError
 from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology, key_value
@@ -98,6 +98,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             metering=Metering(bus),
             chat=Chat(bus),
             ingest=Ingest(bus),
+            webhooks=Webhooks(bus),
         )
         server = _Server(
             uvicorn.Config(

@@ -43,13 +43,13 @@ MIN_PASSWORD_CHARS: Final = 12
 _MAX_PASSWORD_CHARS: Final = 1024
 _ROLE_RANK: Final[dict[OperatorRole, int]] = {"viewer": 0, "editor": 1, "owner": 2}
 # The API scopes of each role on its app. Viewers read conversations, usage and the audit log;
-# editors also change documents, curated answers and settings and may ask (the playground);
+# editors also change documents, curated answers, settings and webhooks and may ask (the playground);
 # owners also erase conversations and end users.
 ROLE_SCOPES: Final[dict[OperatorRole, frozenset[str]]] = {
     "viewer": frozenset({"usage:read", "sessions:read", "files:read"}),
-    "editor": frozenset({"usage:read", "sessions:read", "files:read", "files:write", "chat"}),
+    "editor": frozenset({"usage:read", "sessions:read", "files:read", "files:write", "chat", "webhooks"}),
     "owner": frozenset(
-        {"usage:read", "sessions:read", "files:read", "files:write", "chat", "sessions:write"}
+        {"usage:read", "sessions:read", "files:read", "files:write", "chat", "sessions:write", "webhooks"}
     ),
 }
 _hasher = PasswordHasher()

@@ -9,7 +9,7 @@ from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 from redis.asyncio import Redis
 
-from obdal_common.contract import Chat, Ingest, Metering
+from obdal_common.contract import Chat, Ingest, Metering, Webhooks
 from obdal_gateway.apps import AppRegistry
 from obdal_gateway.audit import AuditLog
 from obdal_gateway.console_sessions import ConsoleSessions
@@ -40,6 +40,7 @@ class Gateway:
     metering: Metering
     chat: Chat
     ingest: Ingest
+    webhooks: Webhooks
     limiter: RateLimiter
     # The console's operators, their signed-in browsers and the guard against password guessing.
     operators: OperatorRegistry

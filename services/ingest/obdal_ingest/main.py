@@ -51,7 +51,7 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         )
         quota = IngestQuota(stores.files_kv, per_hour=settings.app_chunks_per_hour)
         pipeline = IngestPipeline(
-            settings, index=index, objects=objects, statuses=statuses, parsers=parsers, quota=quota
+            settings, index=index, objects=objects, statuses=statuses, parsers=parsers, quota=quota, js=js
         )
         jobs = JobConsumer(js, pipeline, index, settings)
         # Crawled pages are extracted in a parser child of their own: a page that times it out

@@ -6,11 +6,13 @@ import logging
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
+from nats.js import JetStreamContext
 from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
 
 from obdal_common.errors import ObdalError
+from obdal_common.hooks import publish_hook
 from obdal_common.schemas import FileState, IngestJob
 from obdal_ingest.chunking import estimate_tokens
 from obdal_ingest.parser_pool import ParserPool
@@ -38,8 +40,10 @@ class IngestPipeline:
         statuses: FileStatusStore,
         parsers: ParserPool,
         quota: IngestQuota,
+        js: JetStreamContext,
     ) -> None:
         self._settings = settings
+        self._js = js
         self._index = index
         self._objects = objects
         self._parsers = parsers
@@ -49,6 +53,25 @@ class IngestPipeline:
     async def report(self, job: IngestJob, state: FileState, **changes: object) -> bool:
         """Record the job's state; ``False`` if the file was deleted or replaced meanwhile."""
         updated = await self.statuses.update(job.app_id, job.file_id, state, version=job.version, **changes)
+        if updated is not None and state in ("ready", "failed"):
+            await publish_hook(
+                self._js,
+                "file.ready" if state == "ready" else "file.failed",
+                app_id=job.app_id,
+                data={
+                    "file_id": updated.file_id,
+                    "filename": updated.filename,
+                    "version": updated.version,
+                    "chunks": updated.chunks,
+                    "error": updated.error,
+                    "error_code": updated.error_code,
+                    "source_id": updated.source_id,
+                    "url": updated.url,
+                },
+                # One event per version's outcome, however often a redelivered job reports it.
+                event_id=f"file.{updated.file_id}.{updated.version}",
+                give_up_after=self._settings.event_publish_retry_s,
+            )
         return updated is not None
 
     async def run(self, job: IngestJob) -> int:

@@ -11,15 +11,14 @@ tiny pieces. Embedding runs at ~9 chunks/s on two cores (docs/ingestion.md): 8,0
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from obdal_common.outbound import OutboundPolicy, resolver_from_setting
-from obdal_common.settings import ObdalSettings
+from obdal_common.outbound import OutboundSettings
 
 __all__ = ["IngestSettings"]
 
 
-class IngestSettings(ObdalSettings):
+class IngestSettings(OutboundSettings):
     chunk_tokens: int = Field(200, ge=32, le=2000, description="Target chunk size in tokens")
     chunk_overlap_tokens: int = Field(30, ge=0, description="Tokens repeated between chunks")
     ingest_max_deliver: int = Field(5, ge=1, le=100, description="Attempts before a job fails")
@@ -36,15 +35,7 @@ class IngestSettings(ObdalSettings):
         1000, ge=1, description="Most curated answers an app may keep (docs/support.md)"
     )
 
-    # Website sources (docs/ingestion.md, "Websites").
-    outbound_allow: str = Field(
-        "",
-        description="Private networks or hosts a website source may fetch from, comma-separated CIDRs,"
-        " addresses or host names (an intranet help centre); public addresses only by default",
-    )
-    outbound_nameserver: str = Field(
-        "", description="A DNS server (host:port) to resolve website hosts with, instead of the system's"
-    )
+    # Website sources (docs/ingestion.md, "Websites"); what they may reach: OutboundSettings.
     max_sources_per_app: int = Field(50, ge=1, description="Most website sources an app may have")
     max_source_pages: int = Field(10_000, ge=1, description="Most pages one source may crawl")
     app_max_pages: int = Field(20_000, ge=1, description="Most website pages an app may hold, all sources")
@@ -57,18 +48,6 @@ class IngestSettings(ObdalSettings):
     crawl_timeout_s: float = Field(20.0, gt=0, le=300, description="Longest one page request may take")
     source_tick_s: float = Field(5.0, gt=0, le=3600, description="How often a worker looks for due syncs")
     source_lease_s: float = Field(60.0, ge=5, le=3600, description="How long a sync's claim lasts unrenewed")
-
-    @field_validator("outbound_allow")
-    @classmethod
-    def _allow_list(cls, value: str) -> str:
-        OutboundPolicy.from_setting(value)  # its ValueError names the entry
-        return value
-
-    @field_validator("outbound_nameserver")
-    @classmethod
-    def _nameserver(cls, value: str) -> str:
-        resolver_from_setting(value)
-        return value
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestSettings:

@@ -4,7 +4,7 @@
   instance of the contract is the typed client) and served (:class:`Bindings`).
 - :mod:`.bus`: what carries it — :class:`NatsBus` in every process, :class:`MemoryBus`
   for unit tests of handlers.
-- :mod:`.chat`, :mod:`.ingest`, :mod:`.metering`: the declarations, one module per owner.
+- :mod:`.chat`, :mod:`.ingest`, :mod:`.metering`, :mod:`.webhooks`: the declarations, one module per owner.
 """
 
 from obdal_common.contract.bus import Bus, MemoryBus, NatsBus
@@ -12,5 +12,17 @@ from obdal_common.contract.chat import Chat
 from obdal_common.contract.ingest import Ingest
 from obdal_common.contract.metering import Metering
 from obdal_common.contract.rpc import Bindings, Contract, Rpc
+from obdal_common.contract.webhooks import Webhooks
 
-__all__ = ["Bindings", "Bus", "Chat", "Contract", "Ingest", "MemoryBus", "Metering", "NatsBus", "Rpc"]
+__all__ = [
+    "Bindings",
+    "Bus",
+    "Chat",
+    "Contract",
+    "Ingest",
+    "MemoryBus",
+    "Metering",
+    "NatsBus",
+    "Rpc",
+    "Webhooks",
+]

@@ -20,6 +20,7 @@ from obdal_common.schemas import (
     HistoryErase,
     IngestDeleteApp,
     UsageQuery,
+    WebhooksDeleteApp,
 )
 from obdal_gateway.console_auth import Caller
 from obdal_gateway.dates import day_bounds, parse_date_range
@@ -107,6 +108,7 @@ async def _erase_app(gw: Gateway, app: AppRecord) -> dict[str, str]:
         await gw.keys.revoke(key.key_id)
     files = await gw.ingest.delete_app(IngestDeleteApp(app_id=app_id))
     erased = await gw.metering.erase_app(EraseAppRequest(app_id=app_id))
+    hooks = await gw.webhooks.delete_app(WebhooksDeleteApp(app_id=app_id))
     for start in range(0, len(erased.session_ids), _ERASE_BATCH):
         batch = erased.session_ids[start : start + _ERASE_BATCH]
         await gw.chat.erase_history(HistoryErase(app_id=app_id, session_ids=batch))
@@ -116,6 +118,7 @@ async def _erase_app(gw: Gateway, app: AppRecord) -> dict[str, str]:
         "keys_revoked": str(len(keys)),
         "files": str(files.files_deleted),
         "sessions": str(len(erased.session_ids)),
+        "webhooks": str(hooks.endpoints_deleted),
     }
 
 

@@ -203,6 +203,12 @@ async def revoke_key(gw: Gateway, caller: Caller, key_id: str) -> dict[str, Any]
     await _key_or_404(gw, key_id)
     record = await gw.keys.revoke(key_id)
     await gw.audit.record("key.revoked", app_id=record.app_id, actor=caller.actor, target=key_id)
+    await gw.audit.hook(
+        "key.revoked",
+        app_id=record.app_id,
+        data={"key_id": key_id, "name": record.name, "kind": record.kind},
+        event_id=f"revoked.{key_id}",
+    )
     return await _one_view(gw, record)
 
 

@@ -88,6 +88,13 @@ async def rate_message(
     )
     record = await gw.metering.feedback(request, timeout=_TURN_WAIT_S + Metering.feedback.timeout)
     body: dict[str, Any] = msgspec.to_builtins(record)
+    # One event per rating as it stands (a changed rating is a new one).
+    await gw.audit.hook(
+        "feedback.created",
+        app_id=principal.app_id,
+        data={k: body[k] for k in ("message_id", "session_id", "rating", "reason", "comment")},
+        event_id=f"feedback.{record.message_id}.{int(record.updated_at.timestamp() * 1000)}",
+    )
     return body
 
 

@@ -21,7 +21,7 @@ from obdal_gateway.state import Gateway
 
 __all__ = ["live", "status"]
 
-_SERVICES = ("chat", "ingest", "metering")
+_SERVICES = ("chat", "ingest", "metering", "webhooks")
 _TIMEOUT_S = 1.5  # as long as each service's status RPC may take
 
 
@@ -50,7 +50,7 @@ async def _redis(gw: Gateway) -> dict[str, Any]:
 )
 async def status(gw: Gateway, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """200 when everything can serve, 503 (same body) otherwise; details with the operator token."""
-    checks = (gw.chat.status, gw.ingest.status, gw.metering.status)
+    checks = (gw.chat.status, gw.ingest.status, gw.metering.status, gw.webhooks.status)
     redis, *services = await asyncio.gather(_redis(gw), *(_service(c) for c in checks))
     by_name = dict(zip(_SERVICES, services, strict=True))
     deps: dict[str, dict[str, Any]] = {
