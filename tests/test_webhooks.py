@@ -121,6 +121,33 @@ def test_an_event_filter_and_another_app_keep_events_apart(api: Api) -> None:
         assert bad.status_code == 400, bad.text
 
 
+def test_erasing_a_session_erases_the_deliveries_that_carry_it(api: Api) -> None:
+    _, key = api.new_tenant("hooks-erase")
+    with Receiver() as receiver:
+        endpoint = add_endpoint(api, key, receiver)
+        api.index(key, "policy.md", POLICY)
+        kept = api.chat(key, QUESTION).json()
+        erased = api.chat(key, QUESTION).json()
+        receiver.wait("message.answered", count=2)
+        log = deliveries(api, key, endpoint["endpoint_id"])
+        assert {d["type"] for d in log} == {"file.ready", "conversation.started", "message.answered"}
+
+        gone = api.http.delete(f"/v1/sessions/{erased['session_id']}", headers=api.auth(key))
+        assert gone.status_code == 200, gone.text
+        after = deliveries(api, key, endpoint["endpoint_id"])
+        # The erased conversation's two events are gone from the log; the rest stays.
+        assert {d["event_id"] for d in after} == {d["event_id"] for d in log} - {
+            f"started.{erased['session_id']}",
+            f"answer.{erased['message_id']}",
+        }
+        assert f"answer.{kept['message_id']}" in {d["event_id"] for d in after}
+
+    # An id that could never be one is simply not found (it is not a valid KV key either).
+    odd = api.http.get("/v1/webhooks/%F2%8D%97%96%22%C3%A0", headers=api.auth(key))
+    assert odd.status_code == 404, odd.text
+    assert odd.json()["error"]["code"] == "webhook_not_found"
+
+
 def test_a_receiver_down_for_a_while_gets_everything_later_in_order_once(api: Api) -> None:
     _, key = api.new_tenant("hooks-down")
     api.index(key, "policy.md", POLICY)

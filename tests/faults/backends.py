@@ -1,7 +1,7 @@
 """A stack on servers of its own (NATS, Redis, MongoDB with on-disk data), for tests that stop them.
 
 Stopping the session's shared servers would disturb every other test, so the
-outage tests run ``obdal up`` (gateway, chat, metering) and a separate
+outage tests run ``obdal up`` (gateway, metering, webhooks), ``obdal-chat`` and a separate
 ``obdal-ingest`` process against these, and restart them on the same port and
 data directory as an operator would.
 """
@@ -126,7 +126,7 @@ def outage_stack(base: Path) -> Iterator[OutageStack]:
             # in seconds (the MiniLM default needs minutes on a loaded CI machine).
             OBDAL_EMBED_MODEL="obdal/hashing-384",
         )
-        up = {**env, "OBDAL_SERVICES": "gateway,metering"}
+        up = {**env, "OBDAL_SERVICES": "gateway,metering,webhooks"}
         processes.append(process := start_process([str(BIN / "obdal"), "up"], up, base / "obdal.log"))
         # Its own process (as in production): its imports do not stall the gateway's event loop.
         chat_env = {**env, "OBDAL_QDRANT_URL": ":memory:"}

@@ -12,24 +12,57 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import uvloop
 
-from obdal_common.errors import ConfigurationError, ObdalError
+from obdal_common.errors import ConfigurationError, DependencyUnavailable, ObdalError
 from obdal_common.logs import configure_logging
 from obdal_common.metrics import serve_metrics, setup_metrics
 from obdal_common.settings import ObdalSettings, load_settings
 from obdal_common.telemetry import setup_tracing
 
-__all__ = ["Service", "load_or_exit", "run", "run_service", "run_services", "setup_process"]
+__all__ = [
+    "Service",
+    "load_or_exit",
+    "run",
+    "run_service",
+    "run_services",
+    "setup_process",
+    "wait_for_dependency",
+]
 
 S = TypeVar("S", bound=ObdalSettings)
 Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 """A service's body: runs until the event is set, then returns once it has stopped cleanly."""
 
 log = logging.getLogger(__name__)
+
+
+async def wait_for_dependency(
+    attempt: Callable[[], Awaitable[None]],
+    *,
+    what: str,
+    errors: tuple[type[Exception], ...],
+    within_s: float,
+    stop: asyncio.Event,
+    every_s: float = 1.0,
+) -> None:
+    """Run ``attempt`` (e.g. creating a store's indexes) until it succeeds, waiting for a server
+    that starts after the service or is restarting; after ``within_s``, or once the service is
+    stopping, raise 503 naming ``what`` and the last of ``errors``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            await attempt()
+            return
+        except errors as exc:
+            if stop.is_set() or time.monotonic() > deadline:
+                raise DependencyUnavailable(f"{what} is unreachable: {exc}") from None
+            log.warning("waiting for %s: %s", what, exc)
+            await asyncio.sleep(every_s)
 
 
 def load_or_exit(settings_cls: type[S], *, prog: str, **overrides: Any) -> S:

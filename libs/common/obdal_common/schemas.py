@@ -40,6 +40,8 @@ __all__ = [
     "CuratedAnswerQuery",
     "CuratedAnswerUpdate",
     "CuratedAnswerUse",
+    "DeliveriesErase",
+    "DeliveriesErased",
     "DeliveryAttempt",
     "DeliveryLookup",
     "DeliveryPage",
@@ -1258,3 +1260,14 @@ class WebhooksDeleteApp(msgspec.Struct, frozen=True, kw_only=True):
 
 class WebhooksAppDeleted(msgspec.Struct, frozen=True, kw_only=True):
     endpoints_deleted: int
+
+
+class DeliveriesErase(msgspec.Struct, frozen=True, kw_only=True):
+    """Erase the deliveries that carry these sessions' content (the session's erasure)."""
+
+    app_id: str
+    session_ids: list[str]
+
+
+class DeliveriesErased(msgspec.Struct, frozen=True, kw_only=True):
+    deliveries_erased: int

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, Protocol
 
 from pymongo import AsyncMongoClient
@@ -12,12 +11,11 @@ from pymongo.errors import PyMongoError
 
 from obdal_common import subjects
 from obdal_common.contract import NatsBus
-from obdal_common.errors import DependencyUnavailable
 from obdal_common.health import nats_check, ping_check
 from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology
 from obdal_common.metrics import consumer_gauges
-from obdal_common.runner import run_service
+from obdal_common.runner import run_service, wait_for_dependency
 from obdal_common.schemas import DependencyStatus
 from obdal_metering.bindings import metering_bindings
 from obdal_metering.erasure import Eraser
@@ -34,8 +32,6 @@ from obdal_metering.store import MeteringStore
 __all__ = ["main", "serve"]
 
 log = logging.getLogger(__name__)
-
-_MONGO_RETRY_S = 1.0
 
 
 class _Indexed(Protocol):
@@ -59,7 +55,19 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
         feedback = FeedbackStore(mongo, settings.mongo_db, keys=keys, rollups=rollups)
         eraser = Eraser(mongo, settings.mongo_db, sessions, keys=keys, groups=groups, rollups=rollups)
         reports = Reports(mongo, settings.mongo_db, keys=keys, groups=groups, rollups=rollups)
-        await _wait_for_mongo(settings, (store, sessions, feedback, eraser, rollups, groups), stop)
+        parts: tuple[_Indexed, ...] = (store, sessions, feedback, eraser, rollups, groups)
+
+        async def ensure_indexes() -> None:
+            for part in parts:
+                await part.ensure_indexes()
+
+        await wait_for_dependency(
+            ensure_indexes,
+            what=f"MongoDB at {settings.mongo_url}",
+            errors=(PyMongoError,),
+            within_s=settings.metering_mongo_wait_s,
+            stop=stop,
+        )
         events = EventConsumer(
             js, store, sessions, eraser, settings, keys=keys, groups=groups, rollups=rollups
         )
@@ -96,25 +104,6 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
     finally:
         await mongo.close()
         await close_nats(nc)
-
-
-async def _wait_for_mongo(
-    settings: MeteringSettings, parts: tuple[_Indexed, ...], stop: asyncio.Event
-) -> None:
-    """Create the indexes, waiting (bounded) for a MongoDB that starts after us or is restarting."""
-    deadline = time.monotonic() + settings.metering_mongo_wait_s
-    while True:
-        try:
-            for part in parts:
-                await part.ensure_indexes()
-            return
-        except PyMongoError as exc:
-            if stop.is_set() or time.monotonic() > deadline:
-                raise DependencyUnavailable(
-                    f"MongoDB is unreachable at {settings.mongo_url}: {exc}"
-                ) from None
-            log.warning("waiting for MongoDB: %s", exc)
-            await asyncio.sleep(_MONGO_RETRY_S)
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from obdal_common.contract import Bindings, Webhooks
 from obdal_common.errors import DependencyUnavailable, NotFound
 from obdal_common.health import Check, status_handler
 from obdal_common.schemas import (
+    DeliveriesErase,
+    DeliveriesErased,
     DeliveryLookup,
     DeliveryPage,
     DeliveryQuery,
@@ -72,6 +74,10 @@ def webhooks_bindings(
         await deliveries.delete_app(request.app_id)
         return WebhooksAppDeleted(endpoints_deleted=removed)
 
+    async def erase_sessions(request: DeliveriesErase) -> DeliveriesErased:
+        erased = await deliveries.erase_sessions(request.app_id, request.session_ids)
+        return DeliveriesErased(deliveries_erased=erased)
+
     return (
         Bindings(Webhooks, lower_errors={PyMongoError: _mongo_unavailable})
         .bind(Webhooks.status, status_handler("webhooks", checks))
@@ -84,4 +90,5 @@ def webhooks_bindings(
         .bind(Webhooks.deliveries, page)
         .bind(Webhooks.replay, replay)
         .bind(Webhooks.delete_app, delete_app)
+        .bind(Webhooks.erase_sessions, erase_sessions)
     )

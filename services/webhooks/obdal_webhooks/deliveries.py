@@ -68,6 +68,7 @@ class DeliveryStore:
             [("endpoint_id", ASCENDING), ("state", ASCENDING), ("seq", ASCENDING)]
         )
         await self._deliveries.create_index([("state", ASCENDING), ("next_at", ASCENDING)])
+        await self._deliveries.create_index([("app_id", ASCENDING), ("session_id", ASCENDING)])
         await self._deliveries.create_index(
             [
                 ("app_id", ASCENDING),
@@ -83,11 +84,13 @@ class DeliveryStore:
         """One pending delivery of ``event`` per endpoint (again: nothing changes)."""
         now = datetime.now(UTC)
         for endpoint in endpoints:
-            doc = {
+            doc: dict[str, Any] = {
                 "app_id": event.app_id,
                 "endpoint_id": endpoint.endpoint_id,
                 "event_id": event.event_id,
                 "type": event.type,
+                # What erasing the session finds it by (every event of a conversation names it).
+                "session_id": event.data.get("session_id"),
                 "seq": seq,
                 "payload": payload,
                 "state": "pending",
@@ -204,6 +207,11 @@ class DeliveryStore:
 
     async def delete_app(self, app_id: str) -> None:
         await self._deliveries.delete_many({"app_id": app_id})
+
+    async def erase_sessions(self, app_id: str, session_ids: list[str]) -> int:
+        """Drop the deliveries of these sessions' events: their payloads hold the conversation."""
+        found = await self._deliveries.delete_many({"app_id": app_id, "session_id": {"$in": session_ids}})
+        return found.deleted_count
 
 
 def _attempt_doc(attempt: DeliveryAttempt) -> dict[str, Any]:

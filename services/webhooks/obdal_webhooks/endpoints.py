@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 
 from obdal_common import subjects
 from obdal_common.errors import Conflict, NotFound, UnprocessableContent
-from obdal_common.ids import new_id
+from obdal_common.ids import is_id, new_id
 from obdal_common.messaging import keys_matching, read_record
 from obdal_common.outbound import OutboundClient
 from obdal_common.schemas import (
@@ -99,6 +99,8 @@ class EndpointStore:
         ]
 
     async def read(self, app_id: str, endpoint_id: str) -> tuple[WebhookEndpoint, int] | None:
+        if not is_id("whk", endpoint_id):  # not a KV key either: none such, not a server error
+            return None
         return await read_record(self.kv, f"{app_id}.{endpoint_id}", WebhookEndpoint)
 
     async def find(self, app_id: str, endpoint_id: str) -> WebhookEndpoint:

@@ -1,7 +1,9 @@
 """From the ``OBDAL_HOOKS`` stream to deliveries: each event becomes one per endpoint that wants it.
 
-A message is acked only once its deliveries are stored, so an event is never lost between the
-stream and the queue (NATS or MongoDB restarting meanwhile: it is redelivered, and stored once).
+A message is erased from the stream and acked only once its deliveries are stored, so an event
+is never lost between the stream and the queue (NATS or MongoDB restarting meanwhile: it is
+redelivered, and stored once), and a conversation's content is not kept on the bus's disk after
+it was handed on (an ack alone leaves its bytes in the block file: ``obdal_common.messaging``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from obdal_common import subjects
-from obdal_common.messaging import decode_or_term, pull_each
+from obdal_common.messaging import decode_or_term, erase_msg, pull_each
 from obdal_common.schemas import HookEvent, WebhookListQuery, encode
 from obdal_webhooks.deliveries import DeliveryStore
 from obdal_webhooks.endpoints import EndpointStore
@@ -64,5 +66,6 @@ class Fanout:
             await self._deliveries.enqueue(
                 event, seq=msg.metadata.sequence.stream, payload=payload_of(event), endpoints=wanted
             )
+        await erase_msg(self._js, msg)
         await msg.ack()
         self.events += 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -12,12 +11,11 @@ from pymongo.errors import PyMongoError
 
 from obdal_common import subjects
 from obdal_common.contract import NatsBus
-from obdal_common.errors import DependencyUnavailable
 from obdal_common.health import nats_check, ping_check
 from obdal_common.messaging import close as close_nats
 from obdal_common.messaging import connect, ensure_topology, key_value
 from obdal_common.outbound import OutboundClient, OutboundPolicy, resolver_from_setting
-from obdal_common.runner import run_service
+from obdal_common.runner import run_service, wait_for_dependency
 from obdal_common.schemas import DependencyStatus
 from obdal_webhooks.bindings import webhooks_bindings
 from obdal_webhooks.deliveries import DeliveryStore
@@ -32,7 +30,6 @@ __all__ = ["USER_AGENT", "main", "serve"]
 log = logging.getLogger(__name__)
 
 USER_AGENT = "Obdal-Webhooks/0.1 (+https://obdal.dev/webhooks)"
-_MONGO_RETRY_S = 1.0
 
 
 async def serve(settings: WebhooksSettings, stop: asyncio.Event) -> None:
@@ -58,7 +55,13 @@ async def serve(settings: WebhooksSettings, stop: asyncio.Event) -> None:
             max_per_app=settings.max_webhooks_per_app,
         )
         deliveries = DeliveryStore(mongo, settings.mongo_db)
-        await _wait_for_mongo(settings, deliveries, stop)
+        await wait_for_dependency(
+            deliveries.ensure_indexes,
+            what=f"MongoDB at {settings.mongo_url}",
+            errors=(PyMongoError,),
+            within_s=settings.webhooks_mongo_wait_s,
+            stop=stop,
+        )
         fanout = Fanout(js, endpoints, deliveries)
         dispatcher = Dispatcher(
             settings,
@@ -88,22 +91,6 @@ async def serve(settings: WebhooksSettings, stop: asyncio.Event) -> None:
         await client.aclose()
         await mongo.close()
         await close_nats(nc)
-
-
-async def _wait_for_mongo(settings: WebhooksSettings, deliveries: DeliveryStore, stop: asyncio.Event) -> None:
-    """Create the indexes, waiting (bounded) for a MongoDB that starts after us or is restarting."""
-    deadline = time.monotonic() + settings.webhooks_mongo_wait_s
-    while True:
-        try:
-            await deliveries.ensure_indexes()
-            return
-        except PyMongoError as exc:
-            if stop.is_set() or time.monotonic() > deadline:
-                raise DependencyUnavailable(
-                    f"MongoDB is unreachable at {settings.mongo_url}: {exc}"
-                ) from None
-            log.warning("waiting for MongoDB: %s", exc)
-            await asyncio.sleep(_MONGO_RETRY_S)
 
 
 def main() -> None:

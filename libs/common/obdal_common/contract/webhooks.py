@@ -13,6 +13,8 @@ from obdal_common import subjects
 from obdal_common.contract.rpc import Contract, Rpc
 from obdal_common.errors import BadRequest, Conflict, NotFound, UnprocessableContent
 from obdal_common.schemas import (
+    DeliveriesErase,
+    DeliveriesErased,
     DeliveryLookup,
     DeliveryPage,
     DeliveryQuery,
@@ -94,3 +96,7 @@ class Webhooks(Contract):
 
     delete_app = Rpc("obdal.webhooks.apps.delete", WebhooksDeleteApp, WebhooksAppDeleted, timeout=_APP_S)
     """Every endpoint and delivery of a deleted app (``DELETE /v1/admin/apps/{id}``)."""
+
+    erase_sessions = Rpc("obdal.webhooks.sessions.erase", DeliveriesErase, DeliveriesErased, timeout=_APP_S)
+    """Every delivery carrying these sessions' content, sent or not (``DELETE /v1/sessions/{id}``,
+    ``/v1/users/{user}``), after metering and the chat erased theirs."""

@@ -14,6 +14,7 @@ from litestar.response import Stream
 from obdal_common.cursors import checked_cursor, checked_limit
 from obdal_common.errors import BadRequest, NotFound, ObdalError
 from obdal_common.schemas import (
+    DeliveriesErase,
     EraseRequest,
     EraseResult,
     HistoryErase,
@@ -143,7 +144,8 @@ async def get_session(principal: Principal, gw: Gateway, session_id: str) -> dic
 
 async def _erase(gw: Gateway, erase: EraseRequest) -> tuple[EraseResult, int]:
     """Each owner erases its own: metering the stored turns, then the chat their working
-    context; the result and how many sessions' context was forgotten."""
+    context, then the webhooks service the deliveries that carry them; the result and how many
+    sessions' context was forgotten."""
     result = await gw.metering.erase(erase)
     session_ids = set(result.session_ids)
     if erase.session_id is not None:
@@ -155,6 +157,8 @@ async def _erase(gw: Gateway, erase: EraseRequest) -> tuple[EraseResult, int]:
     forgotten = await gw.chat.erase_history(
         HistoryErase(app_id=erase.app_id, session_ids=sorted(session_ids))
     )
+    # Webhook deliveries carry the conversation too (questions, answers, feedback comments).
+    await gw.webhooks.erase_sessions(DeliveriesErase(app_id=erase.app_id, session_ids=sorted(session_ids)))
     return result, forgotten.sessions_erased
 
 
