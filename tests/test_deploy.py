@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
 COMPOSE = Path(sys.executable).parent.parent / "lib/python3.11/site-packages/compose/docker-compose"
-SERVICES = ("gateway", "chat", "ingest", "metering")
+SERVICES = ("gateway", "chat", "ingest", "metering", "webhooks")
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -58,6 +58,9 @@ def test_compose_file_validates_with_the_compose_binary(tmp_path: Path) -> None:
     services = config["services"]
     assert set(services) == {"nats", "redis", "mongo", "qdrant", "jaeger", *SERVICES}
     assert services["chat"]["deploy"]["replicas"] == 2
+    # The MongoDB services wait for it; only they do.
+    for name in SERVICES:
+        assert ("mongo" in services[name]["depends_on"]) == (name in ("metering", "webhooks")), name
     assert "--jetstream" in services["nats"]["command"]
     assert any(v["target"] == "/data" and v["type"] == "volume" for v in services["nats"]["volumes"])
     for name in SERVICES:
@@ -243,7 +246,9 @@ def test_every_deployment_is_probed_limited_and_unprivileged(
         assert pod["automountServiceAccountToken"] is False
         secret_refs = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
         assert secret_refs == [name], "each service reads only its own Secret"
-        assert name in objects(docs, "Secret")
+        secret = objects(docs, "Secret")[name]
+        keys = set(secret.get("stringData") or secret["data"])
+        assert ("OBDAL_MONGO_URL" in keys) == (name in ("obdal-metering", "obdal-webhooks")), name
         assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "obdal"
 
 
@@ -274,11 +279,46 @@ def test_chat_autoscales_and_the_gateway_is_the_only_way_in(
     assert deny["policyTypes"] == ["Ingress", "Egress"]
     assert "ingress" not in deny
     assert "egress" not in deny
-    # Only metering may reach MongoDB, only chat and ingest Qdrant.
+    # Only metering and webhooks may reach MongoDB, only chat and ingest Qdrant.
     for name, policy in policies.items():
         peers = json.dumps(policy["spec"].get("egress", []))
-        assert ("mongodb-svc" in peers) == (name == "obdal-metering"), name
+        assert ("mongodb-svc" in peers) == (name in ("obdal-metering", "obdal-webhooks")), name
         assert ('"qdrant"' in peers) == (name in ("obdal-chat", "obdal-ingest")), name
+
+
+def internet_ports(policy: dict[str, Any]) -> set[int]:
+    """The TCP ports a NetworkPolicy lets its pods reach anywhere outside the cluster (0.0.0.0/0)."""
+    return {
+        port["port"]
+        for rule in policy["spec"].get("egress", [])
+        if any(peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for peer in rule.get("to", []))
+        for port in rule.get("ports", [])
+    }
+
+
+PRIVATE_RANGES = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"}
+
+
+@pytest.mark.parametrize("variant", ["base", "production"])
+def test_only_the_services_that_must_reach_the_internet_can(
+    rendered: dict[str, list[dict[str, Any]]], variant: str
+) -> None:
+    policies = objects(rendered[variant], "NetworkPolicy")
+    reach = {name: ports for name, policy in policies.items() if (ports := internet_ports(policy))}
+    # Chat: a hosted model API over HTTPS. Ingest: the websites sources crawl. Webhooks: the
+    # endpoints apps register (http only with OBDAL_WEBHOOK_ALLOW_HTTP).
+    assert reach == {"obdal-chat": {443}, "obdal-ingest": {443, 80}, "obdal-webhooks": {443, 80}}
+    for name in ("obdal-ingest", "obdal-webhooks"):
+        (block,) = [
+            peer["ipBlock"]
+            for rule in policies[name]["spec"]["egress"]
+            for peer in rule.get("to", [])
+            if "ipBlock" in peer
+        ]
+        assert set(block["except"]) >= PRIVATE_RANGES, f"{name} may reach the cluster's own networks"
+    webhooks = policies["obdal-webhooks"]["spec"]
+    assert webhooks["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "obdal-webhooks"}
+    assert "127.0.0.0/8" in json.dumps(webhooks["egress"])
 
 
 def test_production_overlay_pins_images_and_namespace(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -389,6 +429,8 @@ def test_dockerfile_builds_each_service_from_the_lock_file_as_non_root() -> None
         assert any(key == "HEALTHCHECK" for key, _ in image), service
         assert ("FROM", "${PYTHON_IMAGE} AS build") not in image, "the runtime image carries no build stage"
         own = dict(stages[service])
+        parent = "runtime" if service == "gateway" else "worker"  # workers: health from their /metrics
+        assert stages[service][0] == ("FROM", f"{parent} AS {service}")
         scripts = tomllib.loads((ROOT / f"services/{service}/pyproject.toml").read_text())["project"][
             "scripts"
         ]
