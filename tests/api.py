@@ -170,6 +170,20 @@ class Api:
                 return items
             cursor = {"cursor": page["next_cursor"]}
 
+    def wait_sessions(self, key: str, *, user: str, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        """The end user's sessions once there are ``count`` of them (listed as metering stores turns)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.http.get(
+                "/v1/sessions", headers=self.auth(key), params={"user": user, "include_all": "true"}
+            )
+            assert response.status_code == 200, response.text
+            found: list[dict[str, Any]] = response.json()["sessions"]
+            if len(found) >= count:
+                return found
+            assert time.monotonic() < deadline, f"{user}: {count} sessions not in {timeout} s, {found}"
+            time.sleep(0.1)
+
     def wait_session(
         self, key: str, session_id: str, *, messages: int, timeout: float = 30
     ) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from obdal_gateway.identity import sign_user
 from tests.api import Api
 from tests.conftest import Servers
 from tests.test_end_to_end import POLICY
@@ -254,6 +255,10 @@ def test_a_session_belongs_to_the_key_and_end_user_that_started_it(api: Api, hot
     api.index(secret, "policy.md", POLICY)
     origin = {"Origin": "https://help.owners.example.com"}
     widget = api.create_key(app_id, kind="publishable", allowed_origins=[origin["Origin"]])["key"]
+    # The victim is a signed-in customer: the site's backend signs its id (docs/identity.md).
+    made = api.admin.post(f"/v1/admin/apps/{app_id}/identity-secret")
+    assert made.status_code == 201, made.text
+    victim_id = {"user": "victim", "user_hash": sign_user(made.json()["identity_secret"], "victim")}
 
     def widget_chat(message: str, **body: Any) -> dict[str, Any]:
         response = api.http.post(
@@ -263,21 +268,19 @@ def test_a_session_belongs_to_the_key_and_end_user_that_started_it(api: Api, hot
         data: dict[str, Any] = response.json()
         return data
 
-    victim = widget_chat("Which courier do you ship with?", user="victim")
+    victim = widget_chat("Which courier do you ship with?", **victim_id)
     session_id = victim["session_id"]
-    fresh = widget_chat("How long is the refund window?", user="victim")
+    fresh = widget_chat("How long is the refund window?", **victim_id)
     # The victim continues its own session, with its context.
-    follow_up = widget_chat("How long is the refund window?", user="victim", session_id=session_id)
+    follow_up = widget_chat("How long is the refund window?", session_id=session_id, **victim_id)
     assert follow_up["session_id"] == session_id
     assert follow_up["usage"]["prompt_tokens"] > fresh["usage"]["prompt_tokens"]
 
-    # Another visitor with the same key and the victim's id, with or without claiming its user:
-    # a new conversation, without the victim's context; the victim's session is untouched.
+    # Another visitor with the same key and the victim's id, with or without claiming its user
+    # (unsigned, so not counted): a new conversation, without the victim's context.
     for user in ("attacker", "victim", None):
         body = {"session_id": session_id, **({"user": user} if user else {})}
         stolen = widget_chat("How long is the refund window?", **body)
-        if user == "victim":  # same key and same claimed user: indistinguishable, it is the owner
-            continue
         assert stolen["session_id"] != session_id
         assert stolen["usage"]["prompt_tokens"] == fresh["usage"]["prompt_tokens"]
     streamed = api.chat_stream(widget, "Hi there", session_id=session_id, user="attacker", headers=origin)
@@ -303,10 +306,10 @@ def test_a_session_belongs_to_the_key_and_end_user_that_started_it(api: Api, hot
     # The widget's session is not the secret key's either.
     assert api.chat(secret, "Hello", session_id=session_id, user="victim").status_code == 409
 
-    victim_session = api.wait_session(secret, session_id, messages=6)
+    victim_session = api.wait_session(secret, session_id, messages=4)
     time.sleep(1)  # anything wrongly appended would be metered by now
     victim_session = get(api, secret, f"/v1/sessions/{session_id}")
-    assert len(victim_session["messages"]) == 6  # its own three turns, the owner's repeat included
+    assert len(victim_session["messages"]) == 4  # its own two turns, nobody else's
     assert victim_session["user"] == "victim"
     assert session_id in {s["session_id"] for s in api.sessions(secret, include_all="true", user="victim")}
     alice = api.wait_session(secret, "sess_9Rna21", messages=4)

@@ -74,6 +74,7 @@ __all__ = [
     "HistoryMessage",
     "HookEvent",
     "HookEventType",
+    "IdentitySecret",
     "IngestDelete",
     "IngestDeleteApp",
     "IngestDeleted",
@@ -196,12 +197,24 @@ class WidgetConfig(msgspec.Struct, frozen=True, kw_only=True):
     placeholder: str | None = None
 
 
+class IdentitySecret(msgspec.Struct, frozen=True, kw_only=True):
+    """The secret an app's backend signs its end users' ids with (HMAC-SHA256, docs/identity.md);
+    after a rotation the previous one still verifies until ``previous_valid_until``."""
+
+    secret: str
+    created_at: datetime
+    previous_secret: str | None = None
+    previous_valid_until: datetime | None = None
+
+
 class AppRecord(msgspec.Struct, frozen=True, kw_only=True):
     app_id: str
     name: str
     created_at: datetime
     chat: ChatConfig | None = None
     widget: WidgetConfig | None = None
+    # Never shown through the API once set (``obdal_gateway.identity.public_app``).
+    identity: IdentitySecret | None = None
 
 
 class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,13 +10,20 @@ from obdal_gateway.console_auth import caller_dependency
 from obdal_gateway.routes.admin_apps import APP_HANDLERS
 from obdal_gateway.routes.admin_keys import KEY_HANDLERS
 from obdal_gateway.routes.admin_operators import OPERATOR_HANDLERS
+from obdal_gateway.routes.identity import IDENTITY_HANDLERS
 from obdal_gateway.routes.widget_settings import WIDGET_SETTINGS_HANDLERS
 
 __all__ = ["admin_router"]
 
 admin_router = Router(
     path="/v1/admin",
-    route_handlers=[*APP_HANDLERS, *KEY_HANDLERS, *OPERATOR_HANDLERS, *WIDGET_SETTINGS_HANDLERS],
+    route_handlers=[
+        *APP_HANDLERS,
+        *IDENTITY_HANDLERS,
+        *KEY_HANDLERS,
+        *OPERATOR_HANDLERS,
+        *WIDGET_SETTINGS_HANDLERS,
+    ],
     guards=[operator_guard],
     dependencies=caller_dependency(),
     tags=["admin"],

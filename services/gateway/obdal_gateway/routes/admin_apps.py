@@ -24,6 +24,7 @@ from obdal_common.schemas import (
 )
 from obdal_gateway.console_auth import Caller
 from obdal_gateway.dates import day_bounds, parse_date_range
+from obdal_gateway.identity import public_app
 from obdal_gateway.state import Gateway
 
 __all__ = ["APP_HANDLERS", "app_or_404"]
@@ -62,8 +63,7 @@ async def app_or_404(gw: Gateway, app_id: str) -> AppRecord:
 async def create_app(gw: Gateway, caller: Caller, data: NewApp) -> dict[str, Any]:
     app = await gw.apps.create(data.name.strip())
     await gw.audit.record("app.created", app_id=app.app_id, actor=caller.actor, target=app.app_id)
-    body: dict[str, Any] = msgspec.to_builtins(app)
-    return body
+    return public_app(app)
 
 
 @get("/apps", summary="List apps (a console operator's: those they have a role on)", opt={"app_from": "any"})
@@ -71,7 +71,7 @@ async def list_apps(gw: Gateway, caller: Caller, usage_days: int | None = None) 
     """With ``usage_days`` (1-366), each app carries its ``usage`` totals over the last that many
     UTC days, today included (requests, tokens, cost), as ``GET /v1/usage`` counts them."""
     apps = [a for a in await gw.apps.list() if caller.may_see(a.app_id)]
-    listed: list[dict[str, Any]] = msgspec.to_builtins(apps)
+    listed = [public_app(a) for a in apps]
     if usage_days is not None:
         if not 1 <= usage_days <= 366:
             raise BadRequest("usage_days must be between 1 and 366", code="invalid_usage_days")
@@ -96,8 +96,7 @@ async def list_apps(gw: Gateway, caller: Caller, usage_days: int | None = None) 
 
 @get("/apps/{app_id:str}", summary="One app", opt={"role": "viewer"})
 async def get_app(gw: Gateway, app_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = msgspec.to_builtins(await app_or_404(gw, app_id))
-    return body
+    return public_app(await app_or_404(gw, app_id))
 
 
 async def _erase_app(gw: Gateway, app: AppRecord) -> dict[str, str]:
@@ -129,8 +128,7 @@ async def rename_app(gw: Gateway, caller: Caller, app_id: str, data: NewApp) -> 
     await gw.audit.record(
         "app.renamed", app_id=app_id, actor=caller.actor, target=app_id, detail={"name": app.name}
     )
-    body: dict[str, Any] = msgspec.to_builtins(app)
-    return body
+    return public_app(app)
 
 
 @delete(

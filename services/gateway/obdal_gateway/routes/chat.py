@@ -24,6 +24,7 @@ from obdal_common.schemas import (
 )
 from obdal_common.sessions import SESSION_ID_PATTERN
 from obdal_gateway.auth import Principal, authenticate, check_budget, required_scope
+from obdal_gateway.identity import end_user
 from obdal_gateway.relay import ChatStream
 from obdal_gateway.sse import PING, sse_event, sse_response
 from obdal_gateway.state import Gateway
@@ -43,6 +44,9 @@ class ChatBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     session_id: Annotated[str, msgspec.Meta(pattern=SESSION_ID_PATTERN)] | None = None
     stream: bool = False
     user: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    # Hex HMAC-SHA256 of ``user`` under the app's identity secret (docs/identity.md): a
+    # publishable key's ``user`` counts only with it.
+    user_hash: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
     api_key: str | None = None
 
 
@@ -113,13 +117,14 @@ async def chat(data: ChatBody, gw: Gateway, principal: Principal) -> Response[di
         )
     if not data.message.strip():
         raise BadRequest("message must not be empty", code="empty_message")
+    user = await end_user(gw, principal, data.user, data.user_hash)
     chat_request = ChatRequest(
         request_id=new_id("req"),
         app_id=principal.app_id,
         key_id=principal.key_id,
         session_id=data.session_id or new_id("sess"),
         message=data.message,
-        user=data.user,
+        user=user,
         token_budget=principal.key.token_budget,
         key_kind=principal.key.kind,
         session_given=data.session_id is not None,

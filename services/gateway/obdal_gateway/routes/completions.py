@@ -30,6 +30,7 @@ from obdal_common.schemas import (
     encode,
 )
 from obdal_gateway.auth import Principal, check_budget
+from obdal_gateway.identity import end_user
 from obdal_gateway.relay import ChatStream, CollectedAnswer
 from obdal_gateway.routes.chat import CHAT_BODY_MAX_BYTES, SSE_HEADERS, public_sources
 from obdal_gateway.state import Gateway
@@ -180,7 +181,7 @@ async def chat_completions(
             key_id=principal.key_id,
             session_id=new_id("sess"),
             message=question,
-            user=data.user,
+            user=await end_user(gw, principal, data.user, None),
             history=history,
             token_budget=principal.key.token_budget,
         ),

@@ -10,18 +10,36 @@ from typing import Any
 
 from litestar import Request, Response, get
 
+from obdal_common.errors import ObdalError
 from obdal_gateway.security_headers import page_policy
+from obdal_gateway.state import Gateway
 
 __all__ = ["demo_page", "widget_script"]
 
 _SCRIPT = resources.files("obdal_gateway").joinpath("static/widget.js").read_bytes()
 _ETAG = f'"{hashlib.sha256(_SCRIPT).hexdigest()[:20]}"'
 _PUBLISHABLE = re.compile(r"^obd_pk_[A-Za-z0-9]{16}_[A-Za-z0-9]{32}$")
-# The demo runs the widget from this origin and nothing inline but styles: the page's own and
-# the <style> the widget puts in its shadow root.
-_DEMO_POLICY = {
-    "Content-Security-Policy": page_policy(script="'self'", style="'unsafe-inline'", connect="'self'")
-}
+
+
+def _demo_policy(ancestors: str = "'none'") -> dict[str, str]:
+    """The demo runs the widget from this origin and nothing inline but styles (the page's own
+    and the <style> the widget puts in its shadow root); it may be framed by ``ancestors``."""
+    return {
+        "Content-Security-Policy": page_policy(
+            script="'self'", style="'unsafe-inline'", connect="'self'", ancestors=ancestors
+        )
+    }
+
+
+async def _framed_by(gw: Gateway, key: str) -> str:
+    """Who may frame the widget's page for ``key``: the key's own allowed origins (the sites the
+    widget is for), none for a key that is unknown, revoked or expired. Browsers that honour
+    ``frame-ancestors`` ignore the ``X-Frame-Options: DENY`` kept for those that do not."""
+    try:
+        record = await gw.keys.verify(key)
+    except ObdalError:
+        return "'none'"
+    return " ".join(["'self'", *record.allowed_origins])
 
 
 @get("/widget.js", summary="The embeddable chat widget", include_in_schema=False)
@@ -65,17 +83,19 @@ your own site with one tag:</p>
 
 
 @get("/demo", summary="A page showing the widget", include_in_schema=False)
-async def demo_page(request: Request[Any, Any, Any], key: str | None = None) -> Response[str]:
+async def demo_page(request: Request[Any, Any, Any], gw: Gateway, key: str | None = None) -> Response[str]:
     origin = html.escape(f"{request.url.scheme}://{request.url.netloc}")
+    policy = _demo_policy()
     if key is None:
         body = _HOW_TO.format(origin=origin)
     elif _PUBLISHABLE.match(key):
         body = _WITH_KEY.format(origin=origin, key=html.escape(key))
+        policy = _demo_policy(await _framed_by(gw, key))
     else:
         return Response(
             _DEMO.format(body="<p>That is not a publishable key (<code>obd_pk_…</code>).</p>"),
             status_code=400,
             media_type="text/html",
-            headers=_DEMO_POLICY,
+            headers=policy,
         )
-    return Response(_DEMO.format(body=body), media_type="text/html", headers=_DEMO_POLICY)
+    return Response(_DEMO.format(body=body), media_type="text/html", headers=policy)

@@ -1,7 +1,9 @@
 /* Obdal chat widget: <script src="https://HOST/widget.js" data-key="obd_pk_…" async></script>
  * Options: the app's widget settings (GET /v1/widget/config), each overridden by its data-*
  * attribute: title, greeting, color, position (right|left), placeholder. data-preview shows the
- * open panel without a key (the console's preview).
+ * open panel without a key (the console's preview). data-user-id and data-user-hash (the site's
+ * backend signs the id, docs/identity.md) name a verified end user, whose conversation follows
+ * them to another device.
  * Renders in a Shadow DOM; streams answers over fetch + SSE; never renders HTML it receives. */
 (function () {
   "use strict";
@@ -13,6 +15,7 @@
   var apiBase = new URL(script.src, location.href).origin;
   var key = data.key || "";
   var preview = "preview" in data;
+  var user = data.userId && data.userHash ? { user: data.userId, user_hash: data.userHash } : null;
   var COLOR = /^(#[0-9a-f]{3,8}|[a-z]{3,20})$/i;
 
   // The app's settings, at most 3 s late; without them (refused origin, gateway down) the
@@ -39,7 +42,8 @@
       placeholder: pick("placeholder") || "Type your question…",
       left: pick("position") === "left"
     };
-    var storeName = "obdal-widget:" + key.split("_").slice(0, 3).join("_");
+    // Per signed-in user too: another account on the same browser does not see this one's.
+    var storeName = "obdal-widget:" + key.split("_").slice(0, 3).join("_") + (user ? ":" + user.user : "");
     var MAX_KEPT = 50;
 
     // White or near-black text on the site's colour, whichever contrasts more (WCAG: a light brand
@@ -377,7 +381,8 @@
         response = await fetch(apiBase + "/v1/chat", {
           method: "POST",
           headers: { "Content-Type": "application/json", "Authorization": "Bearer " + key },
-          body: JSON.stringify({ message: question, session_id: conversation.session_id || undefined, stream: true }),
+          body: JSON.stringify(Object.assign(
+            { message: question, session_id: conversation.session_id || undefined, stream: true }, user || {})),
           signal: controller.signal
         });
       } catch (e) {
@@ -477,7 +482,33 @@
       ask(question);
     });
 
+    // A verified user new to this browser: their latest conversation, from wherever it was held.
+    async function resume() {
+      if (preview || !user || state.session_id) return;
+      try {
+        var response = await fetch(apiBase + "/v1/widget/conversation", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", "Authorization": "Bearer " + key },
+          body: JSON.stringify(user), cache: "no-store", signal: AbortSignal.timeout(5000)
+        });
+        if (!response.ok) return;
+        var found = await response.json();
+        if (state.session_id || !found || !Array.isArray(found.messages)) return;  // asked meanwhile
+        state = {
+          session_id: String(found.session_id),
+          messages: found.messages.map(function (m) {
+            var role = m.role === "assistant" ? "bot" : "user";
+            return role === "bot" ? { role: role, text: String(m.content), message_id: m.message_id }
+              : { role: role, text: String(m.content) };
+          })
+        };
+        save();
+        render();
+      } catch (e) { /* nothing to resume: a fresh conversation */ }
+    }
+
     render();
+    resume();
     (document.body || document.documentElement).appendChild(host);
     if (preview) {
       panel.hidden = false;

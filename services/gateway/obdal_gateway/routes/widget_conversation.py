@@ -1,0 +1,65 @@
+"""``POST /v1/widget/conversation``: a verified end user's latest conversation, for the widget.
+
+The widget keeps its conversation in the browser's storage; a signed-in customer who opens the
+site on another device gets it back here, proved by the hash the site's backend signed
+(:mod:`obdal_gateway.identity`). A POST, so the hash never sits in a URL or an access log.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, post
+from litestar.di import Provide
+
+from obdal_common.errors import NotFound
+from obdal_common.schemas import SessionLookup, SessionQuery
+from obdal_gateway.auth import Principal, authenticate, required_scope
+from obdal_gateway.identity import end_user
+from obdal_gateway.state import Gateway
+
+__all__ = ["ConversationBody", "widget_conversation"]
+
+
+class ConversationBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    user: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    user_hash: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+async def _principal(request: Request[Any, Any, Any], gw: Gateway) -> Principal:
+    # Called once per widget start, like its settings: not counted against the visitor's questions.
+    return await authenticate(request, gw, scope=required_scope(request), limit_as="widget-conversation")
+
+
+@post(
+    "/v1/widget/conversation",
+    status_code=200,
+    summary="A verified end user's latest conversation (the widget resuming on another device)",
+    opt={"scope": "chat"},
+    dependencies={"principal": Provide(_principal)},
+    request_max_body_size=4096,
+)
+async def widget_conversation(gw: Gateway, principal: Principal, data: ConversationBody) -> dict[str, Any]:
+    """``{"session_id", "last_at", "messages": [{"message_id", "role", "content", "timestamp"}]}``; 401
+    ``invalid_user_hash``, 400 ``identity_verification_off``, 404 ``conversation_not_found``."""
+    user = await end_user(gw, principal, data.user, data.user_hash)
+    page = await gw.metering.sessions(SessionQuery(app_id=principal.app_id, user=user, limit=1))
+    if not page.data:
+        raise NotFound("this user has no conversation yet", code="conversation_not_found")
+    detail = await gw.metering.session(
+        SessionLookup(app_id=principal.app_id, session_id=page.data[0].session_id)
+    )
+    return {
+        "session_id": detail.session_id,
+        "last_at": detail.last_at.isoformat(),
+        "messages": [
+            {
+                "message_id": m.message_id,
+                "role": m.role,
+                "content": m.content,
+                "timestamp": m.timestamp.isoformat(),
+            }
+            for m in detail.messages
+        ],
+    }
