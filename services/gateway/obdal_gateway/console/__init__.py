@@ -28,6 +28,7 @@ from obdal_gateway.console.pages.playground import PLAYGROUND_PAGES
 from obdal_gateway.console.pages.settings import SETTINGS_PAGES
 from obdal_gateway.console.pages.sources import SOURCE_PAGES
 from obdal_gateway.console.pages.support import SUPPORT_PAGES
+from obdal_gateway.console.pages.webhooks import WEBHOOK_PAGES
 from obdal_gateway.console.pages.widget_settings import WIDGET_PAGES
 from obdal_gateway.console.render import CONSOLE, console_error, template_config
 
@@ -47,6 +48,7 @@ _PAGES = [
     *PLAYGROUND_PAGES,
     *KEY_PAGES,
     *WIDGET_PAGES,
+    *WEBHOOK_PAGES,
 ]
 
 
