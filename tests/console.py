@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.sync_api import Dialog, Page, expect
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, expect
 
 from tests.api import Api
 from tests.browser import POLICY, serious_violations
@@ -83,6 +83,18 @@ def browser_sign_in(page: Page, url: str, email: str, password: str = PASSWORD) 
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", level=1)).not_to_have_text("Sign in")
+
+
+def accepting_dialogs(page: Page) -> list[Dialog]:
+    """The dialogs ``page`` opens from now on, each accepted (the console's confirms say yes)."""
+    dialogs: list[Dialog] = []
+
+    def accept(dialog: Dialog) -> None:
+        dialogs.append(dialog)
+        dialog.accept()
+
+    page.on("dialog", accept)
+    return dialogs
 
 
 def screenshot(page: Page, name: str) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
-from playwright.sync_api import Browser, Dialog, expect
+from playwright.sync_api import Browser, expect
 
 from obdal_common.contract import Ingest, Metering, NatsBus, Rpc
 from obdal_common.errors import NotFound
@@ -28,6 +28,7 @@ from tests.api import Api, poll
 from tests.browser import POLICY
 from tests.conftest import Servers
 from tests.console import (
+    accepting_dialogs,
     add_operator,
     browser_sign_in,
     page_violations,
@@ -214,13 +215,7 @@ def test_overview_charts_and_the_apps_list(api: Api, browser: Browser) -> None:
     email = add_operator(api, _email("owner"), {app_id: "owner"})["email"]
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    dialogs: list[Dialog] = []
-
-    def accept(dialog: Dialog) -> None:
-        dialogs.append(dialog)
-        dialog.accept()
-
-    page.on("dialog", accept)
+    dialogs = accepting_dialogs(page)
     browser_sign_in(page, api.url, email)
 
     # The apps list: the app with its 30 days' requests.

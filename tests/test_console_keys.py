@@ -177,6 +177,11 @@ def test_keys_and_widget_pages_in_the_browser(api: Api) -> None:
         page.get_by_label("Kind").select_option("publishable")
         expect(page.get_by_role("checkbox", name="files:read")).to_be_disabled()
         expect(page.get_by_role("checkbox", name="chat")).to_be_checked()
+        proof = page.get_by_role("checkbox", name="Ask each visitor's browser for proof of work")
+        expect(proof).to_be_enabled()
+        page.get_by_label("Kind").select_option("secret")
+        expect(proof).to_be_disabled()  # a secret key is the app's own server
+        page.get_by_label("Kind").select_option("publishable")
 
         # An origin the API refuses: its own words, next to the field, and no key.
         _create_key(page, "Shop widget", kind="publishable", origins=f"{origin}/shop")
@@ -230,6 +235,13 @@ def test_keys_and_widget_pages_in_the_browser(api: Api) -> None:
         shop.get_by_label("Rate limit, requests per minute (empty: the default)").fill("30")
         shop.get_by_role("button", name="Save changes").click()
         expect(_row(page, "Shop widget").get_by_role("cell").nth(3)).to_contain_text("30 requests a minute")
+        shop = _row(page, "Shop widget")
+        shop.get_by_text("Manage").click()
+        shop.get_by_role("checkbox", name=re.compile("proof of work")).check()
+        shop.get_by_role("button", name="Save changes").click()
+        expect(_row(page, "Shop widget").get_by_role("cell").nth(3)).to_contain_text("asks for proof of work")
+        listed = api.admin.get(f"/v1/admin/apps/{app_id}/keys").json()["keys"]
+        assert [k["proof_of_work"] for k in listed if k["name"] == "Shop widget"] == [True]
 
         # Rotate with a grace period (the new secret shown once), then revoke.
         server = _row(page, "Old server")

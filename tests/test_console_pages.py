@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, Dialog, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.api import Api, poll
 from tests.browser import POLICY
 from tests.console import (
     OWNER_EMAIL,
     PASSWORD,
+    accepting_dialogs,
     add_operator,
     browser_sign_in,
     page_violations,
@@ -25,18 +26,6 @@ from tests.console import (
 
 HOSTILE_TEXT = "<script>alert(1)</script>"
 HOSTILE_USER = '<img src=x onerror="alert(2)">'
-
-
-def _dialogs(page: Page) -> list[Dialog]:
-    """Every dialog the page opens, each accepted (confirms say yes); alerts would be injected script."""
-    seen: list[Dialog] = []
-
-    def accept(dialog: Dialog) -> None:
-        seen.append(dialog)
-        dialog.accept()
-
-    page.on("dialog", accept)
-    return seen
 
 
 def _conversation(api: Api, key: str, message: str, user: str) -> str:
@@ -60,7 +49,7 @@ def test_conversations_list_thread_export_and_erasure(api: Api, console_owner: s
     app_id, key, grounded, hostile = _app_with_conversations(api, "console conversations")
     context = browser.new_context(accept_downloads=True)
     page = context.new_page()
-    dialogs = _dialogs(page)
+    dialogs = accepting_dialogs(page)
     browser_sign_in(page, api.url, console_owner)
     page.goto(f"{api.url}/console/apps/{app_id}/conversations")
     table = page.get_by_role("table", name="Conversations")
@@ -133,6 +122,7 @@ def test_settings_save_show_errors_and_appear_in_the_audit_log(
     app_id = api.create_app("console settings")
     context = browser.new_context()
     page = context.new_page()
+    confirmed = accepting_dialogs(page)
     browser_sign_in(page, api.url, console_owner)
     page.goto(f"{api.url}/console/apps/{app_id}/settings")
     answers = page.locator("section").filter(has=page.get_by_role("heading", name="How the app answers"))
@@ -175,6 +165,29 @@ def test_settings_save_show_errors_and_appear_in_the_audit_log(
     expect(keeping.get_by_role("status")).to_have_text("Retention saved.")
     assert api.admin.get(f"/v1/admin/apps/{app_id}/retention").json()["session_ttl_days"] is None
 
+    # Signed-in customers: the identity secret made, shown once, rotated, then turned off.
+    identity = page.locator("section").filter(has=page.get_by_role("heading", name="Signed-in customers"))
+    expect(identity).to_contain_text("Identity verification is off")
+    identity.get_by_role("button", name="Turn on identity verification").click()
+    shown = identity.locator("#identity-secret-value")
+    expect(shown).to_have_text(re.compile(r"^ids_[0-9a-f]{64}$"))
+    expect(identity.locator("#identity-secret")).to_be_focused()
+    first = shown.inner_text()
+    assert api.admin.get(f"/v1/admin/apps/{app_id}").json()["identity_verification"]["enabled"] is True
+    page.reload()
+    assert first not in page.content()
+    expect(identity).to_contain_text("Identity verification is on since")
+    identity.get_by_label("The current secret keeps verifying for").select_option("0")
+    identity.get_by_role("button", name="Rotate the identity secret").click()
+    expect(shown).to_have_text(re.compile(r"^ids_"))
+    assert shown.inner_text() != first
+    assert page_violations(page) == []
+    page.reload()
+    identity.get_by_role("button", name="Turn identity verification off").click()
+    expect(identity).to_contain_text("Identity verification is off")
+    assert api.admin.get(f"/v1/admin/apps/{app_id}").json()["identity_verification"] == {"enabled": False}
+    assert [d.type for d in confirmed] == ["confirm", "confirm"]  # the rotation and the switch-off
+
     # The audit log names the owner by e-mail, and filters by action and days.
     page.goto(f"{api.url}/console/apps/{app_id}/audit")
     _wait_for_row(page, "retention.changed")
@@ -202,7 +215,7 @@ def test_operators_page_adds_a_viewer_who_may_read_but_not_erase(
     viewer_email = "console-pages-viewer@obdal.test"
     owner_context = browser.new_context()
     page = owner_context.new_page()
-    dialogs = _dialogs(page)
+    dialogs = accepting_dialogs(page)
     browser_sign_in(page, api.url, console_owner)
     page.goto(f"{api.url}/console/operators")
     add = page.locator("section").filter(has=page.get_by_role("heading", name="Add an operator"))

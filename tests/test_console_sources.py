@@ -13,7 +13,15 @@ import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect
 
 from tests.api import Api
-from tests.console import OWNER_EMAIL, add_operator, browser_sign_in, page_violations, screenshot, sign_in
+from tests.console import (
+    OWNER_EMAIL,
+    accepting_dialogs,
+    add_operator,
+    browser_sign_in,
+    page_violations,
+    screenshot,
+    sign_in,
+)
 from tests.website import Website
 
 HOSTILE_TITLE = "<img src=x onerror=alert(1)> Hostile"
@@ -27,13 +35,7 @@ SYNCED = r"synced (just now|1 minute ago)"
 def owner_page(api: Api, browser: Browser, console_owner: str) -> Iterator[tuple[Page, list[Dialog]]]:
     """A page signed in as the instance's owner, and the dialogs it opened (each accepted)."""
     page = browser.new_page()
-    dialogs: list[Dialog] = []
-
-    def accept(dialog: Dialog) -> None:
-        dialogs.append(dialog)
-        dialog.accept()
-
-    page.on("dialog", accept)
+    dialogs = accepting_dialogs(page)
     browser_sign_in(page, api.url, console_owner)
     yield page, dialogs
     page.close()

@@ -22,6 +22,7 @@ from tests.browser import POLICY
 from tests.console import (
     OWNER_EMAIL,
     Console,
+    accepting_dialogs,
     add_operator,
     browser_sign_in,
     page_violations,
@@ -60,13 +61,7 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 def _page(context: BrowserContext, api: Api, email: str) -> tuple[Page, list[Dialog]]:
     """A page signed in as ``email``, and the dialogs it opened (each accepted: confirms say yes)."""
     page = context.new_page()
-    dialogs: list[Dialog] = []
-
-    def accept(dialog: Dialog) -> None:
-        dialogs.append(dialog)
-        dialog.accept()
-
-    page.on("dialog", accept)
+    dialogs = accepting_dialogs(page)
     browser_sign_in(page, api.url, email)
     return page, dialogs
 

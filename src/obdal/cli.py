@@ -97,6 +97,8 @@ def _keys_create(args: argparse.Namespace) -> None:
     for field in ("expires_at", "rate_limit_rpm", "token_budget"):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
+    if args.proof_of_work:
+        body["proof_of_work"] = True
     _print(_call(args, "POST", f"/v1/admin/apps/{args.app_id}/keys", body))
 
 
@@ -124,6 +126,8 @@ def _keys_update(args: argparse.Namespace) -> None:
         value = getattr(args, field)
         if value is not None:
             body[field] = None if value == "none" else (value if field == "expires_at" else int(value))
+    if args.proof_of_work is not None:
+        body["proof_of_work"] = args.proof_of_work == "on"
     _print(_call(args, "PATCH", f"/v1/admin/keys/{args.key_id}", body))
 
 
@@ -236,6 +240,9 @@ def _parser() -> argparse.ArgumentParser:
     create_key.add_argument("--expires-at", help="ISO 8601 time with timezone")
     create_key.add_argument("--rate-limit-rpm", type=int, help="requests per minute (default: server's)")
     create_key.add_argument("--token-budget", type=int, help="tokens per UTC day")
+    create_key.add_argument(
+        "--proof-of-work", action="store_true", help="publishable: each question needs a solved challenge"
+    )
     create_key.set_defaults(func=_keys_create)
     list_keys = keys.add_parser("ls", help="list an app's keys")
     list_keys.add_argument("app_id")
@@ -255,6 +262,7 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--expires-at")
     update.add_argument("--rate-limit-rpm")
     update.add_argument("--token-budget")
+    update.add_argument("--proof-of-work", choices=["on", "off"], help="publishable keys")
     update.set_defaults(func=_keys_update)
     rotate = keys.add_parser("rotate", help="new secret; the old one works for --grace seconds")
     rotate.add_argument("key_id")

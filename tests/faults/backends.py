@@ -125,6 +125,11 @@ def outage_stack(base: Path) -> Iterator[OutageStack]:
             # Outages and redelivery, not retrieval quality: the hashing embedder indexes a big file
             # in seconds (the MiniLM default needs minutes on a loaded CI machine).
             OBDAL_EMBED_MODEL="obdal/hashing-384",
+            # Webhooks to a receiver on loopback, retried within seconds rather than hours.
+            OBDAL_WEBHOOK_ALLOW_HTTP="true",
+            OBDAL_OUTBOUND_ALLOW="127.0.0.0/8",
+            OBDAL_WEBHOOK_RETRY_SCHEDULE=",".join(["0.5", "1"] + ["2"] * 40),
+            OBDAL_WEBHOOK_TICK_S="0.1",
         )
         up = {**env, "OBDAL_SERVICES": "gateway,metering,webhooks"}
         processes.append(process := start_process([str(BIN / "obdal"), "up"], up, base / "obdal.log"))

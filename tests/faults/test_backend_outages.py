@@ -22,6 +22,7 @@ from obdal_common.schemas import FileStatus
 from obdal_ingest.statuses import FileStatusStore
 from obdal_retrieval.qdrant_server import QdrantServerBackend
 from tests.faults.backends import INGEST_MAX_DELIVER, OutageStack, outage_stack, wait_until
+from tests.webhook_receiver import Receiver
 
 RECOVERY_S = 10.0  # the issue's bound: requests succeed within 10 s of the server being back
 ANSWER_S = 10.0  # no request may hang longer than this during an outage
@@ -82,6 +83,33 @@ def test_nats_restart_fails_cleanly_then_recovers_without_losing_events(outage: 
     # A key created after the restart works at once: the key watch followed the restart.
     _, fresh = api.new_tenant("after-restart")
     assert api.chat(fresh, "hello").status_code == 200
+
+
+def test_webhook_deliveries_survive_a_nats_restart_mid_retry(outage: OutageStack) -> None:
+    """Events stored and being retried when NATS goes, and one published just before: each
+    reaches the receiver once NATS and the receiver are back, once, in order."""
+    api = outage.api
+    app_id, key = api.new_tenant("hooks-nats")
+    with Receiver(fail_with=503) as receiver:
+        made = api.http.post("/v1/webhooks", headers=api.auth(key), json={"url": receiver.url})
+        assert made.status_code == 201, made.text
+        receiver.secret = made.json()["secret"]
+        revoked = [api.create_key(app_id, name=f"to revoke {n}")["key_id"] for n in range(3)]
+        for key_id in revoked[:2]:
+            assert api.admin.delete(f"/v1/admin/keys/{key_id}").status_code == 200
+        wait_until(lambda: len(receiver.refused) >= 2, timeout=30, what="failed attempts")
+
+        outage.nats.stop()
+        time.sleep(1.5)  # retries come due meanwhile; the bus is gone
+        outage.restart_nats()
+        outage.ready(timeout=60)
+        assert api.admin.delete(f"/v1/admin/keys/{revoked[2]}").status_code == 200
+        receiver.fail_with = 0
+        got = receiver.wait("key.revoked", 3, timeout=60)
+        time.sleep(1.0)  # anything doubled would have arrived by now
+    assert [r.data["key_id"] for r in got] == revoked
+    assert len({r.msg_id for r in receiver.accepted}) == len(receiver.accepted) == 3
+    assert all(r.verified for r in receiver.accepted)
 
 
 async def test_a_wait_for_an_upload_ends_when_nats_goes(tmp_path: Path) -> None:

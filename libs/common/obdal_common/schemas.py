@@ -238,6 +238,8 @@ class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
     token_budget: int | None = None
     previous_secret_hash: str | None = None
     previous_valid_until: datetime | None = None
+    # Publishable keys only: every question needs a solved challenge (obdal_gateway.proof_of_work).
+    proof_of_work: bool = False
 
 
 class OperatorRecord(msgspec.Struct, frozen=True, kw_only=True):

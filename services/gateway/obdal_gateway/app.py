@@ -43,6 +43,7 @@ from obdal_gateway.routes.status import live, status
 from obdal_gateway.routes.usage import usage
 from obdal_gateway.routes.webhooks import WEBHOOK_HANDLERS
 from obdal_gateway.routes.widget import demo_page, widget_script
+from obdal_gateway.routes.widget_challenge import widget_challenge
 from obdal_gateway.routes.widget_conversation import widget_conversation
 from obdal_gateway.routes.widget_settings import widget_config
 from obdal_gateway.security_headers import SecurityHeaders
@@ -108,6 +109,7 @@ def create_app(gateway: Gateway) -> Litestar:
             widget_script,
             widget_config,
             widget_conversation,
+            widget_challenge,
             demo_page,
             prometheus_metrics,
             list_sessions,

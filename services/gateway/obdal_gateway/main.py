@@ -25,6 +25,7 @@ from obdal_gateway.console_sessions import ConsoleSessions
 from obdal_gateway.keys import KeyRegistry
 from obdal_gateway.operator_token import resolve_admin_token
 from obdal_gateway.operators import OperatorRegistry
+from obdal_gateway.proof_of_work import ProofOfWork
 from obdal_gateway.ratelimit import AnswerSlots, RateLimiter
 from obdal_gateway.relay import ChatRelay
 from obdal_gateway.settings import GatewaySettings
@@ -81,6 +82,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             ),
             audit=AuditLog(js),
             limiter=RateLimiter(redis),
+            pow=ProofOfWork(redis, cost=settings.pow_cost, expires_s=settings.pow_expires_s),
             operators=operators,
             console_sessions=ConsoleSessions(
                 await key_value(js, subjects.KV_CONSOLE_SESSIONS, ttl_s=subjects.CONSOLE_SESSION_TTL_S),

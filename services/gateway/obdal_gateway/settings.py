@@ -69,6 +69,15 @@ class GatewaySettings(ObdalSettings):
     client_send_timeout_s: float = Field(
         30.0, gt=0, description="A client that takes no response data for this long is disconnected"
     )
+    pow_cost: int = Field(
+        5000,
+        ge=1,
+        le=1_000_000,
+        description="PBKDF2 iterations per attempt of a proof-of-work challenge (about 256 attempts each)",
+    )
+    pow_expires_s: int = Field(
+        300, ge=10, le=3600, description="How long a proof-of-work challenge may be solved"
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from obdal_gateway.audit import AuditLog
 from obdal_gateway.console_sessions import ConsoleSessions
 from obdal_gateway.keys import KeyRegistry
 from obdal_gateway.operators import OperatorRegistry
+from obdal_gateway.proof_of_work import ProofOfWork
 from obdal_gateway.ratelimit import RateLimiter
 from obdal_gateway.relay import ChatRelay
 from obdal_gateway.settings import GatewaySettings
@@ -42,6 +43,8 @@ class Gateway:
     ingest: Ingest
     webhooks: Webhooks
     limiter: RateLimiter
+    # Publishable keys that ask for it: a solved challenge per question.
+    pow: ProofOfWork
     # The console's operators, their signed-in browsers and the guard against password guessing.
     operators: OperatorRegistry
     console_sessions: ConsoleSessions

@@ -32,6 +32,7 @@ class NewKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     expires_at: datetime | None = None
     rate_limit_rpm: Annotated[int, _POSITIVE] | None = None
     token_budget: Annotated[int, _POSITIVE] | None = None
+    proof_of_work: bool = False
 
 
 class KeyChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +44,7 @@ class KeyChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     expires_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
     rate_limit_rpm: Annotated[int, _POSITIVE] | msgspec.UnsetType | None = msgspec.UNSET
     token_budget: Annotated[int, _POSITIVE] | msgspec.UnsetType | None = msgspec.UNSET
+    proof_of_work: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class Rotation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -67,6 +69,16 @@ def _scopes(scopes: list[str], *, kind: KeyKind) -> tuple[str, ...]:
 
 def _origins(origins: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(validate_allowed_origin(o) for o in origins))
+
+
+def _proof_of_work(wanted: bool, *, kind: KeyKind) -> bool:
+    if wanted and kind != "publishable":
+        raise BadRequest(
+            "proof of work is for publishable keys (a flood from a web page); "
+            "a secret key is the app's own server",
+            code="proof_of_work_for_publishable_only",
+        )
+    return wanted
 
 
 def _expiry(expires_at: datetime | None) -> datetime | None:
@@ -116,6 +128,7 @@ async def create_key(gw: Gateway, caller: Caller, app_id: str, data: NewKey) -> 
         expires_at=_expiry(data.expires_at),
         rate_limit_rpm=data.rate_limit_rpm,
         token_budget=data.token_budget,
+        proof_of_work=_proof_of_work(data.proof_of_work, kind=data.kind),
     )
     await gw.keys.put(record)
     await gw.audit.record(
@@ -139,7 +152,7 @@ async def get_key(gw: Gateway, key_id: str) -> dict[str, Any]:
 
 @patch(
     "/keys/{key_id:str}",
-    summary="Change a key's name, scopes, origins, expiry, rate limit or budget",
+    summary="Change a key's name, scopes, origins, expiry, rate limit, budget or proof of work",
     opt={"role": "editor", "app_from": "key"},
 )
 async def update_key(gw: Gateway, caller: Caller, key_id: str, data: KeyChanges) -> dict[str, Any]:
@@ -157,6 +170,8 @@ async def update_key(gw: Gateway, caller: Caller, key_id: str, data: KeyChanges)
         changes["rate_limit_rpm"] = data.rate_limit_rpm
     if data.token_budget is not msgspec.UNSET:
         changes["token_budget"] = data.token_budget
+    if data.proof_of_work is not msgspec.UNSET:
+        changes["proof_of_work"] = _proof_of_work(data.proof_of_work, kind=record.kind)
     if not changes:
         raise BadRequest("nothing to change", code="empty_patch")
     record = msgspec.structs.replace(record, **changes)

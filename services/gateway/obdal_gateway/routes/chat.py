@@ -47,6 +47,8 @@ class ChatBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Hex HMAC-SHA256 of ``user`` under the app's identity secret (docs/identity.md): a
     # publishable key's ``user`` counts only with it.
     user_hash: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    # A solved proof-of-work challenge (``GET /v1/widget/challenge``), for keys that ask for one.
+    altcha: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
     api_key: str | None = None
 
 
@@ -118,6 +120,8 @@ async def chat(data: ChatBody, gw: Gateway, principal: Principal) -> Response[di
     if not data.message.strip():
         raise BadRequest("message must not be empty", code="empty_message")
     user = await end_user(gw, principal, data.user, data.user_hash)
+    if principal.key.proof_of_work:
+        await gw.pow.check(principal.key_id, data.altcha)
     chat_request = ChatRequest(
         request_id=new_id("req"),
         app_id=principal.app_id,

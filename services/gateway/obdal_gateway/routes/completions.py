@@ -173,6 +173,8 @@ async def chat_completions(
 ) -> Response[dict[str, Any]] | ServerSentEvent:
     """Grounded answers in the OpenAI Chat Completions format (JSON, or SSE with ``stream``)."""
     await check_budget(gw, principal)
+    if principal.key.proof_of_work:  # the OpenAI format has no place for a solved challenge
+        await gw.pow.check(principal.key_id, None)
     question, history = _turn(data, gw.settings.max_message_chars, keep=gw.settings.max_history_messages)
     stream = await gw.relay.open(
         ChatRequest(

@@ -322,7 +322,62 @@
       return bar;
     }
 
+    // Proof of work, for keys that ask for it (docs/security.md#proof-of-work): a challenge is
+    // fetched and solved while the visitor types, one per question.
+    var proof = null;  // a promise of the next solved challenge ("" when the key asks for none)
+
+    function hexBytes(hex) {
+      var out = new Uint8Array(hex.length / 2);
+      for (var i = 0; i < out.length; i++) out[i] = parseInt(hex.substr(i * 2, 2), 16);
+      return out;
+    }
+
+    function toHex(bytes) {
+      return Array.prototype.map.call(bytes, function (b) { return (b < 16 ? "0" : "") + b.toString(16); }).join("");
+    }
+
+    // ALTCHA v2 with PBKDF2: the first counter whose derived key starts with keyPrefix.
+    async function solve(challenge) {
+      var p = challenge.parameters;
+      if (p.algorithm !== "PBKDF2/SHA-256" || !(window.crypto && crypto.subtle)) return "";
+      var nonce = hexBytes(p.nonce), salt = hexBytes(p.salt), prefix = String(p.keyPrefix).toLowerCase();
+      var password = new Uint8Array(nonce.length + 4);
+      password.set(nonce);
+      var view = new DataView(password.buffer);
+      var deadline = (p.expiresAt || 0) * 1000;
+      for (var counter = 0; counter <= 0xFFFFFFFF; counter++) {
+        if (deadline && Date.now() > deadline) return "";
+        view.setUint32(nonce.length, counter);
+        var material = await crypto.subtle.importKey("raw", password, "PBKDF2", false, ["deriveBits"]);
+        var bits = await crypto.subtle.deriveBits(
+          { name: "PBKDF2", hash: "SHA-256", salt: salt, iterations: p.cost }, material, (p.keyLength || 32) * 8);
+        var hex = toHex(new Uint8Array(bits));
+        if (hex.indexOf(prefix) === 0) {
+          return btoa(JSON.stringify({ challenge: challenge, solution: { counter: counter, derivedKey: hex } }));
+        }
+      }
+      return "";
+    }
+
+    async function challenge() {
+      try {
+        var response = await fetch(apiBase + "/v1/widget/challenge", {
+          headers: { "Authorization": "Bearer " + key }, cache: "no-store", signal: AbortSignal.timeout(5000)
+        });
+        if (!response.ok) return "";
+        var body = await response.json();
+        return body && body.required ? await solve(body.challenge) : "";
+      } catch (e) {
+        return "";  // the question goes without; its answer says what is wrong
+      }
+    }
+
+    function prepare() {
+      if (!preview && key && proof === null) proof = challenge();
+    }
+
     function open() {
+      prepare();
       panel.hidden = false;
       launcher.setAttribute("aria-expanded", "true");
       launcher.setAttribute("aria-label", "Close chat: " + cfg.title);
@@ -338,6 +393,10 @@
 
     function explain(status, body, retryAfter) {
       var code = body && body.error && body.error.code;
+      if (status === 403 && /^proof_of_work/.test(code || "")) {
+        proof = null;  // a fresh challenge for the next try
+        return "Your browser could not prove it is not a robot (" + code + "). Please try again.";
+      }
       if (status === 403) return "This website is not allowed to use this assistant.";
       if (status === 401) return "This assistant is not set up correctly (its key was refused).";
       if (status === 429 && code === "token_budget_exhausted") return "The assistant has reached its limit for today. Please try again tomorrow.";
@@ -377,12 +436,16 @@
       controller = new AbortController();
       var text = "";
       var response;
+      prepare();
+      var solved = await proof;
+      proof = solved ? challenge() : Promise.resolve("");  // the next one, while this answer streams
       try {
         response = await fetch(apiBase + "/v1/chat", {
           method: "POST",
           headers: { "Content-Type": "application/json", "Authorization": "Bearer " + key },
           body: JSON.stringify(Object.assign(
-            { message: question, session_id: conversation.session_id || undefined, stream: true }, user || {})),
+            { message: question, session_id: conversation.session_id || undefined, stream: true },
+            user || {}, solved ? { altcha: solved } : {})),
           signal: controller.signal
         });
       } catch (e) {

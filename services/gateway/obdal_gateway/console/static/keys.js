@@ -21,9 +21,10 @@ function showSecret(secret) {
   box.focus();
 }
 
-// Publishable keys may only chat: the other scopes are not offered.
+// Publishable keys may only chat: the other scopes are not offered; proof of work is theirs only.
 function followKind() {
   const publishable = kind.value === "publishable";
+  document.getElementById("key-pow").disabled = !publishable;
   for (const input of form.querySelectorAll('input[name="scopes"]')) {
     const allowed = !publishable || "publishable" in input.dataset;
     input.disabled = !allowed;

@@ -10,3 +10,14 @@ document.addEventListener("input", (event) => {
   const status = event.target.closest?.("form[data-saved]")?.querySelector("[data-status]");
   if (status) status.textContent = "";
 });
+
+// A new identity secret (the API's answer to the identity form): shown once, focused, never stored.
+document.addEventListener("api:done", (event) => {
+  const secret = event.detail && event.detail.identity_secret;
+  if (typeof secret !== "string") return;
+  const box = document.getElementById("identity-secret");
+  document.getElementById("identity-secret-value").textContent = secret;
+  document.getElementById("identity-state").textContent = "Identity verification is on.";
+  box.hidden = false;
+  box.focus();
+});
