@@ -148,6 +148,25 @@ def test_erasing_a_session_erases_the_deliveries_that_carry_it(api: Api) -> None
     assert odd.json()["error"]["code"] == "webhook_not_found"
 
 
+def test_a_spent_budget_is_heard_of_once_a_day(api: Api) -> None:
+    app_id, secret = api.new_tenant("hooks-budget")
+    api.index(secret, "policy.md", POLICY)
+    # Ten tokens a day: no answer fits, so the chat worker refuses the first question already.
+    tight = api.create_key(app_id, name="tight", token_budget=10)
+    with Receiver() as receiver:
+        add_endpoint(api, secret, receiver, events=["budget.reached"])
+        for _ in range(3):
+            refused = api.chat(tight["key"], QUESTION)
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "token_budget_exhausted"
+        reached = receiver.wait("budget.reached")[0]
+        time.sleep(1.0)  # the other refusals' events, were they sent twice, would be here by now
+    assert len(receiver.accepted) == 1
+    assert reached.data["key_id"] == tight["key_id"]
+    assert reached.data["token_budget"] == 10
+    assert reached.msg_id == f"budget.{tight['key_id']}.{reached.data['day']}"
+
+
 def test_a_receiver_down_for_a_while_gets_everything_later_in_order_once(api: Api) -> None:
     _, key = api.new_tenant("hooks-down")
     api.index(key, "policy.md", POLICY)

@@ -21,7 +21,14 @@ from redis.asyncio import Redis
 
 from obdal_common.errors import RateLimited
 
-__all__ = ["Reservation", "TokenLedger", "seconds_to_midnight", "tokens_used", "tokens_used_key"]
+__all__ = [
+    "BudgetExhausted",
+    "Reservation",
+    "TokenLedger",
+    "seconds_to_midnight",
+    "tokens_used",
+    "tokens_used_key",
+]
 
 _TTL_S = 2 * 86400
 # KEYS[1]: today's count, KEYS[2]: the holds. ARGV: answer id, tokens, budget, hold ms.
@@ -72,6 +79,16 @@ class Reservation(msgspec.Struct, frozen=True, kw_only=True):
     member: str
 
 
+class BudgetExhausted(RateLimited):
+    """429 ``token_budget_exhausted``: ``spent`` when what the key used today leaves too little
+    (until midnight), not only what its answers in flight hold (a moment); ``used`` is that."""
+
+    def __init__(self, message: str, *, retry_after: int, used: int, spent: bool) -> None:
+        super().__init__(message, code="token_budget_exhausted", retry_after=retry_after)
+        self.used = used
+        self.spent = spent
+
+
 class TokenLedger:
     """The chat worker's side of the budgets: hold before generating, settle after.
 
@@ -95,12 +112,13 @@ class TokenLedger:
             # answer in flight may end any moment and give back what it did not use.
             spent = int(used) + tokens > budget
             left = max(0, budget - int(used) - int(held))
-            raise RateLimited(
+            raise BudgetExhausted(
                 f"this answer may use up to {tokens} tokens and this key has {left} of its daily"
                 f" budget of {budget} left"
                 + (": it resets at 00:00 UTC" if spent else " while its other answers are in progress"),
-                code="token_budget_exhausted",
                 retry_after=seconds_to_midnight() if spent else 1,
+                used=int(used),
+                spent=spent,
             )
         return Reservation(key_id=key_id, member=f"{answer_id}:{tokens}")
 

@@ -28,7 +28,7 @@ from obdal_chat.history import SessionHistory
 from obdal_chat.prompts import build_messages
 from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
-from obdal_common.budgets import Reservation, TokenLedger
+from obdal_common.budgets import BudgetExhausted, Reservation, TokenLedger
 from obdal_common.errors import DependencyUnavailable, ObdalError, RateLimited
 from obdal_common.hooks import publish_hook
 from obdal_common.ids import new_id
@@ -146,6 +146,24 @@ class AnswerPipeline:
             return await self._ledger.reserve(
                 req.key_id, answer_id=answer_id, tokens=tokens, budget=req.token_budget
             )
+        except BudgetExhausted as exc:
+            if exc.spent:  # the key answers no more today: receivers hear of it (once a day)
+                day = datetime.now(UTC).date().isoformat()
+                await publish_hook(
+                    self._js,
+                    "budget.reached",
+                    app_id=req.app_id,
+                    data={
+                        "key_id": req.key_id,
+                        "token_budget": req.token_budget,
+                        "tokens_used": exc.used,
+                        "day": day,
+                    },
+                    # The gateway's id for the same fact, when it refuses the key before asking.
+                    event_id=f"budget.{req.key_id}.{day}",
+                    give_up_after=self._settings.event_publish_retry_s,
+                )
+            raise
         except RedisError as exc:  # budgets fail open, like rate limits (docs/security.md)
             log.warning("could not reserve tokens of the budget of %s: %s", req.key_id, exc)
             return None
