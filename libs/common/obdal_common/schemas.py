@@ -1134,8 +1134,6 @@ HookEventType: TypeAlias = Literal[
     "message.answered",
     "message.declined",
     "feedback.created",
-    "handoff.requested",
-    "handoff.resolved",
     "file.ready",
     "file.failed",
     "key.revoked",

@@ -32,8 +32,6 @@ _MEANINGS: Final[dict[str, str]] = {
     "message.answered": "the assistant answers a question",
     "message.declined": "the assistant declines a question",
     "feedback.created": "a customer rates an answer",
-    "handoff.requested": "reserved for the human handoff (not sent yet)",
-    "handoff.resolved": "reserved for the human handoff (not sent yet)",
     "file.ready": "a document or website page is ready",
     "file.failed": "a document or website page could not be read",
     "key.revoked": "a key is revoked",
