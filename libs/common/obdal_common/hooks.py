@@ -20,9 +20,18 @@ from obdal_common.ids import new_id
 from obdal_common.messaging import publish_event
 from obdal_common.schemas import HookEvent, HookEventType
 
-__all__ = ["publish_hook"]
+__all__ = ["budget_reached", "publish_hook"]
 
 log = logging.getLogger(__name__)
+
+
+def budget_reached(*, key_id: str, token_budget: int, tokens_used: int) -> tuple[dict[str, Any], str]:
+    """The ``budget.reached`` event's data and id. The gateway (refusing a key that used its day)
+    and the chat worker (refusing an answer the rest cannot hold) both report it, under one id a
+    day per key, so receivers hear of it once."""
+    day = datetime.now(UTC).date().isoformat()
+    data = {"key_id": key_id, "token_budget": token_budget, "tokens_used": tokens_used, "day": day}
+    return data, f"budget.{key_id}.{day}"
 
 
 async def publish_hook(

@@ -30,7 +30,7 @@ from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
 from obdal_common.budgets import BudgetExhausted, Reservation, TokenLedger
 from obdal_common.errors import DependencyUnavailable, ObdalError, RateLimited
-from obdal_common.hooks import publish_hook
+from obdal_common.hooks import budget_reached, publish_hook
 from obdal_common.ids import new_id
 from obdal_common.messaging import publish_event
 from obdal_common.schemas import (
@@ -148,19 +148,15 @@ class AnswerPipeline:
             )
         except BudgetExhausted as exc:
             if exc.spent:  # the key answers no more today: receivers hear of it (once a day)
-                day = datetime.now(UTC).date().isoformat()
+                data, event_id = budget_reached(
+                    key_id=req.key_id, token_budget=req.token_budget, tokens_used=exc.used
+                )
                 await publish_hook(
                     self._js,
                     "budget.reached",
                     app_id=req.app_id,
-                    data={
-                        "key_id": req.key_id,
-                        "token_budget": req.token_budget,
-                        "tokens_used": exc.used,
-                        "day": day,
-                    },
-                    # The gateway's id for the same fact, when it refuses the key before asking.
-                    event_id=f"budget.{req.key_id}.{day}",
+                    data=data,
+                    event_id=event_id,
                     give_up_after=self._settings.event_publish_retry_s,
                 )
             raise

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from ipaddress import IPv6Address, ip_address, ip_network
 from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
+from litestar.di import Provide
 from litestar.exceptions import ImproperlyConfiguredException
 from litestar.handlers import BaseRouteHandler
 from litestar.routes import HTTPRoute
@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from obdal_common.budgets import seconds_to_midnight, tokens_used
 from obdal_common.errors import Forbidden, ObdalError, RateLimited, Unauthorized
+from obdal_common.hooks import budget_reached
 from obdal_common.schemas import KeyRecord, OperatorRecord
 from obdal_gateway.clients import client_ip
 from obdal_gateway.console_auth import Caller, check_console_admin, console_app_role, signed_in
@@ -52,6 +53,7 @@ __all__ = [
     "metrics_guard",
     "operator_guard",
     "presented_key",
+    "principal_limited_as",
     "provide_principal",
     "required_scope",
 ]
@@ -260,6 +262,18 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     return await authenticate(request, gw, scope=required_scope(request))
 
 
+def principal_limited_as(bucket: str) -> Provide:
+    """A route's ``principal`` counted in a rate-limit bucket of its own (same limit), for what the
+    widget calls on every start or question besides the question itself (its settings, a
+    proof-of-work challenge, a verified user's conversation): they must not use up its questions."""
+
+    async def provide(request: Request[Any, Any, Any]) -> Principal:
+        gw: Gateway = request.app.state.gateway
+        return await authenticate(request, gw, scope=required_scope(request), limit_as=bucket)
+
+    return Provide(provide)
+
+
 async def check_budget(gw: Gateway, principal: Principal) -> None:
     """Refuse (429) when the key spent its daily token budget. Fails open without Redis."""
     budget = principal.key.token_budget
@@ -270,13 +284,8 @@ async def check_budget(gw: Gateway, principal: Principal) -> None:
     except RedisError:  # Redis down: budgets fail open like rate limits (docs/security.md)
         return
     if used >= budget:
-        day = datetime.now(UTC).date().isoformat()
-        await gw.audit.hook(
-            "budget.reached",
-            app_id=principal.app_id,
-            data={"key_id": principal.key_id, "token_budget": budget, "tokens_used": used, "day": day},
-            event_id=f"budget.{principal.key_id}.{day}",  # once a day per key, however often refused
-        )
+        data, event_id = budget_reached(key_id=principal.key_id, token_budget=budget, tokens_used=used)
+        await gw.audit.hook("budget.reached", app_id=principal.app_id, data=data, event_id=event_id)
         raise RateLimited(
             f"this key used its daily budget of {budget} tokens; it resets at 00:00 UTC",
             code="token_budget_exhausted",

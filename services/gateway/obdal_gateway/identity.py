@@ -6,7 +6,7 @@ included. The site's backend, which knows who is signed in, computes
 (``data-user-id``, ``data-user-hash``); the gateway recomputes it and compares in constant time.
 A ``user`` sent with a publishable key and no valid hash is ignored (the turn is anonymous), so
 only a verified user's sessions are tied to that user: listed by user, erased with them, and
-resumed on another device (``GET /v1/widget/conversation``). A secret key's ``user`` is trusted
+resumed on another device (``POST /v1/widget/conversation``). A secret key's ``user`` is trusted
 as it always was (the caller is the app's own server). Intercom and Chatbase do the same;
 docs/identity.md has the server side in Python and Node.
 """

@@ -8,26 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, get
-from litestar.di import Provide
+from litestar import get
 
-from obdal_gateway.auth import Principal, authenticate, required_scope
+from obdal_gateway.auth import Principal, principal_limited_as
 from obdal_gateway.state import Gateway
 
 __all__ = ["widget_challenge"]
-
-
-async def _principal(request: Request[Any, Any, Any], gw: Gateway) -> Principal:
-    # A bucket of its own: fetching challenges must not use up the visitor's questions (and
-    # a flood of fetches only gets work to do).
-    return await authenticate(request, gw, scope=required_scope(request), limit_as="widget-challenge")
 
 
 @get(
     "/v1/widget/challenge",
     summary="A proof-of-work challenge to solve before a question (keys with proof_of_work)",
     opt={"scope": "chat"},
-    dependencies={"principal": Provide(_principal)},
+    dependencies={"principal": principal_limited_as("widget-challenge")},
     cache_control=None,
 )
 async def widget_challenge(gw: Gateway, principal: Principal) -> dict[str, Any]:

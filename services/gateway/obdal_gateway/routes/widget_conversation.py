@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, post
-from litestar.di import Provide
+from litestar import post
 
 from obdal_common.errors import NotFound
 from obdal_common.schemas import SessionLookup, SessionQuery
-from obdal_gateway.auth import Principal, authenticate, required_scope
+from obdal_gateway.auth import Principal, principal_limited_as
 from obdal_gateway.identity import end_user
 from obdal_gateway.state import Gateway
 
@@ -27,17 +26,12 @@ class ConversationBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     user_hash: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 
-async def _principal(request: Request[Any, Any, Any], gw: Gateway) -> Principal:
-    # Called once per widget start, like its settings: not counted against the visitor's questions.
-    return await authenticate(request, gw, scope=required_scope(request), limit_as="widget-conversation")
-
-
 @post(
     "/v1/widget/conversation",
     status_code=200,
     summary="A verified end user's latest conversation (the widget resuming on another device)",
     opt={"scope": "chat"},
-    dependencies={"principal": Provide(_principal)},
+    dependencies={"principal": principal_limited_as("widget-conversation")},
     request_max_body_size=4096,
 )
 async def widget_conversation(gw: Gateway, principal: Principal, data: ConversationBody) -> dict[str, Any]:

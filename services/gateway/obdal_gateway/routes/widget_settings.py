@@ -13,12 +13,11 @@ import re
 from typing import Annotated, Any, Final
 
 import msgspec
-from litestar import Request, get, put
-from litestar.di import Provide
+from litestar import get, put
 
 from obdal_common.errors import BadRequest
 from obdal_common.schemas import WidgetConfig, WidgetPosition
-from obdal_gateway.auth import Principal, authenticate, required_scope
+from obdal_gateway.auth import Principal, principal_limited_as
 from obdal_gateway.console_auth import Caller
 from obdal_gateway.routes.admin_apps import app_or_404
 from obdal_gateway.state import Gateway
@@ -89,16 +88,11 @@ async def set_widget_settings(
     return _view(config)
 
 
-async def _principal(request: Request[Any, Any, Any], gw: Gateway) -> Principal:
-    """This route's ``principal``: the key checked as usual, rate-limited apart from its questions."""
-    return await authenticate(request, gw, scope=required_scope(request), limit_as="widget-config")
-
-
 @get(
     "/v1/widget/config",
     summary="The widget's settings, for the widget (a publishable key, from an allowed origin)",
     opt={"scope": "chat"},
-    dependencies={"principal": Provide(_principal)},
+    dependencies={"principal": principal_limited_as("widget-config")},
 )
 async def widget_config(gw: Gateway, principal: Principal) -> dict[str, Any]:
     """The key's app's widget settings (``null``: the widget's default), as
