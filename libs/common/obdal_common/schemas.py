@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 import msgspec
 
 __all__ = [
+    "AgentMessage",
+    "AgentMessageCreate",
     "AnalyticsDay",
     "AnalyticsFigures",
     "AnalyticsQuery",
@@ -32,6 +34,8 @@ __all__ = [
     "ChatSources",
     "ChatStarted",
     "ConsoleSession",
+    "ContactDetails",
+    "ContactPolicy",
     "CuratedAnswer",
     "CuratedAnswerCreate",
     "CuratedAnswerDeleted",
@@ -69,6 +73,11 @@ __all__ = [
     "FileState",
     "FileStatus",
     "FileUpload",
+    "HandoffConfig",
+    "HandoffRecord",
+    "HandoffRequest",
+    "HandoffResolve",
+    "HandoffStatus",
     "HistoryErase",
     "HistoryErased",
     "HistoryMessage",
@@ -81,7 +90,11 @@ __all__ = [
     "IngestJob",
     "KeyKind",
     "KeyRecord",
+    "LiveEvent",
+    "LiveHandoff",
+    "LiveReply",
     "MessageFeedback",
+    "OpenHandoff",
     "OperatorRecord",
     "OperatorRole",
     "PageError",
@@ -93,6 +106,8 @@ __all__ = [
     "RetentionQuery",
     "ServiceStatus",
     "SessionDetail",
+    "SessionEvents",
+    "SessionEventsQuery",
     "SessionExportPage",
     "SessionExportQuery",
     "SessionLookup",
@@ -207,6 +222,18 @@ class IdentitySecret(msgspec.Struct, frozen=True, kw_only=True):
     previous_valid_until: datetime | None = None
 
 
+ContactPolicy: TypeAlias = Literal["off", "optional", "required"]
+
+
+class HandoffConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether an app's customers may ask for a person, what the widget asks them for, and where
+    the e-mail of a new handoff goes (docs/handoff.md)."""
+
+    enabled: bool = False
+    ask_contact: ContactPolicy = "optional"
+    notify_email: str | None = None
+
+
 class AppRecord(msgspec.Struct, frozen=True, kw_only=True):
     app_id: str
     name: str
@@ -215,6 +242,7 @@ class AppRecord(msgspec.Struct, frozen=True, kw_only=True):
     widget: WidgetConfig | None = None
     # Never shown through the API once set (``obdal_gateway.identity.public_app``).
     identity: IdentitySecret | None = None
+    handoff: HandoffConfig | None = None
 
 
 class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -299,9 +327,9 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # What became of a turn: answered from passages, declined (nothing relevant), small talk
-# answered without any, or answered with a curated answer. Metering keeps it, so unanswered
-# questions can be counted.
-TurnOutcome: TypeAlias = Literal["answered", "declined", "smalltalk", "curated"]
+# answered without any, answered with a curated answer, or left to a person (asked while the
+# session was handed off: no model ran). Metering keeps it, so unanswered questions can be counted.
+TurnOutcome: TypeAlias = Literal["answered", "declined", "smalltalk", "curated", "handed_off"]
 SourceKind: TypeAlias = Literal["passage", "curated"]
 
 
@@ -350,6 +378,8 @@ class ChatEnd(msgspec.Struct, frozen=True, kw_only=True, tag="end"):
     usage: Usage
     # False when no passage was relevant and the question was declined (small talk is answered).
     answered: bool = True
+    # The session is handed off to a person: the assistant kept quiet (docs/handoff.md).
+    handed_off: bool = False
 
 
 class ChatError(msgspec.Struct, frozen=True, kw_only=True, tag="error"):
@@ -804,6 +834,9 @@ class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
     total_cost: float
     breakdown: list[UsageBucket]
     next_cursor: str | None = None
+    # Handoffs requested and people's replies in the range (docs/handoff.md).
+    handoffs: int = 0
+    agent_messages: int = 0
 
 
 # --- health and errors -----------------------------------------------------------
@@ -879,6 +912,8 @@ class SessionSummary(msgspec.Struct, frozen=True, kw_only=True):
     total_tokens: int
     preview: str
     user: str | None = None
+    # The state of the session's latest handoff, if it was ever handed off.
+    handoff_status: HandoffStatus | None = None
 
 
 class SessionPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -889,6 +924,97 @@ class SessionPage(msgspec.Struct, frozen=True, kw_only=True):
 class SessionLookup(msgspec.Struct, frozen=True, kw_only=True):
     app_id: str
     session_id: str
+
+
+# --- handing sessions to people (metering; docs/handoff.md) ---------------------------
+
+HandoffStatus: TypeAlias = Literal["requested", "resolved"]
+
+
+class ContactDetails(msgspec.Struct, frozen=True, kw_only=True):
+    """How a person may reach the customer, as the customer gave it."""
+
+    email: str | None = None
+    name: str | None = None
+
+
+class HandoffRecord(msgspec.Struct, frozen=True, kw_only=True):
+    handoff_id: str
+    session_id: str
+    status: HandoffStatus
+    requested_at: datetime
+    resolved_at: datetime | None = None
+    reason: str | None = None
+    contact: ContactDetails | None = None
+
+
+class HandoffRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Hand a session to a person (an open handoff is answered as it is). ``wait_s``: how long to
+    wait for the session's first turn to be stored, as a handoff may follow an answer at once."""
+
+    app_id: str
+    session_id: str
+    key_id: str
+    reason: str | None = None
+    contact: ContactDetails | None = None
+    wait_s: float = 0.0
+
+
+class HandoffResolve(msgspec.Struct, frozen=True, kw_only=True):
+    app_id: str
+    session_id: str
+    key_id: str
+
+
+class OpenHandoff(msgspec.Struct, frozen=True, kw_only=True):
+    """A session waiting for a person, in ``obdal_handoffs`` (what chat workers stay quiet for)."""
+
+    handoff_id: str
+    requested_at: datetime
+
+
+class AgentMessageCreate(msgspec.Struct, frozen=True, kw_only=True):
+    """A person's reply to a session."""
+
+    app_id: str
+    session_id: str
+    key_id: str
+    content: str
+    name: str | None = None
+
+
+class AgentMessage(msgspec.Struct, frozen=True, kw_only=True):
+    message_id: str
+    session_id: str
+    content: str
+    timestamp: datetime
+    name: str | None = None
+
+
+class SessionEventsQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A session's handoff and the people's replies stored after ``after`` (a reply's id; all of
+    them without it), for an event stream that (re)connects."""
+
+    app_id: str
+    session_id: str
+    after: str | None = None
+
+
+class SessionEvents(msgspec.Struct, frozen=True, kw_only=True):
+    handoff: HandoffRecord | None
+    messages: list[AgentMessage]
+
+
+class LiveReply(msgspec.Struct, frozen=True, kw_only=True, tag="message"):
+    message: AgentMessage
+
+
+class LiveHandoff(msgspec.Struct, frozen=True, kw_only=True, tag="handoff"):
+    handoff: HandoffRecord
+
+
+# What an open session's event stream is told, on ``subjects.live_subject`` (core NATS).
+LiveEvent: TypeAlias = LiveReply | LiveHandoff
 
 
 FeedbackRating: TypeAlias = Literal["up", "down"]
@@ -905,22 +1031,25 @@ class MessageFeedback(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SessionMessage(msgspec.Struct, frozen=True, kw_only=True):
-    """One message of a session; assistant messages carry their turn's usage, sources and rating."""
+    """One message of a session; assistant messages carry their turn's usage, sources and rating,
+    a person's reply (``agent``) the name it was signed with."""
 
     message_id: str
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "agent"]
     content: str
     timestamp: datetime
     usage: Usage | None = None
     sources: list[Source] = msgspec.field(default_factory=list)
     outcome: TurnOutcome | None = None
     feedback: MessageFeedback | None = None
+    name: str | None = None
 
 
 class SessionDetail(SessionSummary, frozen=True, kw_only=True):
-    """A session's summary and every one of its messages, oldest first."""
+    """A session's summary, every one of its messages, oldest first, and its latest handoff."""
 
     messages: list[SessionMessage]
+    handoff: HandoffRecord | None = None
 
 
 class SessionExportQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -1038,6 +1167,7 @@ class AnalyticsFigures(msgspec.Struct, frozen=True, kw_only=True):
     handed_off: int = 0
     feedback_up: int = 0
     feedback_down: int = 0
+    handoffs: int = 0
 
 
 class AnalyticsDay(AnalyticsFigures, frozen=True, kw_only=True):
@@ -1134,6 +1264,9 @@ HookEventType: TypeAlias = Literal[
     "message.answered",
     "message.declined",
     "feedback.created",
+    "handoff.requested",
+    "handoff.resolved",
+    "message.received",
     "file.ready",
     "file.failed",
     "key.revoked",

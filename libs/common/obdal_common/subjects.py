@@ -29,6 +29,7 @@ __all__ = [
     "KV_APPS",
     "KV_CONSOLE_SESSIONS",
     "KV_FILES",
+    "KV_HANDOFFS",
     "KV_KEYS",
     "KV_OPERATORS",
     "KV_SOURCES",
@@ -42,7 +43,9 @@ __all__ = [
     "USAGE_EVENT",
     "chat_cancel_subject",
     "deadletter_subject",
+    "handoff_entry",
     "hook_subject",
+    "live_subject",
     "session_key_subject",
     "status_subject",
     "turn_event_id",
@@ -100,6 +103,9 @@ KV_CONSOLE_SESSIONS: Final = "obdal_console_sessions"
 CONSOLE_SESSION_TTL_S: Final = 24 * 3600.0
 # Webhook endpoints (the webhooks service's): key ``<app_id>.<endpoint_id>``, with their secrets.
 KV_WEBHOOKS: Final = "obdal_webhooks"
+# Sessions waiting for a person (metering's): key ``<app_id>.<session_id>``, an open handoff each,
+# deleted when it is resolved or erased; chat workers watch a mirror and stay quiet for them.
+KV_HANDOFFS: Final = "obdal_handoffs"
 # One key per session, sealing its content in MongoDB (metering's). A stream, not a KV bucket:
 # erasing a message, which is how a key is destroyed, is refused in KV buckets (deny_delete).
 SESSION_KEYS_STREAM: Final = "OBDAL_SESSION_KEYS"
@@ -129,6 +135,17 @@ def deadletter_subject(service: str) -> str:
 def hook_subject(event_type: str) -> str:
     """Where an event of ``event_type`` (``message.answered``) is published."""
     return f"obdal.hooks.{event_type}"
+
+
+def handoff_entry(app_id: str, session_id: str) -> str:
+    """A session's key in ``KV_HANDOFFS`` while it waits for a person."""
+    return f"{app_id}.{session_id}"
+
+
+def live_subject(app_id: str, session_id: str) -> str:
+    """Core NATS, no stream: a person's reply or a handoff's change, published by metering once
+    stored, for the gateways holding that session's event stream (docs/handoff.md)."""
+    return f"obdal.live.{app_id}.{session_id}"
 
 
 def session_key_subject(app_id: str, session_id: str) -> str:

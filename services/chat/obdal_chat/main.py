@@ -10,6 +10,7 @@ from obdal_chat.app_settings import AppSettings
 from obdal_chat.bindings import chat_bindings
 from obdal_chat.curated import CuratedAnswers
 from obdal_chat.generation import Generator
+from obdal_chat.handoffs import OpenHandoffs
 from obdal_chat.history import SessionHistory
 from obdal_chat.partials import PartialAnswers
 from obdal_chat.pipeline import AnswerPipeline
@@ -43,6 +44,8 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
         await apps.start()
         curated = CuratedAnswers(await key_value(js, subjects.KV_ANSWERS), embedder=index.embedder.model_id)
         await curated.start()
+        handoffs = OpenHandoffs(await key_value(js, subjects.KV_HANDOFFS))
+        await handoffs.start()
         history = SessionHistory(
             redis, max_messages=settings.chat_history_messages, ttl_s=settings.chat_session_ttl_s
         )
@@ -52,6 +55,7 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
             history=history,
             apps=apps,
             curated=curated,
+            handoffs=handoffs,
             generator=generator,
             js=js,
             redis=redis,
@@ -91,6 +95,7 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
         await bindings.stop()
         await answers.stop()
         await partials
+        await handoffs.stop()
         await curated.stop()
         await apps.stop()
         await generator.aclose()

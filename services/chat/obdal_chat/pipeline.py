@@ -24,6 +24,7 @@ from obdal_chat.coalesce import coalesce
 from obdal_chat.curated import CuratedAnswers, CuratedMatch
 from obdal_chat.generation import Completion, Generator, answers_at_once
 from obdal_chat.grounding import ground
+from obdal_chat.handoffs import OpenHandoffs
 from obdal_chat.history import SessionHistory
 from obdal_chat.prompts import build_messages
 from obdal_chat.settings import ChatSettings
@@ -64,6 +65,9 @@ _cost = _meter.create_counter("obdal.chat.cost", unit="USD", description="Cost o
 _SNIPPET_CHARS = 240
 # What a curated answer is metered and announced as: no model wrote it, and it costs nothing.
 _CURATED_MODEL = "obdal/curated"
+# What a question on a handed-off session is metered as: a person answers it, not a model.
+_PERSON_MODEL = "obdal/person"
+_NO_USAGE = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0, cost=0.0)
 # A curated answer streamed a few words a delta, as a model's would come (never joined: it is
 # all there at once, and joined it would arrive as one message).
 _WORD_GROUP = re.compile(r"\s*(?:\S+\s*){1,4}")
@@ -96,11 +100,13 @@ class AnswerPipeline:
         history: SessionHistory,
         apps: AppSettings,
         curated: CuratedAnswers,
+        handoffs: OpenHandoffs,
         generator: Generator,
         js: JetStreamContext,
         redis: Redis,
     ) -> None:
         self._settings = settings
+        self._handoffs = handoffs
         self._index = index
         self._curated = curated
         self._history = history
@@ -171,6 +177,10 @@ class AnswerPipeline:
         span.set_attribute("obdal.session_id", req.session_id)
         message_id = new_id("msg")
         options = await self._apps.for_app(req.app_id)
+        if self._handoffs.waiting(req.app_id, req.session_id):
+            async for reply in self._left_to_a_person(req, message_id, options):
+                yield reply
+            return
         if req.history is None:
             history = await self._history.load(req.app_id, req.session_id)
         else:
@@ -297,6 +307,27 @@ class AnswerPipeline:
                 answered=outcome != "declined",
             )
 
+    async def _left_to_a_person(
+        self, req: ChatRequest, message_id: str, options: GenerationOptions
+    ) -> AsyncIterator[ChatReply]:
+        """The session waits for a person: keep the question (the person reads it, and the
+        business hears of it), run no model, say nothing."""
+        trace.get_current_span().set_attribute("obdal.turn.outcome", "handed_off")
+        options = dataclasses.replace(options, model=_PERSON_MODEL)
+        yield ChatStarted(
+            message_id=message_id, model=_PERSON_MODEL, prompt_tokens=0, session_id=req.session_id
+        )
+        await asyncio.shield(self.record(req, message_id, options, "", [], _NO_USAGE, True, "handed_off"))
+        yield ChatSources(sources=[])
+        yield ChatEnd(
+            session_id=req.session_id,
+            message_id=message_id,
+            model=_PERSON_MODEL,
+            usage=_NO_USAGE,
+            answered=False,
+            handed_off=True,
+        )
+
     async def _curated_answer(
         self,
         req: ChatRequest,
@@ -407,7 +438,21 @@ class AnswerPipeline:
         except DependencyUnavailable as exc:  # NATS errors must not lose the answer already streamed
             log.error("usage of %s lost: %s", message_id, exc.message)
             published = False
-        if finished:
+        if outcome == "handed_off":
+            await publish_hook(
+                self._js,
+                "message.received",
+                app_id=req.app_id,
+                data={
+                    "session_id": req.session_id,
+                    "message_id": message_id,
+                    "user": req.user,
+                    "question": req.message,
+                },
+                event_id=f"received.{message_id}",
+                give_up_after=self._settings.event_publish_retry_s,
+            )
+        elif finished:
             await publish_hook(
                 self._js,
                 "message.declined" if outcome == "declined" else "message.answered",
@@ -432,6 +477,7 @@ class AnswerPipeline:
             await self._ledger.settle(req.key_id, usage.total_tokens, reservation=reservation)
         except RedisError as exc:  # budgets fail open, like rate limits (docs/security.md)
             log.warning("could not count tokens against the budget of %s: %s", req.key_id, exc)
-        if finished and req.history is None:  # a client that sends its history keeps it itself
+        # A client that sends its history keeps it itself; a question left to a person has no answer.
+        if finished and req.history is None and outcome != "handed_off":
             await self._history.append(req.app_id, req.session_id, req.message, answer)
         return published

@@ -30,6 +30,7 @@ from obdal_gateway.routes.files import (
     replace_file,
     upload_file,
 )
+from obdal_gateway.routes.handoff import HANDOFF_HANDLERS
 from obdal_gateway.routes.retention import retention_router
 from obdal_gateway.routes.sessions import (
     delete_session,
@@ -118,6 +119,7 @@ def create_app(gateway: Gateway) -> Litestar:
             delete_session,
             delete_user,
             rate_message,
+            *HANDOFF_HANDLERS,
             list_feedback,
             retention_router,
             replace_file,

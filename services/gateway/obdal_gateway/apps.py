@@ -13,7 +13,7 @@ from nats.js.kv import KeyValue
 from obdal_common.errors import Conflict, NotFound
 from obdal_common.ids import new_id
 from obdal_common.messaging import keys_matching, read_record
-from obdal_common.schemas import AppRecord, ChatConfig, IdentitySecret, WidgetConfig, encode
+from obdal_common.schemas import AppRecord, ChatConfig, HandoffConfig, IdentitySecret, WidgetConfig, encode
 
 __all__ = ["AppRegistry"]
 
@@ -45,6 +45,10 @@ class AppRegistry:
     async def set_widget(self, app_id: str, config: WidgetConfig) -> AppRecord:
         """Replace how the app's chat widget looks (``GET /v1/widget/config`` serves it)."""
         return await self._replace(app_id, widget=config)
+
+    async def set_handoff(self, app_id: str, config: HandoffConfig) -> AppRecord:
+        """Replace whether and how the app's customers may ask for a person (docs/handoff.md)."""
+        return await self._replace(app_id, handoff=config)
 
     async def set_identity(self, app_id: str, identity: IdentitySecret | None) -> AppRecord:
         """Set (or, with ``None``, remove) the secret end users' ids are verified with."""

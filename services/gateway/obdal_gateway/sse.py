@@ -17,9 +17,11 @@ __all__ = ["PING", "sse_event", "sse_response"]
 PING = b": ping\r\n\r\n"
 
 
-def sse_event(event: str, data: bytes) -> bytes:
-    """One ``event:`` with a single-line ``data:`` (``data`` must not contain a line break)."""
-    return b"event: " + event.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
+def sse_event(event: str, data: bytes, *, event_id: str | None = None) -> bytes:
+    """One ``event:`` with a single-line ``data:`` (``data`` must not contain a line break), and
+    the ``id:`` a reconnecting browser sends back as ``Last-Event-ID`` (an id of ours: no line break)."""
+    head = b"" if event_id is None else b"id: " + event_id.encode() + b"\r\n"
+    return head + b"event: " + event.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
 
 
 def sse_response(events: AsyncIterator[bytes], *, headers: Mapping[str, str]) -> Stream:

@@ -14,6 +14,7 @@ from obdal_common.health import Check, status_handler
 from obdal_common.schemas import SessionDetail, SessionLookup
 from obdal_metering.erasure import Eraser
 from obdal_metering.feedback import FeedbackStore
+from obdal_metering.handoffs import Handoffs
 from obdal_metering.reports import Reports
 from obdal_metering.sessions import SessionStore
 from obdal_metering.store import MeteringStore
@@ -32,6 +33,7 @@ def metering_bindings(
     store: MeteringStore,
     sessions: SessionStore,
     feedback: FeedbackStore,
+    handoffs: Handoffs,
     eraser: Eraser,
     reports: Reports,
     checks: dict[str, Check],
@@ -57,4 +59,8 @@ def metering_bindings(
         .bind(Metering.set_retention, eraser.set_retention)
         .bind(Metering.analytics, reports.analytics)
         .bind(Metering.unanswered, reports.unanswered)
+        .bind(Metering.handoff, handoffs.request)
+        .bind(Metering.resolve_handoff, handoffs.resolve)
+        .bind(Metering.agent_message, handoffs.reply)
+        .bind(Metering.session_events, handoffs.events)
     )

@@ -1,7 +1,8 @@
 """Erasing session content: on request (a session, an end user) and by per-app retention.
 
 Erasure (of a session, an end user, or a whole app when it is deleted) deletes turns, their
-summaries and their ratings (``feedback``), re-seeds the question
+summaries, their ratings (``feedback``), their handoffs (contact details included) and people's
+replies, and lets the sessions out of ``obdal_handoffs``; it re-seeds the question
 groups whose seed was one of them and recomputes the analytics of their days before it answers
 (:mod:`obdal_metering.grouping`, :mod:`obdal_metering.rollups`); usage events stay (they hold
 no content). A tombstone per erased session and end user makes the consumer drop
@@ -25,9 +26,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, UpdateOne
 from pymongo.errors import PyMongoError
 
+from obdal_common import subjects
 from obdal_common.errors import BadRequest
 from obdal_common.schemas import (
     EraseAppRequest,
@@ -71,8 +75,10 @@ class Eraser:
         keys: SessionKeys,
         groups: Groups,
         rollups: Rollups,
+        handoffs: KeyValue,
     ) -> None:
         self._db = client[database]
+        self._handoffs = handoffs
         self._sessions = sessions
         self._keys = keys
         self._groups = groups
@@ -160,7 +166,13 @@ class Eraser:
         deleted = await self._db.turns.delete_many(scope)
         summaries_deleted = await self._db.sessions.delete_many(scope)
         await self._db.feedback.delete_many(scope)
-        await self._forget(app_id, touched)
+        handed = await self._db.handoffs.find(scope, {"requested_at": 1}).to_list()
+        await self._db.handoffs.delete_many(scope)
+        await self._db.agent_messages.delete_many(scope)
+        for session_id in session_ids:  # nobody waits on an erased session any more
+            with contextlib.suppress(KeyNotFoundError):
+                await self._handoffs.purge(subjects.handoff_entry(app_id, session_id))
+        await self._forget(app_id, touched, also=[d["requested_at"] for d in handed])
         erased = sorted(session_ids) if deleted.deleted_count or summaries_deleted.deleted_count else []
         return EraseResult(session_ids=erased, messages_erased=2 * deleted.deleted_count)
 
@@ -208,6 +220,11 @@ class Eraser:
             count = (await self._db.turns.delete_many(expired)).deleted_count
             rated = sorted({d["message_id"] for d in found})
             await self._db.feedback.delete_many({"app_id": app_id, "message_id": {"$in": rated}})
+            cutoff = expired["occurred_at"]
+            await self._db.agent_messages.delete_many({"app_id": app_id, "occurred_at": cutoff})
+            await self._db.handoffs.delete_many(
+                {"app_id": app_id, "requested_at": cutoff, "status": "resolved"}
+            )
             await self._sessions.refresh(touched, shrinking=True)
             ids = sorted(session_id for _, session_id in touched)
             left = await self._db.turns.distinct("session_id", {"app_id": app_id, "session_id": {"$in": ids}})

@@ -13,7 +13,7 @@ from obdal_common import subjects
 from obdal_common.contract import NatsBus
 from obdal_common.health import nats_check, ping_check
 from obdal_common.messaging import close as close_nats
-from obdal_common.messaging import connect, ensure_topology
+from obdal_common.messaging import connect, ensure_topology, key_value
 from obdal_common.metrics import consumer_gauges
 from obdal_common.runner import run_service, wait_for_dependency
 from obdal_common.schemas import DependencyStatus
@@ -22,6 +22,7 @@ from obdal_metering.erasure import Eraser
 from obdal_metering.events import EventConsumer
 from obdal_metering.feedback import FeedbackStore
 from obdal_metering.grouping import Groups
+from obdal_metering.handoffs import Handoffs
 from obdal_metering.reports import Reports
 from obdal_metering.rollups import Rollups
 from obdal_metering.sealing import SessionKeys
@@ -53,9 +54,21 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
         rollups = Rollups(mongo, settings.mongo_db, refresh_s=settings.analytics_refresh_s)
         groups = Groups(mongo, settings.mongo_db, keys=keys)
         feedback = FeedbackStore(mongo, settings.mongo_db, keys=keys, rollups=rollups)
-        eraser = Eraser(mongo, settings.mongo_db, sessions, keys=keys, groups=groups, rollups=rollups)
+        open_handoffs = await key_value(js, subjects.KV_HANDOFFS)
+        eraser = Eraser(
+            mongo,
+            settings.mongo_db,
+            sessions,
+            keys=keys,
+            groups=groups,
+            rollups=rollups,
+            handoffs=open_handoffs,
+        )
+        handoffs = Handoffs(
+            mongo, settings.mongo_db, nc=nc, kv=open_handoffs, keys=keys, sessions=sessions, rollups=rollups
+        )
         reports = Reports(mongo, settings.mongo_db, keys=keys, groups=groups, rollups=rollups)
-        parts: tuple[_Indexed, ...] = (store, sessions, feedback, eraser, rollups, groups)
+        parts: tuple[_Indexed, ...] = (store, sessions, feedback, eraser, rollups, groups, handoffs)
 
         async def ensure_indexes() -> None:
             for part in parts:
@@ -81,7 +94,13 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
 
         checks = {"nats": nats_check(nc), "mongo": ping_check(store.ping), "events": events_check}
         bindings = metering_bindings(
-            store=store, sessions=sessions, feedback=feedback, eraser=eraser, reports=reports, checks=checks
+            store=store,
+            sessions=sessions,
+            feedback=feedback,
+            handoffs=handoffs,
+            eraser=eraser,
+            reports=reports,
+            checks=checks,
         )
         await bindings.serve(NatsBus(nc))
         log.info("metering ready (MongoDB %s)", settings.mongo_db)

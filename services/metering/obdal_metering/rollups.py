@@ -155,6 +155,12 @@ def _newest(examples: Iterable[Example], keep: int = MAX_EXAMPLES) -> list[Examp
     return sorted(examples, key=lambda e: (e.asked_at, e.message_id), reverse=True)[:keep]
 
 
+def _handed_off(turn: dict[str, Any]) -> bool:
+    """A turn a person had to take: asked while its session was handed off, or the last question
+    before the customer asked for a person (metering flags it then, docs/handoff.md)."""
+    return turn.get("outcome") == "handed_off" or bool(turn.get("handed_off"))
+
+
 def _rows(
     turns: Sequence[dict[str, Any]], ratings: dict[str, FeedbackRating]
 ) -> tuple[dict[str, int], _Rows]:
@@ -166,13 +172,15 @@ def _rows(
     for turn in turns:
         rating = ratings.get(turn["message_id"])
         declined = turn.get("outcome") == "declined"
+        handed_off = _handed_off(turn)
         group_id = turn.get("group_id")
         if group_id is not None and turn.get("outcome") != "smalltalk":
             row = groups.setdefault(group_id, GroupRow(group_id, 0, 0, 0, 0, 0, turn["occurred_at"], [], []))
-            unanswered = declined or rating == "down"
+            unanswered = declined or rating == "down" or handed_off
             row.count += 1
             row.declined += declined
             row.rated_down += rating == "down"
+            row.handed_off += handed_off
             row.unanswered += unanswered
             row.last_asked_at = max(row.last_asked_at, turn["occurred_at"])
             example = Example(
@@ -201,7 +209,7 @@ def _rows(
         "declined": outcomes["declined"],
         "curated": outcomes["curated"],
         "smalltalk": outcomes["smalltalk"],
-        "handed_off": 0,  # hand-over to people is not built yet (issue 20)
+        "handed_off": sum(_handed_off(t) for t in turns),
         "feedback_up": by_rating["up"],
         "feedback_down": by_rating["down"],
     }
@@ -224,6 +232,9 @@ class Rollups:
             [IndexModel([("since", ASCENDING)]), IndexModel([("app_id", ASCENDING), ("day", ASCENDING)])]
         )
         await self._db.feedback.create_indexes([IndexModel([("app_id", ASCENDING), ("asked_at", ASCENDING)])])
+        await self._db.handoffs.create_indexes(
+            [IndexModel([("app_id", ASCENDING), ("requested_at", ASCENDING)])]
+        )
 
     async def mark(self, changes: Iterable[tuple[str, datetime]]) -> None:
         """Mark the (app, day) of each (app id, time of a changed turn) for recomputing."""
@@ -251,7 +262,16 @@ class Rollups:
         changed strictly before that, as MongoDB keeps its time, was counted)."""
         began = mongo_now()
         scope = {"app_id": app_id, "occurred_at": _bounds(day)}
-        fields = ["message_id", "session_id", "user", "outcome", "group_id", "cited", "curated_answer_id"]
+        fields = [
+            "message_id",
+            "session_id",
+            "user",
+            "outcome",
+            "group_id",
+            "cited",
+            "curated_answer_id",
+            "handed_off",
+        ]
         turns = await self._db.turns.find(scope, {f: 1 for f in ["occurred_at", *fields]}).to_list()
         rated = self._db.feedback.find(
             {"app_id": app_id, "asked_at": _bounds(day)}, {"message_id": 1, "rating": 1}
@@ -260,12 +280,13 @@ class Rollups:
         conversations = await self._db.sessions.count_documents(
             {"app_id": app_id, "started_at": _bounds(day)}
         )
+        handoffs = await self._db.handoffs.count_documents({"app_id": app_id, "requested_at": _bounds(day)})
         figures, rows = _rows(turns, ratings)
         doc = {
             "app_id": app_id,
             "day": day.isoformat(),
             "computed_at": began,
-            "figures": {**figures, "conversations": conversations},
+            "figures": {**figures, "conversations": conversations, "handoffs": handoffs},
             "rows": Binary(_ENCODER.encode(rows)),
         }
         ident = _day_id(app_id, day)

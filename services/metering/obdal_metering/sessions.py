@@ -5,7 +5,9 @@ Turns (one per answer) are the source of truth. A ``sessions`` document per
 after every write, never incremented, so redelivered or duplicated turn events
 cannot skew it and a crash between the two writes is repaired by the redelivery.
 
-Each answer shows its rating, if it has one (:mod:`obdal_metering.feedback`).
+Each answer shows its rating, if it has one (:mod:`obdal_metering.feedback`); a session's people's
+replies (``agent_messages``) and latest handoff (``handoffs``, written by
+:mod:`obdal_metering.handoffs`) are read here with it.
 
 Content (questions, answers, sources, previews) is stored sealed with its session's key
 (:mod:`obdal_metering.sealing`) and opened here on the way out; a turn whose key is gone
@@ -26,6 +28,9 @@ from pymongo.errors import BulkWriteError
 from obdal_common.cursors import decode_cursor, encode_cursor
 from obdal_common.errors import NotFound
 from obdal_common.schemas import (
+    AgentMessage,
+    ContactDetails,
+    HandoffRecord,
     MessageFeedback,
     SessionDetail,
     SessionExportPage,
@@ -41,7 +46,7 @@ from obdal_common.schemas import (
 from obdal_metering.feedback import message_feedback
 from obdal_metering.sealing import SessionKeys, seal, unseal
 
-__all__ = ["SessionKey", "SessionStore"]
+__all__ = ["SessionKey", "SessionStore", "agent_message", "handoff_record"]
 
 SessionKey = tuple[str, str]  # (app_id, session_id)
 
@@ -62,6 +67,39 @@ def _summary(doc: dict[str, Any], key: bytes | None) -> SessionSummary:
         total_tokens=int(doc["total_tokens"]),
         preview=unseal(key, doc["preview"]) or "",
         user=doc.get("user"),
+        handoff_status=doc.get("handoff_status"),
+    )
+
+
+def _opened(key: bytes | None, stored: str | None) -> str | None:
+    return None if stored is None else unseal(key, stored)
+
+
+def handoff_record(doc: dict[str, Any], key: bytes | None) -> HandoffRecord:
+    """A stored handoff as the API shows it; its reason and contact are sealed with the session's key."""
+    contact = _opened(key, doc.get("contact"))
+    return HandoffRecord(
+        handoff_id=doc["_id"],
+        session_id=doc["session_id"],
+        status=doc["status"],
+        requested_at=doc["requested_at"],
+        resolved_at=doc.get("resolved_at"),
+        reason=_opened(key, doc.get("reason")),
+        contact=None if contact is None else msgspec.json.decode(contact, type=ContactDetails),
+    )
+
+
+def agent_message(doc: dict[str, Any], key: bytes | None) -> AgentMessage | None:
+    """A stored reply of a person; ``None`` if its session's key is gone."""
+    content = unseal(key, doc["content"])
+    if content is None:
+        return None
+    return AgentMessage(
+        message_id=doc["_id"],
+        session_id=doc["session_id"],
+        content=content,
+        timestamp=doc["occurred_at"],
+        name=_opened(key, doc.get("name")),
     )
 
 
@@ -106,8 +144,30 @@ def _detail(
     turns: Sequence[dict[str, Any]],
     key: bytes | None,
     feedback: Mapping[str, MessageFeedback],
+    *,
+    replies: Sequence[dict[str, Any]],
+    handoff: dict[str, Any] | None,
 ) -> SessionDetail:
-    return SessionDetail(**msgspec.structs.asdict(summary), messages=_messages(turns, key, feedback))
+    messages = _messages(turns, key, feedback)
+    for doc in replies:
+        reply = agent_message(doc, key)
+        if reply is not None:
+            messages.append(
+                SessionMessage(
+                    message_id=reply.message_id,
+                    role="agent",
+                    content=reply.content,
+                    timestamp=reply.timestamp,
+                    name=reply.name,
+                )
+            )
+    # Stable: a turn's question stays before its answer, which share one time.
+    messages.sort(key=lambda m: m.timestamp)
+    return SessionDetail(
+        **msgspec.structs.asdict(summary),
+        messages=messages,
+        handoff=None if handoff is None else handoff_record(handoff, key),
+    )
 
 
 class SessionStore:
@@ -135,6 +195,8 @@ class SessionStore:
                 IndexModel([("app_id", ASCENDING), ("occurred_at", ASCENDING)]),
             ]
         )
+        for collection in (self._db.agent_messages, self._db.handoffs):
+            await collection.create_indexes([IndexModel([("app_id", ASCENDING), ("session_id", ASCENDING)])])
 
     async def refresh(self, keys: Iterable[SessionKey], *, shrinking: bool = False) -> None:
         """Recompute the summaries of these sessions from their stored turns (drop empty ones).
@@ -167,6 +229,11 @@ class SessionStore:
                 ]
             )
             rows = {row["_id"]: row async for row in cursor}
+            replies = await self._db.agent_messages.aggregate(
+                [{"$match": scope}, {"$group": {"_id": "$session_id", "count": {"$sum": 1}}}]
+            )
+            reply_counts = {row["_id"]: int(row["count"]) async for row in replies}
+            handoffs = await self._latest_handoffs(app_id, sorted(session_ids))
             sealing_keys = await self._keys.many(app_id, rows)
             ops: list[ReplaceOne[dict[str, Any]] | DeleteOne] = []
             for session_id in sorted(session_ids):
@@ -181,10 +248,11 @@ class SessionStore:
                     **key,
                     "started_at": row["started_at"],
                     "last_at": row["last_at"],
-                    "message_count": 2 * int(row["turns"]),
+                    "message_count": 2 * int(row["turns"]) + reply_counts.get(session_id, 0),
                     "total_tokens": int(row["total_tokens"]),
                     "preview": preview if session_key is None else seal(session_key, preview),
                     "user": row["user"],
+                    "handoff_status": handoffs[session_id]["status"] if session_id in handoffs else None,
                 }
                 guard = {} if shrinking else {"message_count": {"$lte": doc["message_count"]}}
                 ops.append(ReplaceOne({**key, **guard}, doc, upsert=True))
@@ -195,6 +263,21 @@ class SessionStore:
             gone = session_ids - {row["_id"] async for row in left}
             if gone:
                 await self._db.sessions.delete_many({"app_id": app_id, "session_id": {"$in": sorted(gone)}})
+
+    async def _latest_handoffs(self, app_id: str, session_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Each session's latest handoff document, by session id."""
+        found = self._db.handoffs.find({"app_id": app_id, "session_id": {"$in": list(session_ids)}})
+        latest: dict[str, dict[str, Any]] = {}
+        for doc in await found.sort([("requested_at", ASCENDING)]).to_list():
+            latest[doc["session_id"]] = doc
+        return latest
+
+    async def _replies(self, app_id: str, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        found = self._db.agent_messages.find({"app_id": app_id, "session_id": {"$in": list(session_ids)}})
+        grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for doc in await found.sort([("occurred_at", ASCENDING), ("_id", ASCENDING)]).to_list():
+            grouped[doc["session_id"]].append(doc)
+        return grouped
 
     async def _write_summaries(self, ops: Sequence[ReplaceOne[dict[str, Any]] | DeleteOne]) -> None:
         try:
@@ -273,7 +356,9 @@ class SessionStore:
             raise NotFound(f"no session {session_id}", code="session_not_found")
         key = await self._keys.get(app_id, session_id)
         feedback = await message_feedback(self._db, app_id, {session_id: key})
-        return _detail(_summary(doc, key), turns, key, feedback)
+        replies = (await self._replies(app_id, [session_id])).get(session_id, [])
+        handoff = (await self._latest_handoffs(app_id, [session_id])).get(session_id)
+        return _detail(_summary(doc, key), turns, key, feedback, replies=replies, handoff=handoff)
 
     async def export_page(self, query: SessionExportQuery) -> SessionExportPage:
         """Whole sessions in listing order, as many as fit one NATS message."""
@@ -283,7 +368,10 @@ class SessionStore:
         page, more, keys = await self._page(
             query.app_id, mongo_query, _EXPORT_PAGE_SESSIONS, by_user=query.user is not None
         )
-        turns = await self._turns(query.app_id, [s.session_id for s in page])
+        ids = [s.session_id for s in page]
+        turns = await self._turns(query.app_id, ids)
+        replies = await self._replies(query.app_id, ids)
+        handoffs = await self._latest_handoffs(query.app_id, ids)
         feedback = await message_feedback(
             self._db, query.app_id, {s.session_id: keys.get(s.session_id) for s in page}
         )
@@ -291,7 +379,12 @@ class SessionStore:
         size = 0
         for summary in page:
             detail = _detail(
-                summary, turns.get(summary.session_id, []), keys.get(summary.session_id), feedback
+                summary,
+                turns.get(summary.session_id, []),
+                keys.get(summary.session_id),
+                feedback,
+                replies=replies.get(summary.session_id, []),
+                handoff=handoffs.get(summary.session_id),
             )
             size += len(encode(detail))
             if sessions and size > _EXPORT_PAGE_BYTES:

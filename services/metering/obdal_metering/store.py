@@ -111,7 +111,21 @@ class MeteringStore:
         rest = [b for b in buckets if after is None or b.group > after]
         page = rest if query.limit is None else rest[: query.limit]
         more = len(page) < len(rest)
+        counted = await self._db.handoff_counts.aggregate(
+            [
+                {
+                    "$match": {
+                        **{k: v for k, v in match.items() if k != "occurred_at"},
+                        "at": match["occurred_at"],
+                    }
+                },
+                {"$group": {"_id": "$kind", "n": {"$sum": 1}}},
+            ]
+        )
+        handoffs = {row["_id"]: int(row["n"]) async for row in counted}
         return UsageReport(
+            handoffs=handoffs.get("handoff", 0),
+            agent_messages=handoffs.get("agent_message", 0),
             start_date=query.start_date,
             end_date=query.end_date,
             group_by=query.group_by,

@@ -1,8 +1,8 @@
 """Metering's contract: every RPC it answers, who calls it, what it can fail with.
 
 Served by ``obdal_metering.bindings`` (one handler per RPC, checked at start); called
-by the gateway through ``Metering(bus)``. Metering owns usage, turns, sessions, feedback, audit
-and retention (MongoDB); it also consumes the events declared in
+by the gateway through ``Metering(bus)``. Metering owns usage, turns, sessions, handoffs and
+people's replies, feedback, audit and retention (MongoDB); it also consumes the events declared in
 :mod:`obdal_common.contract.events`. Every RPC may answer 503 ``metering_unavailable``
 or ``metering_timeout`` (no replica answering), 503 ``mongo_unavailable`` (MongoDB
 down) and 400 ``bad_message``, besides what it declares.
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from obdal_common import subjects
 from obdal_common.contract.rpc import Contract, Rpc
-from obdal_common.errors import BadRequest, NotFound
+from obdal_common.errors import BadRequest, Conflict, NotFound
 from obdal_common.schemas import (
+    AgentMessage,
+    AgentMessageCreate,
     AnalyticsQuery,
     AnalyticsReport,
     AuditPage,
@@ -25,10 +27,15 @@ from obdal_common.schemas import (
     FeedbackQuery,
     FeedbackRecord,
     FeedbackSet,
+    HandoffRecord,
+    HandoffRequest,
+    HandoffResolve,
     RetentionPolicy,
     RetentionQuery,
     ServiceStatus,
     SessionDetail,
+    SessionEvents,
+    SessionEventsQuery,
     SessionExportPage,
     SessionExportQuery,
     SessionLookup,
@@ -129,3 +136,43 @@ class Metering(Contract):
         errors=(BadRequest,),
     )
     """Set it (``PUT …/retention``); 400 ``invalid_retention``."""
+
+    handoff = Rpc(
+        "obdal.metering.handoffs.request",
+        HandoffRequest,
+        HandoffRecord,
+        timeout=_QUERY_S,
+        errors=(NotFound,),
+    )
+    """Hand a session to a person, or answer its open handoff (``POST /v1/sessions/{id}/handoff``);
+    404 ``session_not_found``. The caller adds the request's ``wait_s`` to the timeout."""
+
+    resolve_handoff = Rpc(
+        "obdal.metering.handoffs.resolve",
+        HandoffResolve,
+        HandoffRecord,
+        timeout=_QUERY_S,
+        errors=(NotFound, Conflict),
+    )
+    """Close a session's open handoff (``POST …/handoff/resolve``); 404 ``session_not_found``, 409
+    ``handoff_not_open``."""
+
+    agent_message = Rpc(
+        "obdal.metering.sessions.reply",
+        AgentMessageCreate,
+        AgentMessage,
+        timeout=_QUERY_S,
+        errors=(NotFound,),
+    )
+    """Store a person's reply and tell the session's open event streams (``POST …/messages``);
+    404 ``session_not_found``."""
+
+    session_events = Rpc(
+        "obdal.metering.sessions.events",
+        SessionEventsQuery,
+        SessionEvents,
+        timeout=_QUERY_S,
+        errors=(NotFound,),
+    )
+    """A session's handoff and the replies after a given one (``GET …/events`` connecting); 404
+    ``session_not_found``."""

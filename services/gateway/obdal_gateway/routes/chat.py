@@ -63,12 +63,15 @@ def public_sources(sources: list[Source]) -> list[dict[str, Any]]:
 
 
 def _end_payload(end: ChatEnd) -> dict[str, Any]:
-    return {
+    payload = {
         "session_id": end.session_id,
         "message_id": end.message_id,
         "usage": msgspec.to_builtins(end.usage),
         "answered": end.answered,
     }
+    if end.handed_off:  # only then: every other answer stays exactly as the product page prints it
+        payload["handed_off"] = True
+    return payload
 
 
 async def _events(stream: ChatStream, *, ping_s: float) -> AsyncGenerator[bytes, None]:
@@ -110,7 +113,8 @@ async def _principal_from_body(request: Request[Any, Any, Any], gw: Gateway, dat
 async def chat(data: ChatBody, gw: Gateway, principal: Principal) -> Response[dict[str, Any]] | Stream:
     """Answer from the app's documents. ``stream: true`` answers with SSE:
     ``message`` events (text deltas), ``sources``, then ``end`` (session, message id, usage, and
-    ``answered``: false when nothing in the documents was relevant and the question was declined);
+    ``answered``: false when nothing in the documents was relevant and the question was declined;
+    ``handed_off``: true, with no text, while the session waits for a person, docs/handoff.md);
     a failure after the stream started is an ``error`` event."""
     await check_budget(gw, principal)
     if len(data.message) > gw.settings.max_message_chars:

@@ -35,7 +35,8 @@ class ConversationBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     request_max_body_size=4096,
 )
 async def widget_conversation(gw: Gateway, principal: Principal, data: ConversationBody) -> dict[str, Any]:
-    """``{"session_id", "last_at", "messages": [{"message_id", "role", "content", "timestamp"}]}``; 401
+    """``{"session_id", "last_at", "messages": [{"message_id", "role", "content", "timestamp"}],
+    "handoff"}`` (a person's replies have ``role`` ``agent`` and their ``name``); 401
     ``invalid_user_hash``, 400 ``identity_verification_off``, 404 ``conversation_not_found``."""
     user = await end_user(gw, principal, data.user, data.user_hash)
     page = await gw.metering.sessions(SessionQuery(app_id=principal.app_id, user=user, limit=1))
@@ -53,7 +54,10 @@ async def widget_conversation(gw: Gateway, principal: Principal, data: Conversat
                 "role": m.role,
                 "content": m.content,
                 "timestamp": m.timestamp.isoformat(),
+                **({"name": m.name} if m.role == "agent" else {}),
             }
             for m in detail.messages
         ],
+        # So the widget listens for a person's replies when the session waits for one.
+        "handoff": None if detail.handoff is None else {"status": detail.handoff.status},
     }

@@ -16,7 +16,7 @@ import msgspec
 from litestar import get, put
 
 from obdal_common.errors import BadRequest
-from obdal_common.schemas import WidgetConfig, WidgetPosition
+from obdal_common.schemas import HandoffConfig, WidgetConfig, WidgetPosition
 from obdal_gateway.auth import Principal, principal_limited_as
 from obdal_gateway.console_auth import Caller
 from obdal_gateway.routes.admin_apps import app_or_404
@@ -96,8 +96,12 @@ async def set_widget_settings(
 )
 async def widget_config(gw: Gateway, principal: Principal) -> dict[str, Any]:
     """The key's app's widget settings (``null``: the widget's default), as
-    ``GET /v1/admin/apps/{app_id}/widget`` shows them."""
-    return _view((await gw.apps.get(principal.app_id)).widget)
+    ``GET /v1/admin/apps/{app_id}/widget`` shows them, and ``handoff``: whether the widget offers
+    a person and whether it asks for contact details (docs/handoff.md)."""
+    app = await gw.apps.get(principal.app_id)
+    handoff = app.handoff or HandoffConfig()
+    # Whether to offer a person and what to ask for; never where the e-mail goes.
+    return {**_view(app.widget), "handoff": {"enabled": handoff.enabled, "ask_contact": handoff.ask_contact}}
 
 
 WIDGET_SETTINGS_HANDLERS = [get_widget_settings, set_widget_settings]

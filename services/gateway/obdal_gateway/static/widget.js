@@ -3,7 +3,8 @@
  * attribute: title, greeting, color, position (right|left), placeholder. data-preview shows the
  * open panel without a key (the console's preview). data-user-id and data-user-hash (the site's
  * backend signs the id, docs/identity.md) name a verified end user, whose conversation follows
- * them to another device.
+ * them to another device. When the app turned handoff on (docs/handoff.md), the customer can ask
+ * for a person and read their replies here (an EventSource on the session's events).
  * Renders in a Shadow DOM; streams answers over fetch + SSE; never renders HTML it receives. */
 (function () {
   "use strict";
@@ -40,7 +41,11 @@
       title: pick("title") || "Ask us anything",
       greeting: pick("greeting") || "Hi! Ask me a question about our products and policies.",
       placeholder: pick("placeholder") || "Type your question…",
-      left: pick("position") === "left"
+      left: pick("position") === "left",
+      // Talking to a person: only when the app turned it on (absent or disabled: nothing of it shows).
+      handoff: remote.handoff && remote.handoff.enabled === true
+        ? { ask: ["off", "optional", "required"].indexOf(remote.handoff.ask_contact) >= 0 ? remote.handoff.ask_contact : "optional" }
+        : null
     };
     // Per signed-in user too: another account on the same browser does not see this one's.
     var storeName = "obdal-widget:" + key.split("_").slice(0, 3).join("_") + (user ? ":" + user.user : "");
@@ -69,7 +74,7 @@
       "border-radius:50%;border:0;background:" + safeColor + ";color:" + onColor + ";cursor:pointer;z-index:2147483646;",
       "box-shadow:0 4px 14px rgba(0,0,0,.25);display:flex;align-items:center;justify-content:center}",
       ".launcher svg{width:26px;height:26px;fill:currentColor}",
-      ".launcher:focus-visible,button:focus-visible,textarea:focus-visible,select:focus-visible{outline:3px solid #111;",
+      ".launcher:focus-visible,button:focus-visible,textarea:focus-visible,select:focus-visible,input:focus-visible{outline:3px solid #111;",
       "outline-offset:2px}",
       ".panel{position:fixed;bottom:88px;" + (cfg.left ? "left" : "right") + ":20px;width:370px;height:540px;",
       "max-height:calc(100vh - 110px);background:#fff;color:#111;border-radius:14px;z-index:2147483647;",
@@ -112,6 +117,26 @@
       ".fb-actions{display:flex;gap:6px;justify-content:flex-end}",
       ".fb-form button{padding:5px 12px;font-size:13px}",
       ".fb-form .fb-skip{background:#fff;color:#333;border:1px solid #c9c9ce}",
+      // A person's reply, notices about the handoff, and the contact form (a .fb-form too).
+      ".agent{align-self:flex-start;background:#fff;border:1px solid #e3e3e6;border-left:4px solid #555}",
+      ".who{white-space:normal;font-size:12px;font-weight:600;color:#333;margin:0 0 3px}",
+      ".note{align-self:center;max-width:94%;background:#e9ebef;color:#222;font-size:13px;text-align:center}",
+      ".to-team{align-self:flex-end;margin-top:-6px;font-size:12px;color:#444}",
+      ".ho{margin-top:6px;padding-top:6px;border-top:1px solid #eee;white-space:normal;display:flex;flex-direction:column;",
+      "gap:6px}",
+      ".ho-card{align-self:stretch;max-width:none;background:#fff;border:1px solid #e3e3e6;white-space:normal}",
+      ".ho-btn{align-self:flex-start;border:1px solid #8c8c94;border-radius:8px;background:#fff;color:#111;",
+      "padding:5px 10px;font-size:13px;cursor:pointer}",
+      ".ho-btn[aria-disabled=true],.fb-form button[aria-disabled=true]{opacity:.6;cursor:progress}",
+      ".ho-form{margin:0}.ho-form p{margin:0;font-size:12px;color:#333}",
+      ".fb-form input{width:100%;font-size:13px;border:1px solid #c9c9ce;border-radius:8px;padding:5px 8px;",
+      "background:#fff;color:#111}",
+      ".fb-form input[aria-invalid=true]{border-color:#b42318}",
+      ".ho-err{font-size:12px;color:#8a1010}.ho-err:empty{display:none}",
+      ".foot{display:flex;justify-content:center;align-items:center;padding:0 10px 6px;background:#fff;font-size:12px;",
+      "color:#444}.foot[hidden],.foot [hidden]{display:none}",
+      ".link{background:none;border:0;padding:4px 6px;min-height:24px;color:#333;text-decoration:underline;",
+      "font-size:12px;cursor:pointer}",
       ".sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}",
       "@media (max-width:480px){.panel{left:0;right:0;bottom:0;top:0;width:100%;height:100%;max-height:none;",
       "border-radius:0}.launcher{bottom:14px}}"
@@ -147,7 +172,13 @@
     var input = el("textarea", { id: "obdal-input", rows: "1", placeholder: cfg.placeholder, maxlength: "4000" });
     var send = el("button", { type: "submit" }, "Send");
     form.append(label, input, send);
-    panel.append(header, log, form);
+    // "Talk to a person" on request, under the question box; while handed off, what to expect.
+    var foot = el("div", { "class": "foot" });
+    var person = el("button", { type: "button", "class": "link" }, "Talk to a person");
+    var waiting = el("span", { "class": "waiting" }, "A person will reply here.");
+    foot.append(person, waiting);
+    foot.hidden = true;
+    panel.append(header, log, form, foot);
     root.append(style, launcher, panel);
 
     var state = load();
@@ -186,13 +217,38 @@
       return list;
     }
 
+    // A person's reply: their name (or "Support") above it, as text like everything received.
+    function addAgent(m) {
+      var node = el("div", { "class": "msg agent" });
+      var who = el("div", { "class": "who" }, m.name || "Support");
+      who.appendChild(el("span", { "class": "sr" }, " (a person from the team)"));
+      node.append(who, el("div", { "class": "said" }, m.text));
+      log.appendChild(node);
+      log.scrollTop = log.scrollHeight;
+      return node;
+    }
+
+    function addUser(m) {
+      var node = addMessage("user", m.text);
+      if (m.to_team) log.appendChild(el("div", { "class": "to-team" }, "Sent to the team"));
+      return node;
+    }
+
     function render() {
       log.textContent = "";
+      contact = null;  // a contact form in the log went with it
       addMessage("bot", cfg.greeting);
       state.messages.forEach(function (m) {
+        if (m.role === "agent") return addAgent(m);
+        if (m.role === "user") return addUser(m);
         var node = addMessage(m.role, m.text, m.sources);
-        if (m.role === "bot" && m.message_id) node.appendChild(feedback(m, state));
+        if (m.role === "bot" && m.message_id) {
+          node.appendChild(feedback(m, state));
+          if (m.declined) offer(node, DECLINED);
+          else if (m.rating === "down") offer(node, DISLIKED);
+        }
       });
+      showFoot();
     }
 
     // Static markup only (no received text): the two thumb glyphs.
@@ -317,6 +373,7 @@
         if (await post({ rating: "down" })) {
           status.textContent = "Thanks for your feedback";
           openSheet();
+          if (bar.parentNode) offer(bar.parentNode, DISLIKED);
         }
       });
       return bar;
@@ -428,8 +485,9 @@
       var conversation = state;  // "New" during the answer starts another one: keep them apart
       busy = true;
       send.disabled = true;
-      addMessage("user", question);
-      conversation.messages.push({ role: "user", text: question });
+      var asked = { role: "user", text: question };
+      var askedNode = addUser(asked);
+      conversation.messages.push(asked);
       save();
       var answer = addMessage("bot", "");
       answer.setAttribute("aria-busy", "true");
@@ -466,6 +524,8 @@
       var sources = [];
       var failed = null;
       var messageId = null;
+      var declined = false;
+      var toTeam = false;  // handed off: no model ran, the question went to the team
       try {
         for (;;) {
           var chunk = await reader.read();
@@ -491,6 +551,8 @@
             } else if (event === "end") {
               conversation.session_id = value.session_id;
               messageId = value.message_id || null;
+              declined = value.answered === false;
+              toTeam = value.handed_off === true;
             } else if (event === "error") {
               failed = value;
             }
@@ -506,10 +568,20 @@
         if (messageId && !failed) {
           record.message_id = messageId;
           answer.appendChild(feedback(record, conversation));
+          if (declined) {
+            record.declined = true;
+            if (conversation === state) offer(answer, DECLINED);
+          }
         }
         conversation.messages.push(record);
       } else {
-        answer.remove();
+        answer.remove();  // also while handed off: no empty bubble, a caption under the question
+        if (toTeam && !failed) {
+          asked.to_team = true;
+          if (askedNode.isConnected) askedNode.after(el("div", { "class": "to-team" }, "Sent to the team"));
+          // Handed off elsewhere (the app's servers, another tab): listen for the person too.
+          if (!openHandoff(conversation)) handedOver(conversation, {});
+        }
       }
       answer.removeAttribute("aria-busy");
       if (conversation === state) {
@@ -519,10 +591,276 @@
       finish();
     }
 
+    // --- Talking to a person (docs/handoff.md) ---------------------------------------------------
+    var NOTICE = "We've passed your conversation to the team. A person will reply here.";
+    var RESOLVED = "The team marked this resolved; the assistant is back.";
+    var DECLINED = "The assistant could not answer the question";
+    var DISLIKED = "The answer did not help";
+    var EMAIL = /^[^\s@]+@[^\s@]+$/;  // a first check only: the API says whether it is an address
+    var contact = null;  // the open contact form: { form, card, trigger }
+    var stream = null;  // the EventSource of the open handoff
+    var retry = null;
+    var retryMs = 1000;
+    var hoCount = 0;
+
+    function openHandoff(conversation) {
+      return !!(conversation.handoff && conversation.handoff.status === "requested");
+    }
+
+    function lastAgentId(conversation) {
+      for (var i = conversation.messages.length - 1; i >= 0; i--) {
+        if (conversation.messages[i].role === "agent") return conversation.messages[i].message_id || null;
+      }
+      return null;
+    }
+
+    function showFoot() {
+      foot.hidden = !cfg.handoff || preview;
+      person.hidden = openHandoff(state);
+      waiting.hidden = !openHandoff(state);
+    }
+
+    // "Talk to a person" under an answer (declined, or rated down).
+    function offer(bubble, reason) {
+      if (!cfg.handoff || preview || openHandoff(state) || bubble.querySelector(".ho")) return;
+      var box = el("div", { "class": "ho" });
+      var button = el("button", { type: "button", "class": "ho-btn" }, "Talk to a person");
+      button.addEventListener("click", function () { talk(box, button, reason); });
+      box.appendChild(button);
+      bubble.appendChild(box);
+    }
+
+    function talk(where, trigger, reason) {
+      if (openHandoff(state) || trigger.getAttribute("aria-disabled") === "true") return;
+      if (!state.session_id) {
+        // Nothing stored to pass on yet: the team needs the question.
+        addMessage("note", "Type your question below first; then you can pass the conversation to a person.");
+        input.focus();
+        return;
+      }
+      if (cfg.handoff.ask === "off") {
+        trigger.setAttribute("aria-disabled", "true");
+        return handOff(reason, null).then(function (result) {
+          trigger.removeAttribute("aria-disabled");
+          if (!result.ok) addMessage("error", result.message);
+        });
+      }
+      openContact(where, trigger, reason);
+    }
+
+    function closeContact(focusBack) {
+      if (!contact) return;
+      var open = contact;
+      contact = null;
+      open.form.remove();
+      if (open.card) open.card.remove();
+      if (focusBack && open.trigger.isConnected && !open.trigger.hidden) open.trigger.focus();
+      else if (focusBack) input.focus();
+    }
+
+    function openContact(where, trigger, reason) {
+      if (contact && contact.trigger === trigger) return contact.form.querySelector("input").focus();
+      closeContact(false);
+      var n = ++hoCount;
+      var required = cfg.handoff.ask === "required";
+      var card = null;
+      if (!where) {  // from the footer: a card at the end of the conversation
+        card = el("div", { "class": "msg ho-card" });
+        log.appendChild(card);
+        where = card;
+      }
+      var sheet = el("form", { "class": "fb-form ho-form", "aria-label": "Your contact details", novalidate: "" });
+      var ids = { intro: "obdal-ho-intro-" + n, email: "obdal-ho-email-" + n, name: "obdal-ho-name-" + n };
+      var intro = el("p", { id: ids.intro }, required
+        ? "A person will reply here. Leave your e-mail so the team can also reach you."
+        : "A person will reply here. Leave your e-mail if the team may also write to you, or leave it empty.");
+      var email = el("input", {
+        id: ids.email, type: "email", autocomplete: "email", maxlength: "254",
+        "aria-describedby": ids.intro + " " + ids.email + "-error"
+      });
+      if (required) email.setAttribute("aria-required", "true");
+      var emailError = el("div", { "class": "ho-err", id: ids.email + "-error", role: "alert" });
+      var name = el("input", {
+        id: ids.name, type: "text", autocomplete: "name", maxlength: "120", "aria-describedby": ids.name + "-error"
+      });
+      var nameError = el("div", { "class": "ho-err", id: ids.name + "-error", role: "alert" });
+      var error = el("div", { "class": "fb-error", role: "alert" });
+      var actions = el("div", { "class": "fb-actions" });
+      var cancel = el("button", { type: "button", "class": "fb-skip" }, "Cancel");
+      var submit = el("button", { type: "submit" }, "Send to the team");
+      actions.append(cancel, submit);
+      sheet.append(intro, el("label", { "for": ids.email }, required ? "E-mail" : "E-mail (optional)"), email, emailError,
+        el("label", { "for": ids.name }, "Name (optional)"), name, nameError, error, actions);
+
+      function clear() {
+        [email, name].forEach(function (field) { field.removeAttribute("aria-invalid"); });
+        emailError.textContent = nameError.textContent = error.textContent = "";
+      }
+      function wrong(field, message) {
+        field.setAttribute("aria-invalid", "true");
+        (field === email ? emailError : nameError).textContent = message;
+        field.focus();
+      }
+      cancel.addEventListener("click", function () { closeContact(true); });
+      sheet.addEventListener("keydown", function (e) {
+        if (e.key === "Escape") { e.stopPropagation(); closeContact(true); }
+      });
+      sheet.addEventListener("submit", async function (e) {
+        e.preventDefault();
+        if (submit.getAttribute("aria-disabled") === "true") return;
+        clear();
+        var given = { email: email.value.trim(), name: name.value.trim() };
+        if (required && !given.email) return wrong(email, "Please enter your e-mail address, so the team can reach you.");
+        if (given.email && !EMAIL.test(given.email)) return wrong(email, "This does not look like an e-mail address.");
+        var details = {};
+        if (given.email) details.email = given.email;
+        if (given.name) details.name = given.name;
+        submit.setAttribute("aria-disabled", "true");
+        var result = await handOff(reason, Object.keys(details).length ? details : null);
+        submit.removeAttribute("aria-disabled");
+        if (result.ok || !sheet.isConnected) return;
+        if (result.field) wrong(result.field === "name" ? name : email, result.message);
+        else error.textContent = result.message;
+      });
+      where.appendChild(sheet);
+      contact = { form: sheet, card: card, trigger: trigger };
+      log.scrollTop = log.scrollHeight;
+      email.focus();
+    }
+
+    // What a refused handoff means, in words; `field` when it is about what was typed.
+    function handoffError(status, body, retryAfter) {
+      var code = body && body.error && body.error.code;
+      var said = String((body && body.error && body.error.message) || "");
+      if (status === 422 && code === "contact_required") {
+        return { field: "email", message: "Please enter your e-mail address, so the team can reach you." };
+      }
+      if (status === 422 && code === "invalid_contact") {
+        return /name/i.test(said) && !/mail/i.test(said)
+          ? { field: "name", message: "Please check your name (120 characters at most)." }
+          : { field: "email", message: "Please check your e-mail address: it does not look like one." };
+      }
+      if (status === 404) {
+        return { message: "This conversation can no longer be passed to the team. Start a new one with “New” and ask again." };
+      }
+      if (status === 403 && code === "handoff_off") return { message: "Talking to a person is not available here right now." };
+      if (status === 429) return { message: "Too many requests right now. Please wait " + (retryAfter || "a few") + " seconds and try again." };
+      if (status >= 500) return { message: "The team cannot be reached right now. Please try again in a moment." };
+      if (status === 401 || status === 403 || status === 413) return { message: explain(status, body, retryAfter) };
+      return { message: "Your request was not accepted (" + (code || status) + "). Please try again." };
+    }
+
+    // POST /v1/sessions/{id}/handoff; { ok } or { field?, message }.
+    async function handOff(reason, details) {
+      var conversation = state;
+      var body = {};
+      if (reason) body.reason = reason;
+      if (details) body.contact = details;
+      try {
+        var response = await fetch(apiBase + "/v1/sessions/" + encodeURIComponent(conversation.session_id) + "/handoff", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", "Authorization": "Bearer " + key },
+          body: JSON.stringify(body), cache: "no-store", signal: AbortSignal.timeout(15000)
+        });
+        var data = null;
+        try { data = await response.json(); } catch (e) { /* not JSON */ }
+        if (response.ok && data) {
+          handedOver(conversation, data);
+          return { ok: true };
+        }
+        return handoffError(response.status, data, response.headers.get("Retry-After"));
+      } catch (e) {
+        return { message: "Your request could not be sent. Please check your connection and try again." };
+      }
+    }
+
+    // The handoff is open: say so once, keep it with the conversation, listen for the person.
+    function handedOver(conversation, handoff) {
+      var already = openHandoff(conversation);
+      conversation.handoff = {
+        status: "requested",
+        handoff_id: handoff.handoff_id ? String(handoff.handoff_id) : (conversation.handoff && conversation.handoff.handoff_id) || null,
+        after: (already && conversation.handoff.after) || lastAgentId(conversation)
+      };
+      if (!already) conversation.messages.push({ role: "note", text: NOTICE });
+      if (conversation !== state) return;
+      save();
+      var focusInput = !!contact;
+      closeContact(false);
+      Array.prototype.forEach.call(log.querySelectorAll(".ho"), function (node) { node.remove(); });
+      if (!already) addMessage("note", NOTICE);
+      showFoot();
+      if (focusInput && !panel.hidden) input.focus();
+      listen();
+    }
+
+    function stopListening() {
+      if (retry) clearTimeout(retry);
+      retry = null;
+      if (stream) stream.close();
+      stream = null;
+    }
+
+    // The session's events: people's replies and the handoff's state. The browser reconnects by
+    // itself (with Last-Event-ID); a stream it gave up on (CLOSED) is reopened here, with backoff.
+    function listen() {
+      stopListening();
+      var conversation = state;
+      if (preview || !key || !conversation.session_id || !openHandoff(conversation)) return;
+      var after = conversation.handoff.after || lastAgentId(conversation);
+      var source = new EventSource(apiBase + "/v1/sessions/" + encodeURIComponent(conversation.session_id) +
+        "/events?api_key=" + encodeURIComponent(key) + (after ? "&after=" + encodeURIComponent(after) : ""));
+      stream = source;
+      function live() { return stream === source && conversation === state; }
+      source.addEventListener("open", function () { if (live()) retryMs = 1000; });
+      source.addEventListener("message", function (e) { if (live()) replied(conversation, e.data); });
+      source.addEventListener("handoff", function (e) { if (live()) changed(conversation, e.data); });
+      source.addEventListener("error", function () {
+        if (!live() || source.readyState !== EventSource.CLOSED) return;  // reconnecting by itself
+        stopListening();
+        retry = setTimeout(listen, retryMs);
+        retryMs = Math.min(retryMs * 2, 60000);
+      });
+    }
+
+    function parsed(raw) {
+      try { return JSON.parse(raw) || {}; } catch (e) { return {}; }
+    }
+
+    function replied(conversation, raw) {
+      var m = parsed(raw);
+      if (!m.message_id || typeof m.content !== "string") return;
+      var id = String(m.message_id);
+      var seen = conversation.messages.some(function (x) { return x.role === "agent" && x.message_id === id; });
+      if (conversation.handoff) conversation.handoff.after = id;
+      if (!seen) {
+        var record = { role: "agent", text: m.content, name: m.name ? String(m.name) : "", message_id: id };
+        conversation.messages.push(record);
+        addAgent(record);
+      }
+      save();
+    }
+
+    function changed(conversation, raw) {
+      var status = parsed(raw).status;
+      if (status === "requested") return;  // still waiting for (or talking to) the person
+      stopListening();
+      delete conversation.handoff;
+      if (status === "resolved") {
+        conversation.messages.push({ role: "note", text: RESOLVED });
+        addMessage("note", RESOLVED);
+      }
+      save();
+      showFoot();
+    }
+
+    person.addEventListener("click", function () { talk(null, person, ""); });
+
     launcher.addEventListener("click", function () { panel.hidden ? open() : shut(); });
     close.addEventListener("click", shut);
     reset.addEventListener("click", function () {
       if (controller) controller.abort();
+      stopListening();  // a handoff stays open for the team; this browser starts afresh
       state = { session_id: null, messages: [] };
       save();
       render();
@@ -557,20 +895,33 @@
         if (!response.ok) return;
         var found = await response.json();
         if (state.session_id || !found || !Array.isArray(found.messages)) return;  // asked meanwhile
-        state = {
-          session_id: String(found.session_id),
-          messages: found.messages.map(function (m) {
-            var role = m.role === "assistant" ? "bot" : "user";
-            return role === "bot" ? { role: role, text: String(m.content), message_id: m.message_id }
-              : { role: role, text: String(m.content) };
-          })
-        };
+        var messages = [];
+        found.messages.forEach(function (m) {
+          var text = String(m.content || "");
+          if (m.role === "assistant" && !text) {
+            // A question left to a person is stored with an empty answer: no bubble, a caption.
+            var asked = messages[messages.length - 1];
+            if (asked && asked.role === "user") asked.to_team = true;
+          } else if (m.role === "assistant") {
+            messages.push({ role: "bot", text: text, message_id: m.message_id });
+          } else if (m.role === "agent") {
+            messages.push({ role: "agent", text: text, name: m.name ? String(m.name) : "", message_id: String(m.message_id) });
+          } else {
+            messages.push({ role: "user", text: text });
+          }
+        });
+        state = { session_id: String(found.session_id), messages: messages };
+        if (found.handoff && found.handoff.status === "requested") {
+          state.handoff = { status: "requested", handoff_id: found.handoff.handoff_id || null, after: lastAgentId(state) };
+        }
         save();
         render();
+        listen();
       } catch (e) { /* nothing to resume: a fresh conversation */ }
     }
 
     render();
+    listen();  // a handoff still open from before the reload: the person's replies go on arriving
     resume();
     (document.body || document.documentElement).appendChild(host);
     if (preview) {
