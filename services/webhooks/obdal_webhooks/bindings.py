@@ -27,6 +27,7 @@ from obdal_common.schemas import (
 )
 from obdal_webhooks.deliveries import DeliveryStore
 from obdal_webhooks.endpoints import EndpointStore
+from obdal_webhooks.handoff_mail import MailStore
 
 __all__ = ["webhooks_bindings"]
 
@@ -38,7 +39,7 @@ def _mongo_unavailable() -> DependencyUnavailable:
 
 
 def webhooks_bindings(
-    *, endpoints: EndpointStore, deliveries: DeliveryStore, checks: dict[str, Check]
+    *, endpoints: EndpointStore, deliveries: DeliveryStore, mails: MailStore, checks: dict[str, Check]
 ) -> Bindings:
     """Every webhooks RPC bound to what answers it."""
 
@@ -72,10 +73,13 @@ def webhooks_bindings(
     async def delete_app(request: WebhooksDeleteApp) -> WebhooksAppDeleted:
         removed = await endpoints.delete_app(request.app_id)
         await deliveries.delete_app(request.app_id)
+        await mails.delete_app(request.app_id)
         return WebhooksAppDeleted(endpoints_deleted=removed)
 
     async def erase_sessions(request: DeliveriesErase) -> DeliveriesErased:
         erased = await deliveries.erase_sessions(request.app_id, request.session_ids)
+        # A handoff's e-mail waiting to be sent holds the conversation and the contact too.
+        await mails.erase_sessions(request.app_id, request.session_ids)
         return DeliveriesErased(deliveries_erased=erased)
 
     return (

@@ -4,6 +4,8 @@ A message is erased from the stream and acked only once its deliveries are store
 is never lost between the stream and the queue (NATS or MongoDB restarting meanwhile: it is
 redelivered, and stored once), and a conversation's content is not kept on the bus's disk after
 it was handed on (an ack alone leaves its bytes in the block file: ``obdal_common.messaging``).
+A ``handoff.requested`` event also queues its e-mail (``obdal_webhooks.handoff_mail``), after its
+deliveries are stored, before the ack: stored, not sent, so no SMTP server slows the stream.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from obdal_common.messaging import decode_or_term, erase_msg, pull_each
 from obdal_common.schemas import HookEvent, WebhookListQuery, encode
 from obdal_webhooks.deliveries import DeliveryStore
 from obdal_webhooks.endpoints import EndpointStore
+from obdal_webhooks.handoff_mail import Mailer
 
 __all__ = ["Fanout", "payload_of"]
 
@@ -39,10 +42,17 @@ def payload_of(event: HookEvent) -> str:
 
 
 class Fanout:
-    def __init__(self, js: JetStreamContext, endpoints: EndpointStore, deliveries: DeliveryStore) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        endpoints: EndpointStore,
+        deliveries: DeliveryStore,
+        mailer: Mailer | None = None,
+    ) -> None:
         self._js = js
         self._endpoints = endpoints
         self._deliveries = deliveries
+        self._mailer = mailer
         self.events = 0
 
     async def consume(self, stop: asyncio.Event) -> None:
@@ -66,6 +76,8 @@ class Fanout:
             await self._deliveries.enqueue(
                 event, seq=msg.metadata.sequence.stream, payload=payload_of(event), endpoints=wanted
             )
+        if self._mailer is not None:
+            await self._mailer.enqueue(event)
         await erase_msg(self._js, msg)
         await msg.ack()
         self.events += 1

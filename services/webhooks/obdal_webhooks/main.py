@@ -22,6 +22,7 @@ from obdal_webhooks.deliveries import DeliveryStore
 from obdal_webhooks.dispatcher import Dispatcher
 from obdal_webhooks.endpoints import EndpointStore
 from obdal_webhooks.fanout import Fanout
+from obdal_webhooks.handoff_mail import Mailer, MailStore
 from obdal_webhooks.sender import Sender
 from obdal_webhooks.settings import WebhooksSettings
 
@@ -55,14 +56,22 @@ async def serve(settings: WebhooksSettings, stop: asyncio.Event) -> None:
             max_per_app=settings.max_webhooks_per_app,
         )
         deliveries = DeliveryStore(mongo, settings.mongo_db)
+        mails = MailStore(mongo, settings.mongo_db)
+
+        async def ensure_indexes() -> None:
+            await deliveries.ensure_indexes()
+            await mails.ensure_indexes()
+
         await wait_for_dependency(
-            deliveries.ensure_indexes,
+            ensure_indexes,
             what=f"MongoDB at {settings.mongo_url}",
             errors=(PyMongoError,),
             within_s=settings.webhooks_mongo_wait_s,
             stop=stop,
         )
-        fanout = Fanout(js, endpoints, deliveries)
+        # The gateway's bucket, read only: each app's handoff settings (where its e-mail goes).
+        mailer = Mailer(settings, js=js, apps=await key_value(js, subjects.KV_APPS), store=mails)
+        fanout = Fanout(js, endpoints, deliveries, mailer)
         dispatcher = Dispatcher(
             settings,
             js=js,
@@ -79,13 +88,23 @@ async def serve(settings: WebhooksSettings, stop: asyncio.Event) -> None:
             "nats": nats_check(nc),
             "mongo": ping_check(deliveries.ping),
             "deliveries": deliveries_check,
+            "email": mailer.check,
         }
-        bindings = webhooks_bindings(endpoints=endpoints, deliveries=deliveries, checks=checks)
+        bindings = webhooks_bindings(endpoints=endpoints, deliveries=deliveries, mails=mails, checks=checks)
         await bindings.serve(NatsBus(nc))
+        if mailer.enabled:
+            log.info(
+                "handoff e-mails on, through %s:%d (%s)",
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.smtp_security,
+            )
         log.info("webhooks ready")
         sending = asyncio.create_task(dispatcher.run(stop), name="webhook dispatch")
+        mailing = asyncio.create_task(mailer.run(stop), name="handoff e-mail")
         await fanout.consume(stop)
         await sending
+        await mailing
         await bindings.stop()
     finally:
         await client.aclose()
