@@ -25,6 +25,7 @@ from tests import leftovers
 from tests.api import Api
 from tests.browser import chromium
 from tests.console import OWNER_EMAIL, ensure_owner
+from tests.smtp_receiver import Inbox
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -182,7 +183,14 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def inbox() -> Iterator[Inbox]:
+    """The SMTP server on loopback the shared stack sends handoff e-mails to."""
+    with Inbox(port=free_port()) as box:
+        yield box
+
+
+@pytest.fixture(scope="session")
+def stack(servers: Servers, inbox: Inbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """``obdal up`` (all four services in one process) against the fixture servers."""
     data_dir = tmp_path_factory.mktemp("stack")
     port = free_port()
@@ -206,6 +214,12 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         OBDAL_WEBHOOK_TIMEOUT_S="2",
         OBDAL_WEBHOOK_DISABLE_AFTER_S="6",
         OBDAL_WEBHOOK_TICK_S="0.1",
+        # Handoff e-mails (tests.test_widget_handoff): to the inbox on loopback, no TLS there.
+        OBDAL_SMTP_HOST="127.0.0.1",
+        OBDAL_SMTP_PORT=str(inbox.port),
+        OBDAL_SMTP_SECURITY="none",
+        OBDAL_SMTP_FROM="obdal@obdal.test",
+        OBDAL_SMTP_RETRY_SCHEDULE="0.3,0.6,1",
     )
     process = start_process([str(BIN / "obdal"), "up"], env, data_dir / "obdal.log")
     url = f"http://127.0.0.1:{port}"

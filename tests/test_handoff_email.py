@@ -13,21 +13,15 @@ settings' checks, without a process.
 from __future__ import annotations
 
 import asyncio
-import email
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 from pymongo import MongoClient
@@ -42,6 +36,7 @@ from obdal_common.schemas import AppRecord, DeliveriesErase, HandoffConfig, Stat
 from obdal_common.settings import load_settings
 from obdal_webhooks.settings import WebhooksSettings
 from tests.conftest import BIN, Process, Servers, clean_env, start_process
+from tests.smtp_receiver import Inbox
 
 SUPPORT = "support@shop.example"
 SENDER = "obdal@obdal.example"
@@ -49,66 +44,6 @@ PUBLIC_URL = "https://obdal.example.com"
 DB = "handoff_email_test"
 # Seconds each wait for an e-mail may take (the service polls every 0.1 s, retries every 0.3 s).
 WAIT_S = 15.0
-
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    raw: bytes
-
-    @property
-    def message(self) -> EmailMessage:
-        parsed = email.message_from_bytes(self.raw, policy=default_policy)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
-
-    @property
-    def body(self) -> str:
-        text = self.message.get_content()
-        assert isinstance(text, str)
-        return text
-
-
-@dataclass
-class Inbox:
-    """What the SMTP server on loopback was given; started and stopped at will, on one port."""
-
-    port: int
-    received: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    controller: Controller | None = None
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        assert envelope.mail_from is not None
-        assert isinstance(envelope.original_content, bytes)
-        with self.lock:
-            self.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
-            )
-        return "250 OK"
-
-    def start(self) -> None:
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-    def about(self, handoff_id: str) -> list[Received]:
-        with self.lock:
-            return [r for r in self.received if r.message["X-Obdal-Handoff"] == handoff_id]
-
-    async def wait(self, handoff_id: str) -> Received:
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            found = self.about(handoff_id)
-            if found:
-                return found[0]
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no e-mail of {handoff_id} within {WAIT_S} s")
 
 
 @dataclass
@@ -248,7 +183,7 @@ async def _ready(nc: NATS, service: Process) -> Process:
 async def test_the_email_has_the_transcript_the_contact_and_reply_to(env: Env) -> None:
     app_id = await env.app()
     data = await env.handoff(app_id, contact={"email": "ana@customer.example", "name": "Ana Lima"})
-    got = await env.inbox.wait(data["handoff_id"])
+    got = await asyncio.to_thread(env.inbox.wait, data["handoff_id"])
     message = got.message
 
     # The envelope: the app's address alone, from the operator's sender.
@@ -301,7 +236,7 @@ async def test_a_line_break_in_what_the_customer_typed_adds_no_header(env: Env) 
         reason="Please\r\n\r\nBcc: reason@y.example",
         question="Hello\r\nBcc: question@y.example\r\nSubject: spoofed",
     )
-    got = await env.inbox.wait(data["handoff_id"])
+    got = await asyncio.to_thread(env.inbox.wait, data["handoff_id"])
     message = got.message
     assert got.rcpt_tos == [SUPPORT], "a customer's text added a recipient"
     names = {name.lower() for name in message}
@@ -317,7 +252,7 @@ async def test_a_line_break_in_what_the_customer_typed_adds_no_header(env: Env) 
 
     # An address with a line break in it is no address: shown in the body, never a header.
     other = await env.handoff(app_id, contact={"email": "ana@customer.example\r\nBcc: z@y.example"})
-    got = await env.inbox.wait(other["handoff_id"])
+    got = await asyncio.to_thread(env.inbox.wait, other["handoff_id"])
     assert got.rcpt_tos == [SUPPORT]
     assert "Reply-To" not in got.message
     assert "does not look valid" in got.body
@@ -350,7 +285,7 @@ async def test_a_server_down_at_first_gets_the_email_once_it_is_up_and_an_erased
         assert env.record(erased["handoff_id"]) is None
     finally:
         env.inbox.start()
-    got = await env.inbox.wait(kept["handoff_id"])
+    got = await asyncio.to_thread(env.inbox.wait, kept["handoff_id"])
     assert got.message["Reply-To"] == "kim@customer.example"
     await asyncio.sleep(1.0)  # a second copy, or the erased one, would be here by now
     assert len(env.inbox.about(kept["handoff_id"])) == 1
@@ -370,9 +305,9 @@ async def test_the_same_handoff_twice_is_one_email(env: Env) -> None:
     # (a redelivery past the stream's deduplication window looks just like that).
     await env.handoff(app_id, handoff_id=handoff_id, event_id=f"handoff.{handoff_id}")
     await env.handoff(app_id, handoff_id=handoff_id, event_id=f"again.{handoff_id}")
-    await env.inbox.wait(handoff_id)
+    await asyncio.to_thread(env.inbox.wait, handoff_id)
     marker = await env.handoff(app_id)  # published after: its e-mail comes after those events' turn
-    await env.inbox.wait(marker["handoff_id"])
+    await asyncio.to_thread(env.inbox.wait, marker["handoff_id"])
     await asyncio.sleep(0.5)
     assert len(env.inbox.about(handoff_id)) == 1
 
@@ -386,7 +321,9 @@ async def test_no_notify_email_no_email(env: Env) -> None:
     unknown = f"app_{uuid.uuid4().hex[:12]}"  # no record at all
     quiet = [await env.handoff(app_id) for app_id in [*silent, unknown]]
     marker = await env.handoff(await env.app())
-    await env.inbox.wait(marker["handoff_id"])  # the events before it were handled before it
+    await asyncio.to_thread(
+        env.inbox.wait, marker["handoff_id"]
+    )  # the events before it were handled before it
     await asyncio.sleep(0.5)
     for data in quiet:
         assert env.inbox.about(data["handoff_id"]) == []

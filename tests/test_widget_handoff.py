@@ -1,7 +1,9 @@
 """The widget's "Talk to a person" in a real headless Chromium against the running stack
 (docs/handoff.md, docs/widget.md#talk-to-a-person): a declined answer offers a person, the
-customer leaves a contact, a person's replies arrive live in the open widget (and again after a
-reload), the customer writes on while handed off, and the person marks it resolved."""
+customer leaves a contact, the help desk's receiver gets the signed ``handoff.requested`` (checked
+with the ``standardwebhooks`` library) and the support address the e-mail (a real SMTP server on
+loopback), a person's replies arrive live in the open widget (and again after a reload), the
+customer writes on while handed off, and the person marks it resolved."""
 
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ from playwright.sync_api import Browser, Locator, Page, Request, Response, expec
 from tests.api import Api
 from tests.browser import Site, ask, open_widget, serious_violations, shop_site
 from tests.conftest import ROOT
+from tests.smtp_receiver import Inbox
 from tests.test_handoff import UNKNOWN, reply, session
+from tests.test_webhooks import add_endpoint
+from tests.webhook_receiver import Receiver
 
 SCREENSHOT = ROOT / "docs" / "screenshots" / "widget-handoff.png"
 NOTICE = "We've passed your conversation to the team. A person will reply here."
@@ -23,6 +28,7 @@ RESOLVED = "The team marked this resolved; the assistant is back."
 HOSTILE = "Here is a picture: <img src=x onerror=\"window.__xss='agent'\"> <script>window.__xss='s'</script>"
 ACTIVE = "document.getElementById('obdal-widget').shadowRoot.activeElement"
 LIVE_S = 2.0  # a person's reply shows in the open widget within this
+SUPPORT = "support@shop.example"
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +37,17 @@ def desk(api: Api) -> Iterator[tuple[Site, Api, str, str]]:
     page, the API, the app's id and its secret key."""
     with shop_site(api, "widget handoff") as (site, secret):
         app_id = str(api.admin.get(f"/v1/admin/keys/key_{secret.split('_')[2]}").json()["app_id"])
-        set_handoff(api, app_id, enabled=True, ask_contact="optional")
+        set_handoff(api, app_id, enabled=True, ask_contact="optional", notify_email=SUPPORT)
         yield site, api, app_id, secret
+
+
+@pytest.fixture(scope="module")
+def helpdesk(desk: tuple[Site, Api, str, str]) -> Iterator[Receiver]:
+    """The business's help desk: a webhook receiver verifying every request's signature."""
+    _, api, _, secret = desk
+    with Receiver() as receiver:
+        add_endpoint(api, secret, receiver, events=["handoff.requested", "handoff.resolved"])
+        yield receiver
 
 
 def set_handoff(api: Api, app_id: str, **settings: Any) -> None:
@@ -81,7 +96,7 @@ def shows_within(bubble: Locator, text: str, started: float) -> float:
 
 
 def test_a_declined_question_reaches_a_person_who_answers_in_the_open_widget(
-    browser: Browser, desk: tuple[Site, Api, str, str]
+    browser: Browser, desk: tuple[Site, Api, str, str], helpdesk: Receiver, inbox: Inbox
 ) -> None:
     site, api, _, secret = desk
     context = browser.new_context()
@@ -126,6 +141,21 @@ def test_a_declined_question_reaches_a_person_who_answers_in_the_open_widget(
     assert stored["handoff"]["status"] == "requested", stored["handoff"]
     assert stored["handoff"]["contact"] == {"email": "ana@example.com", "name": "Ana"}
     assert stored["handoff"]["reason"] == "The assistant could not answer the question"
+
+    # The help desk hears of it (signed), and the support address gets the e-mail.
+    [requested] = helpdesk.wait("handoff.requested")
+    assert requested.verified
+    assert requested.data["session_id"] == session_id
+    assert requested.data["contact"] == {"email": "ana@example.com", "name": "Ana"}
+    assert requested.data["transcript"][0] == {
+        **requested.data["transcript"][0],
+        "role": "user",
+        "content": UNKNOWN,
+    }
+    mail = inbox.wait(stored["handoff"]["handoff_id"])
+    assert mail.rcpt_tos == [SUPPORT]
+    assert mail.message["Reply-To"] == "Ana <ana@example.com>"
+    assert UNKNOWN in mail.body
 
     # 2. A person replies: in the open widget within 2 s, under their name.
     agents = page.locator(".msg.agent")
@@ -191,6 +221,7 @@ def test_a_declined_question_reaches_a_person_who_answers_in_the_open_widget(
     expect(page.locator(".msg.bot").last).not_to_have_text("")
     expect(caption).to_have_count(1)
     assert session(api, secret, session_id)["handoff"]["status"] == "resolved"
+    assert helpdesk.wait("handoff.resolved")[0].data["session_id"] == session_id
     context.close()
 
 
