@@ -133,6 +133,7 @@ def test_unanswered_questions_are_grouped_counted_and_erased_with_their_end_user
         "handed_off": 0,
         "feedback_up": 0,
         "feedback_down": 1,
+        "handoffs": 0,
     }
     [today] = report["series"]
     assert today == {**totals, "date": datetime.now(UTC).date().isoformat()}

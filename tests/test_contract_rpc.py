@@ -12,6 +12,7 @@ from datetime import date
 import msgspec
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.js.kv import KeyValue
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
@@ -21,11 +22,15 @@ from obdal_common.contract import Bindings, Chat, Contract, Ingest, MemoryBus, M
 from obdal_common.contract.rpc import ERROR_HEADER
 from obdal_common.errors import DependencyUnavailable, NotFound, ObdalError
 from obdal_common.schemas import (
+    AgentMessageCreate,
     AnalyticsQuery,
     ErrorReply,
+    HandoffRequest,
+    HandoffResolve,
     HistoryErase,
     RetentionPolicy,
     RetentionQuery,
+    SessionEventsQuery,
     StatusQuery,
     UnansweredQuery,
     UsageQuery,
@@ -35,6 +40,7 @@ from obdal_metering.bindings import metering_bindings
 from obdal_metering.erasure import Eraser
 from obdal_metering.feedback import FeedbackStore
 from obdal_metering.grouping import Groups
+from obdal_metering.handoffs import Handoffs
 from obdal_metering.reports import Reports
 from obdal_metering.rollups import Rollups
 from obdal_metering.sealing import SessionKeys
@@ -135,7 +141,11 @@ async def test_metering_answers_mongodb_down_as_one_503_code_on_every_rpc() -> N
     )
     try:
         # No NATS either: every call fails at MongoDB before it needs a session's key.
-        keys = SessionKeys(NatsClient().jetstream())
+        nc = NatsClient()
+        keys = SessionKeys(nc.jetstream())
+        open_handoffs = KeyValue(
+            name="handoffs", stream="KV_handoffs", pre="$KV.handoffs.", js=nc.jetstream(), direct=False
+        )
         sessions = SessionStore(mongo, "down", keys=keys)
         store = MeteringStore(mongo, "down")
         rollups = Rollups(mongo, "down", refresh_s=1.0)
@@ -144,7 +154,12 @@ async def test_metering_answers_mongodb_down_as_one_503_code_on_every_rpc() -> N
             store=store,
             sessions=sessions,
             feedback=FeedbackStore(mongo, "down", keys=keys, rollups=rollups),
-            eraser=Eraser(mongo, "down", sessions, keys=keys, groups=groups, rollups=rollups),
+            handoffs=Handoffs(
+                mongo, "down", nc=nc, kv=open_handoffs, keys=keys, sessions=sessions, rollups=rollups
+            ),
+            eraser=Eraser(
+                mongo, "down", sessions, keys=keys, groups=groups, rollups=rollups, handoffs=open_handoffs
+            ),
             reports=Reports(mongo, "down", keys=keys, groups=groups, rollups=rollups),
             checks={},
         )
@@ -158,6 +173,12 @@ async def test_metering_answers_mongodb_down_as_one_503_code_on_every_rpc() -> N
             metering.set_retention(RetentionPolicy(app_id="app_x", session_ttl_days=3)),
             metering.analytics(AnalyticsQuery(app_id="app_x", start_date=today, end_date=today)),
             metering.unanswered(UnansweredQuery(app_id="app_x", start_date=today, end_date=today)),
+            metering.handoff(HandoffRequest(app_id="app_x", session_id="sess_1", key_id="key_1")),
+            metering.resolve_handoff(HandoffResolve(app_id="app_x", session_id="sess_1", key_id="key_1")),
+            metering.agent_message(
+                AgentMessageCreate(app_id="app_x", session_id="sess_1", key_id="key_1", content="hi")
+            ),
+            metering.session_events(SessionEventsQuery(app_id="app_x", session_id="sess_1")),
         ]
         for call in calls:
             with pytest.raises(DependencyUnavailable) as exc:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, get, post
+from litestar.openapi import ResponseSpec
 from litestar.response import Stream
 from nats.aio.subscription import Subscription
 
@@ -71,6 +72,14 @@ class ReplyBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(max_length=80)] | None = None
 
 
+def _documented(**described: str) -> dict[int, ResponseSpec]:
+    """The route's own error statuses (``_409="…"``), with the JSON error body."""
+    return {
+        int(status.lstrip("_")): ResponseSpec(data_container=dict[str, Any], description=text)
+        for status, text in described.items()
+    }
+
+
 def _session(session_id: str) -> str:
     if not is_session_id(session_id):
         raise NotFound(f"no session {session_id}", code="session_not_found")
@@ -113,6 +122,10 @@ def _reply_view(message: AgentMessage) -> dict[str, Any]:
     summary="Hand a conversation to a person",
     opt={"scope": "chat"},
     request_max_body_size=8 * 1024,
+    responses=_documented(
+        _409="`handoff_busy`: another request is opening this session's handoff; retry",
+        _422="`contact_required` (the app needs an e-mail address), `invalid_contact`",
+    ),
 )
 async def request_handoff(
     principal: Principal, gw: Gateway, session_id: str, data: HandoffBody | None = None
@@ -142,6 +155,7 @@ async def request_handoff(
     status_code=200,
     summary="Mark a handed-off conversation resolved (the assistant answers again)",
     opt={"scope": "sessions:write"},
+    responses=_documented(_409="`handoff_not_open`: the session has no open handoff"),
 )
 async def resolve_handoff(principal: Principal, gw: Gateway, session_id: str) -> dict[str, Any]:
     """409 ``handoff_not_open`` when the session has no open handoff."""
@@ -157,6 +171,7 @@ async def resolve_handoff(principal: Principal, gw: Gateway, session_id: str) ->
     summary="Reply to a conversation as a person",
     opt={"scope": "sessions:write"},
     request_max_body_size=64 * 1024,
+    responses=_documented(_422="`invalid_role` (only `agent`), `empty_message`"),
 )
 async def post_reply(principal: Principal, gw: Gateway, session_id: str, data: ReplyBody) -> dict[str, Any]:
     """``role`` ``agent``, the ``content`` (1 to 8,000 characters) and the ``name`` the customer

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import get, put
+from litestar.openapi import ResponseSpec
 
 from obdal_common.errors import UnprocessableContent
 from obdal_common.schemas import ContactPolicy, HandoffConfig
@@ -55,6 +56,11 @@ async def get_handoff_settings(gw: Gateway, app_id: str) -> dict[str, Any]:
     "/apps/{app_id:str}/handoff",
     summary="Turn handoff to a person on or off, what to ask the customer, where to send the e-mail",
     opt={"role": "editor"},
+    responses={
+        422: ResponseSpec(
+            data_container=dict[str, Any], description="`invalid_notify_email`: not an e-mail address"
+        )
+    },
 )
 async def set_handoff_settings(
     gw: Gateway, caller: Caller, app_id: str, data: HandoffSettingsBody
