@@ -110,7 +110,7 @@ def main() -> None:
     )
     print(f"{'POST …/messages answered':28}{result['post_p50_ms']:>10}")
     print(f"{'NATS publish → delivery':28}{result['nats_p50_ms']:>10}")
-    print(f"shown / NATS baseline (p50): {result['ratio_p50']}×; target {result['target_ms']} ms")
+    print(f"shown / NATS baseline (p50): {result['ratio_p50']}x; target {result['target_ms']} ms")
     print(json.dumps(result))
 
 
