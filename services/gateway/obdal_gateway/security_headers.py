@@ -7,6 +7,11 @@ carries a Content-Security-Policy: by default one that allows nothing, which is 
 everything but the pages. A page declares the sources it needs with
 :func:`page_policy` as its own ``Content-Security-Policy`` header, which the middleware keeps.
 The widget script is embedded in customers' pages: those pages' own policies govern it.
+
+Over HTTPS (the gateway's own TLS, ``OBDAL_TLS_CERT``) every response also carries
+``Strict-Transport-Security``: browsers then never try the host over plain HTTP for a year. Only
+then: a browser ignores the header on plain HTTP, and behind a TLS-terminating proxy the proxy
+sends it (deploy/Caddyfile), since only the proxy knows the client's connection was HTTPS.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SecurityHeaders", "page_policy"]
+__all__ = ["HSTS", "SecurityHeaders", "page_policy"]
 
 # No <base>, whatever the page allows; no framing (clickjacking) unless a page says by whom.
 _ALWAYS = "base-uri 'none'"
@@ -43,6 +48,8 @@ def page_policy(
 
 
 _DEFAULT_POLICY = page_policy()
+# A year, the host alone: subdomains may be other servers, which this gateway does not speak for.
+HSTS = "max-age=31536000"
 
 
 class SecurityHeaders(ASGIMiddleware):
@@ -59,6 +66,8 @@ class SecurityHeaders(ASGIMiddleware):
                     headers["X-Frame-Options"] = "DENY"
                 if "content-security-policy" not in headers:
                     headers["Content-Security-Policy"] = _DEFAULT_POLICY
+                if scope["scheme"] == "https":
+                    headers["Strict-Transport-Security"] = HSTS
             await send(message)
 
         await next_app(scope, receive, send_with_headers)

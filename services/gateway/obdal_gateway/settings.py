@@ -1,11 +1,18 @@
-"""Gateway settings (``OBDAL_*``)."""
+"""Gateway settings (``OBDAL_*``).
+
+The TLS pair is checked here, at start, rather than when uvicorn loads it: a missing, unreadable or
+mismatched certificate or key is then a configuration error naming the variable (exit 2), and an
+encrypted key is refused instead of OpenSSL prompting for its passphrase on a terminal nobody watches.
+"""
 
 from __future__ import annotations
 
+import ssl
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from obdal_common.settings import ObdalSettings
@@ -16,6 +23,14 @@ __all__ = ["GatewaySettings"]
 class GatewaySettings(ObdalSettings):
     gateway_host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers)")
     gateway_port: int = Field(8080, ge=1, le=65535)
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate chain (the server's first) to serve HTTPS with, HSTS on; "
+        "with OBDAL_TLS_KEY. Unset: plain HTTP (behind a TLS-terminating proxy)",
+    )
+    tls_key: Path | None = Field(
+        None, validate_default=True, description="PEM private key (unencrypted) of OBDAL_TLS_CERT"
+    )
     admin_token: SecretStr | None = Field(
         None, description="Operator token for /v1/admin; generated and kept under the data dir if unset"
     )
@@ -79,9 +94,48 @@ class GatewaySettings(ObdalSettings):
         300, ge=10, le=3600, description="How long a proof-of-work challenge may be solved"
     )
 
+    @property
+    def tls(self) -> bool:
+        """Whether the gateway serves HTTPS itself."""
+        return self.tls_cert is not None
+
+    @field_validator("tls_cert")
+    @classmethod
+    def _certificate(cls, value: Path | None) -> Path | None:
+        if value is not None and b"-----BEGIN CERTIFICATE-----" not in _read(value):
+            raise ValueError(f"{value} holds no PEM certificate")
+        return value
+
+    @field_validator("tls_key")
+    @classmethod
+    def _key_of_the_certificate(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if "tls_cert" not in info.data:  # the certificate is invalid: that error is reported
+            return value
+        cert: Path | None = info.data["tls_cert"]
+        if (cert is None) != (value is None):
+            raise ValueError("OBDAL_TLS_CERT and OBDAL_TLS_KEY are set together or not at all")
+        if cert is not None and value is not None:
+            _read(value)
+            try:
+                # An empty password: an encrypted key fails here rather than prompting.
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, value, password=b"")
+            except ssl.SSLError as exc:
+                why = f" ({exc.reason})" if exc.reason else ""  # e.g. KEY_VALUES_MISMATCH
+                raise ValueError(
+                    f"{value} is not an unencrypted key of OBDAL_TLS_CERT's certificate{why}"
+                ) from None
+        return value
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _networks(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(ip_network(part.strip()) for part in value.split(",") if part.strip())
         return value
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
