@@ -33,7 +33,16 @@ from tests.webhook_receiver import Receiver
 
 HOSTILE = "<script>alert(1)</script> CRM <img src=x onerror=alert(2)>"
 # The events the form offers before file.ready, in HookEventType's order, then file.ready.
-EVENTS = ("conversation.started", "message.answered", "message.declined", "feedback.created", "file.ready")
+EVENTS = (
+    "conversation.started",
+    "message.answered",
+    "message.declined",
+    "feedback.created",
+    "handoff.requested",
+    "handoff.resolved",
+    "message.received",
+    "file.ready",
+)
 DELIVERY_MS = 20_000
 PAGE_BUDGET_GZ = 20 * 1024  # the page, its stylesheet and scripts, gzipped (docs/console.md#speed)
 DASH = "\u2013"  # what the pages show for a time that is not (an en dash)

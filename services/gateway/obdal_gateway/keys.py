@@ -38,7 +38,18 @@ __all__ = [
 ]
 
 ALL_SCOPES: Final = frozenset(
-    {"chat", "usage:read", "sessions:read", "sessions:write", "files:read", "files:write", "webhooks"}
+    {
+        "chat",
+        "usage:read",
+        "sessions:read",
+        "sessions:write",
+        "files:read",
+        "files:write",
+        "webhooks",
+        # Answering customers as a person (docs/handoff.md): apart from sessions:write, which also
+        # erases, so a support desk's key (or a console editor) may reply without erasing.
+        "handoff",
+    }
 )
 # A publishable key is in public web pages: it may only ask (write-only scopes), never read
 # an app's files, usage or conversations.

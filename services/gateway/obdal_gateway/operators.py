@@ -43,14 +43,15 @@ MIN_PASSWORD_CHARS: Final = 12
 _MAX_PASSWORD_CHARS: Final = 1024
 _ROLE_RANK: Final[dict[OperatorRole, int]] = {"viewer": 0, "editor": 1, "owner": 2}
 # The API scopes of each role on its app. Viewers read conversations, usage and the audit log;
-# editors also change documents, curated answers, settings and webhooks and may ask (the playground);
-# owners also erase conversations and end users.
+# editors also change documents, curated answers, settings and webhooks, may ask (the playground)
+# and answer customers handed to a person; owners also erase conversations and end users.
+_EDITOR: Final = frozenset(
+    {"usage:read", "sessions:read", "files:read", "files:write", "chat", "webhooks", "handoff"}
+)
 ROLE_SCOPES: Final[dict[OperatorRole, frozenset[str]]] = {
     "viewer": frozenset({"usage:read", "sessions:read", "files:read"}),
-    "editor": frozenset({"usage:read", "sessions:read", "files:read", "files:write", "chat", "webhooks"}),
-    "owner": frozenset(
-        {"usage:read", "sessions:read", "files:read", "files:write", "chat", "sessions:write", "webhooks"}
-    ),
+    "editor": _EDITOR,
+    "owner": _EDITOR | {"sessions:write"},
 }
 _hasher = PasswordHasher()
 _DUMMY_HASH: Final = _hasher.hash("not a password anyone has")

@@ -154,7 +154,7 @@ async def request_handoff(
     "/v1/sessions/{session_id:str}/handoff/resolve",
     status_code=200,
     summary="Mark a handed-off conversation resolved (the assistant answers again)",
-    opt={"scope": "sessions:write"},
+    opt={"scope": "handoff"},
     responses=_documented(_409="`handoff_not_open`: the session has no open handoff"),
 )
 async def resolve_handoff(principal: Principal, gw: Gateway, session_id: str) -> dict[str, Any]:
@@ -169,7 +169,7 @@ async def resolve_handoff(principal: Principal, gw: Gateway, session_id: str) ->
     "/v1/sessions/{session_id:str}/messages",
     status_code=201,
     summary="Reply to a conversation as a person",
-    opt={"scope": "sessions:write"},
+    opt={"scope": "handoff"},
     request_max_body_size=64 * 1024,
     responses=_documented(_422="`invalid_role` (only `agent`), `empty_message`"),
 )

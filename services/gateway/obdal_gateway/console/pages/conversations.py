@@ -1,9 +1,13 @@
-"""An app's conversations: the list with filters and paging, one thread, export and erasure.
+"""An app's conversations: the list with filters and paging, one thread, export and erasure,
+and a person's side of a handoff (docs/handoff.md).
 
 Reads ``GET /v1/sessions`` and ``GET /v1/sessions/{id}``; the export is a plain link to
 ``GET /v1/sessions/export`` naming the app in its query (a download cannot send the
 ``Obdal-App`` header); deleting a conversation or erasing an end user is the browser's own call
 to ``DELETE /v1/sessions/{id}`` or ``DELETE /v1/users/{user}``, which only owners may make.
+A conversation handed to a person shows its handoff (status, reason, the customer's contact);
+replying (``POST /v1/sessions/{id}/messages``, role ``agent``) and "Mark resolved"
+(``POST …/handoff/resolve``) are the browser's calls too, so the API's role check is the only one.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ async def conversation_page(request: Request[Any, Any, Any], app_id: str, sessio
     session_path = f"/v1/sessions/{quote(session_id, safe='')}"
     session = await console_api(request).get(request, session_path, app_id=ctx.app_id)
     user = session.get("user")
+    contact = (session.get("handoff") or {}).get("contact") or {}
+    email = contact.get("email")
     return page(
         "conversation.html",
         ctx,
@@ -67,6 +73,10 @@ async def conversation_page(request: Request[Any, Any, Any], app_id: str, sessio
         session_path=session_path,
         # A path segment for the browser's call: an end user's id may hold any character.
         user_path=f"/v1/users/{quote(user, safe='')}" if user else None,
+        # Percent-encoded, so an address the customer typed cannot add a subject or recipients.
+        mailto=f"mailto:{quote(email, safe='@+')}" if email else None,
+        # What a reply is signed with unless the operator changes it (the API takes 80 characters).
+        reply_name=(ctx.me["operator"].get("name") or ctx.me["operator"]["email"])[:80],
     )
 
 
