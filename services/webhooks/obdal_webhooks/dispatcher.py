@@ -19,12 +19,11 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 from nats.js import JetStreamContext
 
-from obdal_common import subjects
 from obdal_common.errors import NotFound
 from obdal_common.hooks import publish_hook
 from obdal_common.ids import new_id
-from obdal_common.messaging import publish_event
-from obdal_common.schemas import AuditEvent, DeliveryAttempt, WebhookEndpoint
+from obdal_common.schemas import DeliveryAttempt, WebhookEndpoint
+from obdal_webhooks.audit import record_audit
 from obdal_webhooks.deliveries import DeliveryStore
 from obdal_webhooks.endpoints import EndpointStore
 from obdal_webhooks.sender import Sender
@@ -157,25 +156,14 @@ class Dispatcher:
             "webhook %s of %s disabled: %s", endpoint.endpoint_id, endpoint.app_id, endpoint.disabled_reason
         )
         await self._deliveries.park(endpoint.endpoint_id)
-        audit = AuditEvent(
-            event_id=new_id("evt"),
-            action="webhook.disabled",
-            occurred_at=datetime.now(UTC),
+        await record_audit(
+            self._js,
+            "webhook.disabled",
             app_id=endpoint.app_id,
-            actor="obdal-webhooks",
             target=endpoint.endpoint_id,
             detail={"reason": endpoint.disabled_reason or "", "url": endpoint.url},
+            give_up_after=self._settings.event_publish_retry_s,
         )
-        try:
-            await publish_event(
-                self._js,
-                subjects.AUDIT_EVENT,
-                audit,
-                msg_id=audit.event_id,
-                give_up_after=self._settings.event_publish_retry_s,
-            )
-        except Exception as exc:
-            log.error("audit of webhook %s disabled not recorded: %r", endpoint.endpoint_id, exc)
         await publish_hook(
             self._js,
             "endpoint.disabled",

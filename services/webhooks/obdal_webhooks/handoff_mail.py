@@ -46,11 +46,10 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 
-from obdal_common import subjects
-from obdal_common.ids import new_id
-from obdal_common.messaging import publish_event, read_record
-from obdal_common.schemas import AppRecord, AuditEvent, DependencyStatus, HookEvent
+from obdal_common.messaging import read_record
+from obdal_common.schemas import AppRecord, DependencyStatus, HookEvent
 from obdal_webhooks.addresses import clean_address, header_text, mailbox, parse_mailbox
+from obdal_webhooks.audit import record_audit
 from obdal_webhooks.settings import WebhooksSettings
 
 __all__ = ["HandoffMail", "MailStore", "Mailer", "build_message", "mail_id", "render"]
@@ -518,25 +517,14 @@ class Mailer:
             attempts,
             error,
         )
-        audit = AuditEvent(
-            event_id=new_id("evt"),
-            action="handoff.email_failed",
-            occurred_at=datetime.now(UTC),
+        await record_audit(
+            self._js,
+            "handoff.email_failed",
             app_id=doc["app_id"],
-            actor="obdal-webhooks",
             target=doc["handoff_id"],
             detail={"to": doc["to"], "attempts": str(attempts), "error": error or ""},
+            give_up_after=self._settings.event_publish_retry_s,
         )
-        try:
-            await publish_event(
-                self._js,
-                subjects.AUDIT_EVENT,
-                audit,
-                msg_id=audit.event_id,
-                give_up_after=self._settings.event_publish_retry_s,
-            )
-        except Exception as exc:
-            log.error("audit of handoff e-mail %s given up not recorded: %r", doc["handoff_id"], exc)
 
     async def check(self) -> DependencyStatus:
         """For the service's status: whether e-mail is on, and how it goes (never failing it: an
