@@ -239,6 +239,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
         subjects.KV_OPERATORS,
         subjects.KV_WEBHOOKS,
         subjects.KV_HANDOFFS,
+        subjects.KV_INDEX_GENERATIONS,
     ):
         await key_value(js, bucket)
     await key_value(js, subjects.KV_CONSOLE_SESSIONS, ttl_s=subjects.CONSOLE_SESSION_TTL_S)

@@ -30,6 +30,7 @@ __all__ = [
     "KV_CONSOLE_SESSIONS",
     "KV_FILES",
     "KV_HANDOFFS",
+    "KV_INDEX_GENERATIONS",
     "KV_KEYS",
     "KV_OPERATORS",
     "KV_SOURCES",
@@ -106,6 +107,10 @@ KV_WEBHOOKS: Final = "obdal_webhooks"
 # Sessions waiting for a person (metering's): key ``<app_id>.<session_id>``, an open handoff each,
 # deleted when it is resolved or erased; chat workers watch a mirror and stay quiet for them.
 KV_HANDOFFS: Final = "obdal_handoffs"
+# Each app's index generation (ingest's, read by chat workers): key ``<app_id>``, an empty value
+# put after every write or delete of the app's passages; its revision is the generation a cached
+# search is checked against (obdal_retrieval.generations).
+KV_INDEX_GENERATIONS: Final = "obdal_index_generations"
 # One key per session, sealing its content in MongoDB (metering's). A stream, not a KV bucket:
 # erasing a message, which is how a key is destroyed, is refused in KV buckets (deny_delete).
 SESSION_KEYS_STREAM: Final = "OBDAL_SESSION_KEYS"

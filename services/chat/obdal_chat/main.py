@@ -14,6 +14,7 @@ from obdal_chat.handoffs import OpenHandoffs
 from obdal_chat.history import SessionHistory
 from obdal_chat.partials import PartialAnswers
 from obdal_chat.pipeline import AnswerPipeline
+from obdal_chat.query_cache import QueryCache
 from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
 from obdal_common.contract import NatsBus
@@ -24,6 +25,7 @@ from obdal_common.redis_client import redis_client
 from obdal_common.runner import run_service
 from obdal_common.schemas import DependencyStatus
 from obdal_retrieval import HybridIndex, close_index, open_index
+from obdal_retrieval.generations import IndexGenerations
 
 __all__ = ["main", "serve"]
 
@@ -49,9 +51,15 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
         history = SessionHistory(
             redis, max_messages=settings.chat_history_messages, ttl_s=settings.chat_session_ttl_s
         )
+        cache = QueryCache(
+            index,
+            generations=IndexGenerations(await key_value(js, subjects.KV_INDEX_GENERATIONS)),
+            max_bytes=int(settings.chat_query_cache_mb * 2**20),
+        )
         pipeline = AnswerPipeline(
             settings,
             index=index,
+            cache=cache,
             history=history,
             apps=apps,
             curated=curated,
@@ -75,6 +83,7 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
             "index": index.status,
             "redis": ping_check(redis.ping),
             "model": model_check,
+            "query_cache": cache.status,
         }
         bindings = chat_bindings(history=history, checks=checks)
         await bindings.serve(NatsBus(nc))

@@ -23,10 +23,10 @@ from obdal_chat.app_settings import AppSettings, GenerationOptions
 from obdal_chat.coalesce import coalesce
 from obdal_chat.curated import CuratedAnswers, CuratedMatch
 from obdal_chat.generation import Completion, Generator, answers_at_once
-from obdal_chat.grounding import ground
 from obdal_chat.handoffs import OpenHandoffs
 from obdal_chat.history import SessionHistory
 from obdal_chat.prompts import build_messages
+from obdal_chat.query_cache import QueryCache
 from obdal_chat.settings import ChatSettings
 from obdal_common import subjects
 from obdal_common.budgets import BudgetExhausted, Reservation, TokenLedger
@@ -97,6 +97,7 @@ class AnswerPipeline:
         settings: ChatSettings,
         *,
         index: HybridIndex,
+        cache: QueryCache,
         history: SessionHistory,
         apps: AppSettings,
         curated: CuratedAnswers,
@@ -108,6 +109,7 @@ class AnswerPipeline:
         self._settings = settings
         self._handoffs = handoffs
         self._index = index
+        self._cache = cache
         self._curated = curated
         self._history = history
         self._apps = apps
@@ -191,7 +193,7 @@ class AnswerPipeline:
         # there is no earlier context, and kept with the turn (metering groups questions by it).
         vector = None
         if smalltalk.classify(req.message) is None:
-            vector = (await self._index.embedder.embed([req.message]))[0]
+            vector = await self._cache.embed(req.app_id, req.message)
         matches = (
             []
             if vector is None
@@ -210,8 +212,8 @@ class AnswerPipeline:
             key=lambda match: -match.passage,
         )[: min(_MAX_CURATED_PASSAGES, self._settings.chat_top_k)]
         with tracer.start_as_current_span("chat.retrieve") as rspan:
-            grounding = await ground(
-                self._index,
+            # Cached while the app's indexed passages stay as they are (obdal_chat.query_cache).
+            grounding = await self._cache.ground(
                 req.app_id,
                 req.message,
                 context=previous,

@@ -56,6 +56,13 @@ class ChatSettings(ObdalSettings):
         description="Longest an answer holds its estimated cost against its key's token budget "
         "(a worker that dies holding it gives it back then)",
     )
+    chat_query_cache_mb: float = Field(
+        64.0,
+        ge=0,
+        le=65536,
+        description="Memory for repeated questions' embeddings and searches, per worker, shared fairly "
+        "by the apps (0: off; docs/chat.md)",
+    )
     chat_coalesce_ms: float = Field(
         30.0, ge=0, description="Deltas after the first are sent at most this often (0: each at once)"
     )

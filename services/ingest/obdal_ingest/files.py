@@ -44,8 +44,8 @@ from obdal_common.schemas import (
 )
 from obdal_common.telemetry import inject_headers
 from obdal_ingest.answers import CuratedAnswerStore
+from obdal_ingest.indexing import IndexWriter
 from obdal_ingest.statuses import FileStatusStore
-from obdal_retrieval import HybridIndex
 
 __all__ = ["FileLifecycle"]
 
@@ -76,7 +76,7 @@ class FileLifecycle:
         statuses: FileStatusStore,
         objects: ObjectStore,
         js: JetStreamContext,
-        index: HybridIndex,
+        index: IndexWriter,
         answers: CuratedAnswerStore,
         connected: Callable[[], bool],
     ) -> None:

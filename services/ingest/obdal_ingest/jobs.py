@@ -35,9 +35,9 @@ from obdal_common.errors import ObdalError
 from obdal_common.messaging import decode_or_term
 from obdal_common.schemas import IngestJob
 from obdal_common.telemetry import extract_context
+from obdal_ingest.indexing import IndexWriter
 from obdal_ingest.pipeline import IngestPipeline
 from obdal_ingest.settings import IngestSettings
-from obdal_retrieval import HybridIndex
 
 __all__ = ["FairWindow", "JobConsumer"]
 
@@ -108,7 +108,7 @@ class JobConsumer:
         self,
         js: JetStreamContext,
         pipeline: IngestPipeline,
-        index: HybridIndex,
+        index: IndexWriter,
         settings: IngestSettings,
     ) -> None:
         self._js = js

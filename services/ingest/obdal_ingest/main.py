@@ -51,9 +51,15 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         )
         quota = IngestQuota(stores.files_kv, per_hour=settings.app_chunks_per_hour)
         pipeline = IngestPipeline(
-            settings, index=index, objects=objects, statuses=statuses, parsers=parsers, quota=quota, js=js
+            settings,
+            index=stores.index,
+            objects=objects,
+            statuses=statuses,
+            parsers=parsers,
+            quota=quota,
+            js=js,
         )
-        jobs = JobConsumer(js, pipeline, index, settings)
+        jobs = JobConsumer(js, pipeline, stores.index, settings)
         # Crawled pages are extracted in a parser child of their own: a page that times it out
         # must not take an uploaded file's parse down with it.
         page_parsers = ParserPool(timeout_s=settings.parse_timeout_s, memory_mb=settings.parse_memory_mb)

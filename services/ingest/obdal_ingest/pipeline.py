@@ -15,11 +15,12 @@ from obdal_common.errors import ObdalError
 from obdal_common.hooks import publish_hook
 from obdal_common.schemas import FileState, IngestJob
 from obdal_ingest.chunking import estimate_tokens
+from obdal_ingest.indexing import IndexWriter
 from obdal_ingest.parser_pool import ParserPool
 from obdal_ingest.quotas import IngestQuota
 from obdal_ingest.settings import IngestSettings
 from obdal_ingest.statuses import FileStatusStore
-from obdal_retrieval import Chunk, HybridIndex
+from obdal_retrieval import Chunk
 
 __all__ = ["IngestPipeline"]
 
@@ -35,7 +36,7 @@ class IngestPipeline:
         self,
         settings: IngestSettings,
         *,
-        index: HybridIndex,
+        index: IndexWriter,
         objects: ObjectStore,
         statuses: FileStatusStore,
         parsers: ParserPool,

@@ -15,10 +15,12 @@ from obdal_common.messaging import ensure_topology, key_value
 from obdal_common.outbound import OutboundClient
 from obdal_ingest.answers import CuratedAnswerStore
 from obdal_ingest.files import FileLifecycle
+from obdal_ingest.indexing import IndexWriter
 from obdal_ingest.settings import IngestSettings
 from obdal_ingest.sources import SourceStore
 from obdal_ingest.statuses import FileStatusStore
 from obdal_retrieval import HybridIndex
+from obdal_retrieval.generations import IndexGenerations
 
 __all__ = ["IngestStores", "open_stores"]
 
@@ -32,6 +34,8 @@ class IngestStores:
     answers: CuratedAnswerStore
     files: FileLifecycle
     sources: SourceStore
+    # The index as ingest writes it (each change bumps the app's generation).
+    index: IndexWriter
 
 
 async def open_stores(
@@ -51,11 +55,14 @@ async def open_stores(
         embedder=index.embedder,
         max_per_app=settings.max_curated_answers,
     )
+    writer = IndexWriter(
+        index, generations=IndexGenerations(await key_value(js, subjects.KV_INDEX_GENERATIONS))
+    )
     files = FileLifecycle(
         statuses=statuses,
         objects=objects,
         js=js,
-        index=index,
+        index=writer,
         answers=answers,
         connected=lambda: nc.is_connected,
     )
@@ -67,4 +74,4 @@ async def open_stores(
         client=client,
         settings=settings,
     )
-    return IngestStores(js, objects, files_kv, statuses, answers, files, sources)
+    return IngestStores(js, objects, files_kv, statuses, answers, files, sources, writer)
