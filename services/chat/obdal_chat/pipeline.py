@@ -10,6 +10,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
@@ -42,6 +43,7 @@ from obdal_common.schemas import (
     ChatRequest,
     ChatSources,
     ChatStarted,
+    HookEventType,
     Source,
     TurnEvent,
     TurnOutcome,
@@ -375,6 +377,41 @@ class AnswerPipeline:
             session_id=req.session_id, message_id=message_id, model=_CURATED_MODEL, usage=usage, answered=True
         )
 
+    @staticmethod
+    def _hook(
+        req: ChatRequest,
+        message_id: str,
+        answer: str,
+        sources: list[Source],
+        usage: Usage,
+        outcome: TurnOutcome,
+    ) -> tuple[HookEventType, str, dict[str, Any]]:
+        """What the app's webhooks hear of a turn: a question left to a person (``message.received``),
+        or an answer given or declined, with its sources and usage."""
+        asked = {
+            "session_id": req.session_id,
+            "message_id": message_id,
+            "user": req.user,
+            "question": req.message,
+        }
+        if outcome == "handed_off":
+            return "message.received", f"received.{message_id}", asked
+        answered = {
+            **asked,
+            "answer": answer,
+            "outcome": outcome,
+            "sources": [
+                {"file_id": s.file_id, "filename": s.filename, "url": s.url, "score": s.score}
+                for s in sources
+            ],
+            "usage": msgspec.to_builtins(usage),
+        }
+        return (
+            ("message.declined" if outcome == "declined" else "message.answered"),
+            f"answer.{message_id}",
+            answered,
+        )
+
     async def record(
         self,
         req: ChatRequest,
@@ -440,39 +477,14 @@ class AnswerPipeline:
         except DependencyUnavailable as exc:  # NATS errors must not lose the answer already streamed
             log.error("usage of %s lost: %s", message_id, exc.message)
             published = False
-        if outcome == "handed_off":
+        if outcome == "handed_off" or finished:
+            event_type, event_id, data = self._hook(req, message_id, answer, sources, usage, outcome)
             await publish_hook(
                 self._js,
-                "message.received",
+                event_type,
                 app_id=req.app_id,
-                data={
-                    "session_id": req.session_id,
-                    "message_id": message_id,
-                    "user": req.user,
-                    "question": req.message,
-                },
-                event_id=f"received.{message_id}",
-                give_up_after=self._settings.event_publish_retry_s,
-            )
-        elif finished:
-            await publish_hook(
-                self._js,
-                "message.declined" if outcome == "declined" else "message.answered",
-                app_id=req.app_id,
-                data={
-                    "session_id": req.session_id,
-                    "message_id": message_id,
-                    "user": req.user,
-                    "question": req.message,
-                    "answer": answer,
-                    "outcome": outcome,
-                    "sources": [
-                        {"file_id": s.file_id, "filename": s.filename, "url": s.url, "score": s.score}
-                        for s in sources
-                    ],
-                    "usage": msgspec.to_builtins(usage),
-                },
-                event_id=f"answer.{message_id}",
+                data=data,
+                event_id=event_id,
                 give_up_after=self._settings.event_publish_retry_s,
             )
         try:
