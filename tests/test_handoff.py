@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
@@ -325,3 +325,26 @@ def test_erasing_a_session_removes_its_handoff_and_replies(api: Api) -> None:
         assert "handed_off" not in fresh
         # Usage keeps the count, as it keeps every request (no content).
         assert api.usage(key)["handoffs"] == 1
+
+
+def test_a_session_holds_a_few_event_streams_not_thousands(api: Api) -> None:
+    with handoff_app(api, "handoff-streams") as (_, key, widget):
+        session_id = api.chat(key, UNKNOWN).json()["session_id"]
+        assert hand_off(api, key, session_id).status_code == 200
+        url = f"/v1/sessions/{session_id}/events"
+
+        def opens() -> int:
+            with api.http.stream("GET", url, params={"api_key": widget}, headers=ORIGIN) as response:
+                if response.status_code == 429:
+                    response.read()
+                    assert response.json()["error"]["code"] == "too_many_streams"
+                    assert response.headers["retry-after"] == "5"
+                return response.status_code
+
+        with ExitStack() as tabs:
+            streams = [tabs.enter_context(EventStream(api, widget, session_id)) for _ in range(5)]
+            assert [s.status for s in streams] == [200] * 5
+            assert all(s.next(timeout=5).event == "handoff" for s in streams)
+            assert opens() == 429
+        # Closed tabs give their places back (at the latest when the server's next ping fails).
+        assert poll(opens, lambda status: status != 429, timeout=30, what="a place for a new stream") == 200

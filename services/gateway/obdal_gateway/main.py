@@ -33,6 +33,7 @@ from obdal_gateway.operators import OperatorRegistry
 from obdal_gateway.proof_of_work import ProofOfWork
 from obdal_gateway.ratelimit import AnswerSlots, RateLimiter
 from obdal_gateway.relay import ChatRelay
+from obdal_gateway.session_streams import SessionStreams
 from obdal_gateway.settings import GatewaySettings
 from obdal_gateway.signin_throttle import SignInThrottle
 from obdal_gateway.state import Gateway
@@ -96,6 +97,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
                 idle=timedelta(minutes=settings.console_idle_minutes),
                 absolute=timedelta(hours=settings.console_session_hours),
             ),
+            session_streams=SessionStreams(per_session=settings.max_streams_per_session),
             signin_throttle=SignInThrottle(
                 redis,
                 per_account=settings.signin_failures_per_account,

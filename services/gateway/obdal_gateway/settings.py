@@ -63,6 +63,11 @@ class GatewaySettings(ObdalSettings):
     max_concurrent_answers_per_key: int = Field(
         8, ge=1, description="Chat answers one key may have in progress at once, across gateways"
     )
+    max_streams_per_session: int = Field(
+        5,
+        ge=1,
+        description="Event streams (GET /v1/sessions/{id}/events) one session may hold open per gateway",
+    )
     console_idle_minutes: int = Field(
         60, ge=1, le=24 * 60, description="A console session without a request for this long ends"
     )

@@ -18,6 +18,7 @@ from obdal_gateway.operators import OperatorRegistry
 from obdal_gateway.proof_of_work import ProofOfWork
 from obdal_gateway.ratelimit import RateLimiter
 from obdal_gateway.relay import ChatRelay
+from obdal_gateway.session_streams import SessionStreams
 from obdal_gateway.settings import GatewaySettings
 from obdal_gateway.signin_throttle import SignInThrottle
 
@@ -49,3 +50,5 @@ class Gateway:
     operators: OperatorRegistry
     console_sessions: ConsoleSessions
     signin_throttle: SignInThrottle
+    # Open event streams of each session on this gateway (``GET /v1/sessions/{id}/events``).
+    session_streams: SessionStreams

@@ -9,8 +9,9 @@ drops by id what it was told twice.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -200,7 +201,12 @@ def _handoff_event(record: HandoffRecord | None) -> bytes:
 
 
 async def _stream(
-    sub: Subscription, first: bytes, replies: list[AgentMessage], *, ping_s: float
+    sub: Subscription,
+    first: bytes,
+    replies: list[AgentMessage],
+    *,
+    ping_s: float,
+    release: Callable[[], None],
 ) -> AsyncGenerator[bytes, None]:
     seen: set[str] = set()
     try:
@@ -226,6 +232,7 @@ async def _stream(
             else:
                 yield _handoff_event(event.handoff)
     finally:
+        release()
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
 
@@ -249,17 +256,26 @@ async def session_events(
     last = request.headers.get("last-event-id") or after
     if last is not None and not is_id("msg", last):
         raise BadRequest("after must be the id of a reply (msg_…)", code="invalid_after")
-    # Subscribed before reading: a reply stored in between arrives twice, not never.
-    sub = await gw.nc.subscribe(subjects.live_subject(principal.app_id, session_id))
+    # Held until the stream ends (the generator's finally), or given back here if it never starts.
+    gw.session_streams.take(principal.app_id, session_id)
+    release = functools.partial(gw.session_streams.give_back, principal.app_id, session_id)
     try:
-        stored = await gw.metering.session_events(
-            SessionEventsQuery(app_id=principal.app_id, session_id=session_id, after=last)
-        )
+        # Subscribed before reading: a reply stored in between arrives twice, not never.
+        sub = await gw.nc.subscribe(subjects.live_subject(principal.app_id, session_id))
+        try:
+            stored = await gw.metering.session_events(
+                SessionEventsQuery(app_id=principal.app_id, session_id=session_id, after=last)
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            raise
     except BaseException:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        release()
         raise
-    events = _stream(sub, _handoff_event(stored.handoff), stored.messages, ping_s=gw.settings.sse_ping_s)
+    events = _stream(
+        sub, _handoff_event(stored.handoff), stored.messages, ping_s=gw.settings.sse_ping_s, release=release
+    )
     return sse_response(events, headers=SSE_HEADERS)
 
 
