@@ -12,8 +12,6 @@ A rating may come right after its answer ends, before the turn event is consumed
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -34,11 +32,11 @@ from obdal_common.schemas import (
 )
 from obdal_metering.rollups import Rollups
 from obdal_metering.sealing import SessionKeys, seal, unseal
+from obdal_metering.waiting import found_within
 
 __all__ = ["FeedbackStore", "message_feedback"]
 
 _ORDER = [("created_at", DESCENDING), ("message_id", DESCENDING)]
-_FIRST_POLL_S = 0.05
 
 
 def _not_found(message_id: str) -> NotFound:
@@ -92,17 +90,8 @@ class FeedbackStore:
         scope: dict[str, Any] = {"app_id": request.app_id, "message_id": request.message_id}
         if request.session_id is not None:
             scope["session_id"] = request.session_id
-        deadline = time.monotonic() + request.wait_s
-        pause = _FIRST_POLL_S
-        while True:
-            turn = await self._db.turns.find_one(scope, {"session_id": 1, "user": 1, "occurred_at": 1})
-            left = deadline - time.monotonic()
-            if turn is not None or left <= 0:
-                return turn
-            # Doubling: a just-ended answer is found within a poll or two, and an id that never
-            # was an answer costs 7 reads over 3 s, not 60.
-            await asyncio.sleep(min(pause, left))
-            pause *= 2
+        fields = {"session_id": 1, "user": 1, "occurred_at": 1}
+        return await found_within(lambda: self._db.turns.find_one(scope, fields), wait_s=request.wait_s)
 
     async def set(self, request: FeedbackSet) -> FeedbackRecord:
         """Rate an answer of the app, or change its rating (``created_at`` is kept)."""

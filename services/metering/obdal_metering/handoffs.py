@@ -50,12 +50,14 @@ from obdal_common.schemas import (
 from obdal_metering.rollups import Rollups, mongo_now
 from obdal_metering.sealing import SessionKeys, seal
 from obdal_metering.sessions import SessionStore, agent_message, handoff_record
+from obdal_metering.waiting import found_within
 
 __all__ = ["Handoffs"]
 
 log = logging.getLogger(__name__)
 
-_FIRST_POLL_S = 0.05
+# How often a request that lost the race for a session's handoff looks for the winner's document.
+_RACE_POLL_S = 0.05
 # How long a request that lost the race for a session's handoff waits for the winner's document.
 _RACE_WAIT_S = 2.0
 # Events for webhooks are retried this long through a NATS outage, then logged as lost.
@@ -93,15 +95,8 @@ class Handoffs:
     async def _key(self, app_id: str, session_id: str, *, wait_s: float = 0.0) -> bytes:
         """The sealing key of a session that has a stored turn (waiting up to ``wait_s`` for its
         first), or 404: an id of another app, or one never used, is not a session."""
-        deadline = time.monotonic() + wait_s
-        pause = _FIRST_POLL_S
-        while True:
-            turn = await self._db.turns.find_one({"app_id": app_id, "session_id": session_id}, {"_id": 1})
-            left = deadline - time.monotonic()
-            if turn is not None or left <= 0:
-                break
-            await asyncio.sleep(min(pause, left))
-            pause *= 2
+        scope = {"app_id": app_id, "session_id": session_id}
+        turn = await found_within(lambda: self._db.turns.find_one(scope, {"_id": 1}), wait_s=wait_s)
         key = None if turn is None else await self._keys.get(app_id, session_id)
         if key is None:  # never a session, or erased
             raise _no_session(session_id)
@@ -189,7 +184,7 @@ class Handoffs:
                 return handoff_record(doc, key)
             if time.monotonic() > deadline:
                 raise Conflict("this session's handoff is changing, retry", code="handoff_busy")
-            await asyncio.sleep(_FIRST_POLL_S)
+            await asyncio.sleep(_RACE_POLL_S)
 
     async def resolve(self, request: HandoffResolve) -> HandoffRecord:
         """Close the session's open handoff: the assistant answers again."""
