@@ -259,19 +259,18 @@ async def session_events(
     # Held until the stream ends (the generator's finally), or given back here if it never starts.
     gw.session_streams.take(principal.app_id, session_id)
     release = functools.partial(gw.session_streams.give_back, principal.app_id, session_id)
+    sub: Subscription | None = None
     try:
         # Subscribed before reading: a reply stored in between arrives twice, not never.
         sub = await gw.nc.subscribe(subjects.live_subject(principal.app_id, session_id))
-        try:
-            stored = await gw.metering.session_events(
-                SessionEventsQuery(app_id=principal.app_id, session_id=session_id, after=last)
-            )
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            raise
+        stored = await gw.metering.session_events(
+            SessionEventsQuery(app_id=principal.app_id, session_id=session_id, after=last)
+        )
     except BaseException:
         release()
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         raise
     events = _stream(
         sub, _handoff_event(stored.handoff), stored.messages, ping_s=gw.settings.sse_ping_s, release=release
