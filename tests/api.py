@@ -29,6 +29,7 @@ def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout: float = 
 class SseEvent:
     event: str
     data: Any
+    id: str | None = None
 
 
 @dataclass
@@ -51,21 +52,23 @@ class SseResponse:
 
 
 def parse_sse(lines: list[str]) -> tuple[list[SseEvent], list[str]]:
-    """Split an SSE body into events (``event:`` + ``data:``) and ``:`` comments."""
+    """Split an SSE body into events (``event:`` + ``data:``, and ``id:`` if given) and ``:`` comments."""
     events: list[SseEvent] = []
     comments: list[str] = []
-    name, data = "message", list[str]()
+    name, data, event_id = "message", list[str](), None
     for line in [*lines, ""]:
         if not line:
             if data:
-                events.append(SseEvent(name, json.loads("\n".join(data))))
-            name, data = "message", []
+                events.append(SseEvent(name, json.loads("\n".join(data)), event_id))
+            name, data, event_id = "message", [], None
         elif line.startswith(":"):
             comments.append(line[1:].strip())
         elif line.startswith("event:"):
             name = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].strip())
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
     return events, comments
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.api import Api, SseEvent, poll
+from tests.api import Api, SseEvent, parse_sse, poll
 from tests.test_end_to_end import POLICY
 from tests.test_webhooks import add_endpoint
 from tests.webhook_receiver import Receiver
@@ -43,21 +43,17 @@ class EventStream:
         response = self._client.send(self._request, stream=True)
         self._response, self.status = response, response.status_code
         self._opened.set()
-        name, data, event_id = "message", list[str](), None
+        block: list[str] = []
         try:
             for line in response.iter_lines():
-                if not line:
-                    if data:
-                        if event_id:
-                            self.ids.append(event_id)
-                        self._events.put(SseEvent(name, json.loads("\n".join(data))))
-                    name, data, event_id = "message", [], None
-                elif line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif line.startswith("id:"):
-                    event_id = line[3:].strip()
+                if line:
+                    block.append(line)
+                    continue
+                for event in parse_sse(block)[0]:  # one event a block (or none: a ping)
+                    if event.id:
+                        self.ids.append(event.id)
+                    self._events.put(event)
+                block = []
         except httpx.HTTPError:
             pass  # closed by the test
         finally:
