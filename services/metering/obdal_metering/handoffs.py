@@ -90,7 +90,9 @@ class Handoffs:
 
     async def ensure_indexes(self) -> None:
         """Usage counts by app and time (the collections' own lookups are the session store's)."""
-        await self._db.handoff_counts.create_indexes([IndexModel([("app_id", ASCENDING), ("at", ASCENDING)])])
+        await self._db.handoff_counts.create_indexes(
+            [IndexModel([("app_id", ASCENDING), ("occurred_at", ASCENDING)])]
+        )
 
     async def _key(self, app_id: str, session_id: str, *, wait_s: float = 0.0) -> bytes:
         """The sealing key of a session that has a stored turn (waiting up to ``wait_s`` for its
@@ -110,7 +112,10 @@ class Handoffs:
             log.warning("could not tell the streams of %s: %s", session_id, exc)
 
     async def _count(self, kind: str, app_id: str, key_id: str, at: datetime) -> None:
-        await self._db.handoff_counts.insert_one({"kind": kind, "app_id": app_id, "key_id": key_id, "at": at})
+        # Named as usage events' fields are, so usage filters both alike.
+        await self._db.handoff_counts.insert_one(
+            {"kind": kind, "app_id": app_id, "key_id": key_id, "occurred_at": at}
+        )
 
     async def request(self, request: HandoffRequest) -> HandoffRecord:
         """Hand the session to a person; an open handoff is answered as it is."""

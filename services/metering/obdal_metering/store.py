@@ -111,16 +111,9 @@ class MeteringStore:
         rest = [b for b in buckets if after is None or b.group > after]
         page = rest if query.limit is None else rest[: query.limit]
         more = len(page) < len(rest)
+        # The same filter: handoff counts have the usage events' fields (obdal_metering.handoffs).
         counted = await self._db.handoff_counts.aggregate(
-            [
-                {
-                    "$match": {
-                        **{k: v for k, v in match.items() if k != "occurred_at"},
-                        "at": match["occurred_at"],
-                    }
-                },
-                {"$group": {"_id": "$kind", "n": {"$sum": 1}}},
-            ]
+            [{"$match": match}, {"$group": {"_id": "$kind", "n": {"$sum": 1}}}]
         )
         handoffs = {row["_id"]: int(row["n"]) async for row in counted}
         return UsageReport(
