@@ -261,8 +261,12 @@ def test_every_response_says_nosniff_and_pages_refuse_framing(api: Api) -> None:
 
 
 def test_status_tells_anonymous_callers_only_up_or_down(api: Api, stack: Stack) -> None:
-    anonymous = api.http.get("/v1/status")
-    assert anonymous.status_code == 200, anonymous.text
+    # Ready is the precondition, not the subject: a service slow to answer its status on a
+    # loaded machine is a moment's "degraded", so wait it out and say why if it is not.
+    deadline = time.monotonic() + 10
+    while (anonymous := api.http.get("/v1/status")).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert anonymous.status_code == 200, api.admin.get("/v1/status").text
     body = anonymous.json()
     assert body["status"] == "ok"
     for group in ("dependencies", "services"):
