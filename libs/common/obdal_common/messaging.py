@@ -132,15 +132,18 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(config)
 
 
-async def key_value(js: JetStreamContext, bucket: str, *, ttl_s: float | None = None) -> KeyValue:
-    """Open (creating if needed) a key-value bucket, its entries expiring after ``ttl_s`` if
-    given; safe when services race to create it."""
+async def key_value(
+    js: JetStreamContext, bucket: str, *, ttl_s: float | None = None, replicas: int = 1
+) -> KeyValue:
+    """Open (creating if needed, on ``replicas`` servers) a key-value bucket, its entries
+    expiring after ``ttl_s`` if given; safe when services race to create it."""
     try:
         return await js.key_value(bucket)
     except NotFoundError:
         pass
+    config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s, replicas=replicas)
     try:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s))
+        return await js.create_key_value(config)
     except BadRequestError:
         return await js.key_value(bucket)
 
@@ -168,8 +171,11 @@ async def keys_matching(js: JetStreamContext, bucket: str, pattern: str) -> list
     return sorted(subject.removeprefix(prefix) for subject in info.state.subjects or {})
 
 
-async def ensure_topology(js: JetStreamContext) -> None:
-    """Declare every stream, bucket and object store Obdal uses (idempotent)."""
+async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Declare every stream, bucket and object store Obdal uses (idempotent), each kept on
+    ``replicas`` servers of a JetStream cluster (``OBDAL_NATS_REPLICAS``; 3 survives one
+    server lost, docs/reliability.md). A stream declared with fewer is raised to ``replicas``;
+    a bucket keeps the replicas it was created with (docs/scaling.md)."""
     await _ensure_stream(
         js,
         StreamConfig(
@@ -177,6 +183,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
             subjects=[subjects.INGEST_JOB],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
+            num_replicas=replicas,
         ),
     )
     await _ensure_stream(
@@ -186,6 +193,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
             subjects=list(subjects.EVENTS_SUBJECTS),
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
+            num_replicas=replicas,
             max_age=_EVENTS_MAX_AGE_S,
             duplicate_window=_DEDUPE_WINDOW_S,
         ),
@@ -197,6 +205,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
             subjects=list(subjects.HOOKS_SUBJECTS),
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
+            num_replicas=replicas,
             max_age=_EVENTS_MAX_AGE_S,
             duplicate_window=_DEDUPE_WINDOW_S,
         ),
@@ -208,6 +217,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
             subjects=[subjects.CHAT_PARTIAL],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
+            num_replicas=replicas,
             duplicate_window=_DEDUPE_WINDOW_S,
         ),
     )
@@ -218,6 +228,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
             subjects=list(subjects.DEADLETTER_SUBJECTS),
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
+            num_replicas=replicas,
             max_age=_EVENTS_MAX_AGE_S,
         ),
     )
@@ -228,6 +239,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
             subjects=list(subjects.SESSION_KEYS_SUBJECTS),
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
+            num_replicas=replicas,
             max_msgs_per_subject=1,
         ),
     )
@@ -240,15 +252,19 @@ async def ensure_topology(js: JetStreamContext) -> None:
         subjects.KV_WEBHOOKS,
         subjects.KV_HANDOFFS,
         subjects.KV_INDEX_GENERATIONS,
+        subjects.KV_SOURCES,
+        subjects.KV_SOURCE_PAGES,
     ):
-        await key_value(js, bucket)
-    await key_value(js, subjects.KV_CONSOLE_SESSIONS, ttl_s=subjects.CONSOLE_SESSION_TTL_S)
+        await key_value(js, bucket, replicas=replicas)
+    await key_value(
+        js, subjects.KV_CONSOLE_SESSIONS, ttl_s=subjects.CONSOLE_SESSION_TTL_S, replicas=replicas
+    )
     try:
         await js.object_store(subjects.OBJECT_STORE_FILES)
     except NotFoundError:
         # Passing an ObjectStoreConfig with the bucket fails in nats-py 2.16 (NOTES.md).
         with contextlib.suppress(BadRequestError):
-            await js.create_object_store(subjects.OBJECT_STORE_FILES)
+            await js.create_object_store(subjects.OBJECT_STORE_FILES, replicas=replicas)
 
 
 async def publish_event(

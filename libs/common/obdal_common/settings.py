@@ -26,6 +26,13 @@ class ObdalSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OBDAL_", extra="ignore", frozen=True)
 
     nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server(s), comma separated")
+    nats_replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Servers each JetStream stream, bucket and object store is kept on: 3 on a "
+        "3-node cluster survives one node lost (docs/reliability.md)",
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     mongo_url: str = "mongodb://127.0.0.1:27017"
     mongo_db: str = "obdal"

@@ -39,7 +39,7 @@ async def serve(settings: ChatSettings, stop: asyncio.Event) -> None:
     index: HybridIndex | None = None
     try:
         js = nc.jetstream()
-        await ensure_topology(js)
+        await ensure_topology(js, replicas=settings.nats_replicas)
         index = await open_index(settings)
         generator = Generator(settings)
         apps = AppSettings(settings, await key_value(js, subjects.KV_APPS))

@@ -64,7 +64,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     operators: OperatorRegistry | None = None
     try:
         js = nc.jetstream()
-        await ensure_topology(js)
+        await ensure_topology(js, replicas=settings.nats_replicas)
         bus = NatsBus(nc)
         keys = KeyRegistry(await key_value(js, subjects.KV_KEYS), redis)
         await keys.start()

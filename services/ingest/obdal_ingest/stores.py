@@ -44,7 +44,7 @@ async def open_stores(
     """Every store ingest owns, over ``nc`` (streams and buckets declared first); website
     sources fetch through ``client``."""
     js = nc.jetstream()
-    await ensure_topology(js)
+    await ensure_topology(js, replicas=settings.nats_replicas)
     objects = await js.object_store(subjects.OBJECT_STORE_FILES)
     files_kv = await key_value(js, subjects.KV_FILES)
     statuses = FileStatusStore(files_kv, js=js)

@@ -47,7 +47,7 @@ async def serve(settings: MeteringSettings, stop: asyncio.Event) -> None:
     )
     try:
         js = nc.jetstream()
-        await ensure_topology(js)
+        await ensure_topology(js, replicas=settings.nats_replicas)
         keys = SessionKeys(js)
         store = MeteringStore(mongo, settings.mongo_db)
         sessions = SessionStore(mongo, settings.mongo_db, keys=keys)

@@ -47,7 +47,7 @@ async def serve(settings: WebhooksSettings, stop: asyncio.Event) -> None:
     )
     try:
         js = nc.jetstream()
-        await ensure_topology(js)
+        await ensure_topology(js, replicas=settings.nats_replicas)
         endpoints = EndpointStore(
             kv=await key_value(js, subjects.KV_WEBHOOKS),
             js=js,
