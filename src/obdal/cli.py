@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from obdal.archive_cli import add_archive_commands
 from obdal.files_cli import add_file_commands
 
 __all__ = ["main"]
@@ -52,6 +55,42 @@ def _up(_: argparse.Namespace) -> None:
     from obdal.stack import run_stack
 
     run_stack()
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("OBDAL_DATA_DIR", ".obdal"))
+
+
+def _backup(args: argparse.Namespace) -> None:
+    from obdal.backup import backup
+
+    with _backup_errors():
+        manifest = backup(data_dir=_data_dir(), dest=Path(args.dir))
+    _print({"backup": args.dir, "created_at": manifest["created_at"], **manifest["contents"]})
+
+
+def _restore(args: argparse.Namespace) -> None:
+    from obdal.backup import restore
+
+    with _backup_errors():
+        restored = restore(source=Path(args.dir), data_dir=_data_dir())
+    _print({"restored_into": str(_data_dir()), **restored})
+
+
+@contextlib.contextmanager
+def _backup_errors() -> Iterator[None]:
+    """A refusal (bad directory, corrupt backup) exits 2, a server that fails exits 1: clearly."""
+    from obdal.backup import BackupError
+    from obdal_common.errors import ObdalError
+
+    try:
+        yield
+    except BackupError as exc:
+        print(f"obdal: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ObdalError as exc:
+        print(f"obdal: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _status(args: argparse.Namespace) -> None:
@@ -210,12 +249,19 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("up", help="start the whole stack on embedded defaults").set_defaults(func=_up)
     commands.add_parser("status", help="readiness of every dependency").set_defaults(func=_status)
     commands.add_parser("demo", help="a demo app and the URL of its widget page").set_defaults(func=_demo)
+    backup = commands.add_parser("backup", help="back up the data dir's stack into DIR, also while it runs")
+    backup.add_argument("dir", help="a new or empty directory")
+    backup.set_defaults(func=_backup)
+    restore = commands.add_parser("restore", help="restore the backup in DIR into an empty data dir")
+    restore.add_argument("dir", help="a directory `obdal backup` wrote")
+    restore.set_defaults(func=_restore)
 
     apps = commands.add_parser("apps", help="manage apps").add_subparsers(dest="action", required=True)
     create_app = apps.add_parser("create", help="create an app")
     create_app.add_argument("name")
     create_app.set_defaults(func=_apps_create)
     apps.add_parser("ls", help="list apps").set_defaults(func=_apps_ls)
+    add_archive_commands(apps, admin_token=_admin_token)
     chat = apps.add_parser("chat", help="show or change an app's model, prompt, temperature, limits, price")
     chat.add_argument("app_id")
     chat.add_argument("--model", help="litellm model id, e.g. openai/gpt-4o-mini")

@@ -256,9 +256,7 @@ async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
         subjects.KV_SOURCE_PAGES,
     ):
         await key_value(js, bucket, replicas=replicas)
-    await key_value(
-        js, subjects.KV_CONSOLE_SESSIONS, ttl_s=subjects.CONSOLE_SESSION_TTL_S, replicas=replicas
-    )
+    await key_value(js, subjects.KV_CONSOLE_SESSIONS, ttl_s=subjects.CONSOLE_SESSION_TTL_S, replicas=replicas)
     try:
         await js.object_store(subjects.OBJECT_STORE_FILES)
     except NotFoundError:

@@ -138,6 +138,8 @@ __all__ = [
     "UsageEvent",
     "UsageGroup",
     "UsageQuery",
+    "UsageRecordPage",
+    "UsageRecordsQuery",
     "UsageReport",
     "WebhookCreate",
     "WebhookDeleted",
@@ -812,6 +814,20 @@ class UsageQuery(msgspec.Struct, frozen=True, kw_only=True):
     key_id: str | None = None
     limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
     cursor: str | None = None
+
+
+class UsageRecordsQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of an app's usage events themselves, oldest first (an app export); ``cursor`` is
+    the ``next_cursor`` of the previous page."""
+
+    app_id: str
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 500
+    cursor: str | None = None
+
+
+class UsageRecordPage(msgspec.Struct, frozen=True, kw_only=True):
+    records: list[UsageEvent]
+    next_cursor: str | None = None
 
 
 class UsageBucket(msgspec.Struct, frozen=True, kw_only=True):

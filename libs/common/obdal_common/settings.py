@@ -40,6 +40,20 @@ class ObdalSettings(BaseSettings):
         None, description="Qdrant server URL; unset means the embedded Qdrant Edge index"
     )
     qdrant_api_key: str | None = None
+    # Read only when the collection is created: an existing collection keeps its layout.
+    qdrant_shard_number: int | None = Field(
+        None,
+        ge=1,
+        description="Shards of a new Qdrant collection; unset: the server's default (one per node)",
+    )
+    qdrant_replication_factor: int = Field(
+        1, ge=1, description="Copies of each shard of a new Qdrant collection: 2 survives one node lost"
+    )
+    qdrant_write_consistency_factor: int = Field(
+        1,
+        ge=1,
+        description="Replicas that must confirm a write to a new Qdrant collection before it succeeds",
+    )
     data_dir: Path = Path(".obdal")
 
     embed_model: str = Field(

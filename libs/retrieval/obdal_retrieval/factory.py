@@ -50,6 +50,9 @@ async def open_index(settings: ObdalSettings) -> HybridIndex:
                 collection=f"obdal_chunks_{_slug(embedder.model_id)}",
                 dim=dim,
                 api_key=settings.qdrant_api_key,
+                shard_number=settings.qdrant_shard_number,
+                replication_factor=settings.qdrant_replication_factor,
+                write_consistency_factor=settings.qdrant_write_consistency_factor,
             )
         else:
             from obdal_retrieval.edge import EdgeBackend

@@ -16,7 +16,27 @@ from obdal_common.errors import DependencyUnavailable
 from obdal_retrieval.backend import DENSE, RRF_K, SPARSE, hit_from_payload, payload_of
 from obdal_retrieval.chunks import Hit, IndexPoint, SparseVector, point_id
 
-__all__ = ["QdrantServerBackend"]
+__all__ = ["QdrantServerBackend", "collection_spec"]
+
+
+def collection_spec(
+    dim: int,
+    *,
+    shard_number: int | None = None,
+    replication_factor: int = 1,
+    write_consistency_factor: int = 1,
+) -> models.CreateCollection:
+    """The collection Obdal asks Qdrant for: named dense and BM25 vectors, and its shard layout.
+
+    ``shard_number`` None leaves the count to the server (one shard per node at creation).
+    """
+    return models.CreateCollection(
+        vectors={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
+        sparse_vectors={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+        shard_number=shard_number,
+        replication_factor=replication_factor,
+        write_consistency_factor=write_consistency_factor,
+    )
 
 
 def _app_filter(app_id: str, file_id: str | None = None, except_version: int | None = None) -> models.Filter:
@@ -42,9 +62,21 @@ class QdrantServerBackend:
 
     @classmethod
     async def open(
-        cls, url: str, *, collection: str, dim: int, api_key: str | None = None
+        cls,
+        url: str,
+        *,
+        collection: str,
+        dim: int,
+        api_key: str | None = None,
+        shard_number: int | None = None,
+        replication_factor: int = 1,
+        write_consistency_factor: int = 1,
     ) -> QdrantServerBackend:
-        """Connect and create the collection and its payload indexes if missing."""
+        """Connect and create the collection and its payload indexes if missing.
+
+        The shard layout is given only to a new collection: an existing one keeps its own
+        (Qdrant changes it through its collection and cluster API, docs/scaling.md).
+        """
         if url == ":memory:":
             client = AsyncQdrantClient(location=":memory:")
         elif url.startswith("path:"):
@@ -53,10 +85,19 @@ class QdrantServerBackend:
             client = AsyncQdrantClient(url=url, api_key=api_key)
         try:
             if not await client.collection_exists(collection):
+                spec = collection_spec(
+                    dim,
+                    shard_number=shard_number,
+                    replication_factor=replication_factor,
+                    write_consistency_factor=write_consistency_factor,
+                )
                 await client.create_collection(
                     collection,
-                    vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
-                    sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                    vectors_config=spec.vectors,
+                    sparse_vectors_config=spec.sparse_vectors,
+                    shard_number=spec.shard_number,
+                    replication_factor=spec.replication_factor,
+                    write_consistency_factor=spec.write_consistency_factor,
                 )
                 await client.create_payload_index(
                     collection,

@@ -21,6 +21,7 @@ from obdal_gateway.routes.answers import create_answer, delete_answer, get_answe
 from obdal_gateway.routes.chat import chat
 from obdal_gateway.routes.completions import chat_completions
 from obdal_gateway.routes.console_account import CONSOLE_ACCOUNT_HANDLERS
+from obdal_gateway.routes.export import export_app
 from obdal_gateway.routes.feedback import list_feedback, rate_message
 from obdal_gateway.routes.files import (
     delete_all_files,
@@ -115,6 +116,7 @@ def create_app(gateway: Gateway) -> Litestar:
             prometheus_metrics,
             list_sessions,
             export_sessions,
+            export_app,
             get_session,
             delete_session,
             delete_user,

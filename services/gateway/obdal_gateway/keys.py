@@ -49,6 +49,8 @@ ALL_SCOPES: Final = frozenset(
         # Answering customers as a person (docs/handoff.md): apart from sessions:write, which also
         # erases, so a support desk's key (or a console editor) may reply without erasing.
         "handoff",
+        # The whole app as one archive (GET /v1/export): everything the other scopes read, at once.
+        "export",
     }
 )
 # A publishable key is in public web pages: it may only ask (write-only scopes), never read

@@ -44,14 +44,15 @@ _MAX_PASSWORD_CHARS: Final = 1024
 _ROLE_RANK: Final[dict[OperatorRole, int]] = {"viewer": 0, "editor": 1, "owner": 2}
 # The API scopes of each role on its app. Viewers read conversations, usage and the audit log;
 # editors also change documents, curated answers, settings and webhooks, may ask (the playground)
-# and answer customers handed to a person; owners also erase conversations and end users.
+# and answer customers handed to a person; owners also erase conversations and end users, and
+# export the whole app.
 _EDITOR: Final = frozenset(
     {"usage:read", "sessions:read", "files:read", "files:write", "chat", "webhooks", "handoff"}
 )
 ROLE_SCOPES: Final[dict[OperatorRole, frozenset[str]]] = {
     "viewer": frozenset({"usage:read", "sessions:read", "files:read"}),
     "editor": _EDITOR,
-    "owner": _EDITOR | {"sessions:write"},
+    "owner": _EDITOR | {"sessions:write", "export"},
 }
 _hasher = PasswordHasher()
 _DUMMY_HASH: Final = _hasher.hash("not a password anyone has")

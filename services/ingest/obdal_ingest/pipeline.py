@@ -22,7 +22,7 @@ from obdal_ingest.settings import IngestSettings
 from obdal_ingest.statuses import FileStatusStore
 from obdal_retrieval import Chunk
 
-__all__ = ["IngestPipeline"]
+__all__ = ["IngestPipeline", "passages"]
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -103,35 +103,20 @@ class IngestPipeline:
             # Gone for good (e.g. the uploader gave up and withdrew them): no retry can help.
             raise ObdalError("the file's bytes are no longer stored; upload it again") from None
         with tracer.start_as_current_span("ingest.parse"):
-            extracted = await self._parsers.extract(
+            chunks, pages = await passages(
+                self._parsers,
+                self._settings,
                 result.data or b"",
-                content_type=job.content_type,
-                max_pages=self._settings.max_pages,
-                target_tokens=self._settings.chunk_tokens,
-                overlap_tokens=self._settings.chunk_overlap_tokens,
-                max_chars=self._settings.max_file_chars,
-                max_chunks=self._settings.max_file_chunks,
-            )
-        await self._quota.charge(job.app_id, len(extracted.chunks))  # before any chunk is embedded
-        # A website page's filename is its title already; a file's is its name with an extension.
-        title = extracted.title or (job.filename if job.url else PurePosixPath(job.filename).stem)
-        chunks = [
-            Chunk(
                 app_id=job.app_id,
                 file_id=job.file_id,
                 filename=job.filename,
-                position=n,
-                text=piece.text,
-                heading=piece.heading,
-                page=piece.page if extracted.pages is not None else None,
-                title=title,
+                content_type=job.content_type,
                 version=job.version,
-                url=job.url or "",
+                url=job.url,
             )
-            for n, piece in enumerate(extracted.chunks)
-        ]
+        await self._quota.charge(job.app_id, len(chunks))  # before any chunk is embedded
         tokens = sum(estimate_tokens(c.text) for c in chunks)
-        if not await self.report(job, "processing", progress=_PARSED_PERCENT, pages=extracted.pages):
+        if not await self.report(job, "processing", progress=_PARSED_PERCENT, pages=pages):
             return 0
         with tracer.start_as_current_span("ingest.index") as ispan:
             # Re-delivery overwrites: chunk point ids are deterministic per file, version and position.
@@ -152,3 +137,47 @@ class IngestPipeline:
             # Deleted while we indexed it: remove what we just wrote.
             await self._index.delete_file(job.app_id, job.file_id)
         return len(chunks)
+
+
+async def passages(
+    parsers: ParserPool,
+    settings: IngestSettings,
+    data: bytes,
+    *,
+    app_id: str,
+    file_id: str,
+    filename: str,
+    content_type: str,
+    version: int,
+    url: str | None,
+) -> tuple[list[Chunk], int | None]:
+    """A file's bytes parsed and chunked the way ingest indexes them (the index's point ids
+    follow from app, file, version and position, so indexing them again overwrites): its
+    chunks and page count. Also what a restore re-indexes with (obdal.backup)."""
+    extracted = await parsers.extract(
+        data,
+        content_type=content_type,
+        max_pages=settings.max_pages,
+        target_tokens=settings.chunk_tokens,
+        overlap_tokens=settings.chunk_overlap_tokens,
+        max_chars=settings.max_file_chars,
+        max_chunks=settings.max_file_chunks,
+    )
+    # A website page's filename is its title already; a file's is its name with an extension.
+    title = extracted.title or (filename if url else PurePosixPath(filename).stem)
+    chunks = [
+        Chunk(
+            app_id=app_id,
+            file_id=file_id,
+            filename=filename,
+            position=n,
+            text=piece.text,
+            heading=piece.heading,
+            page=piece.page if extracted.pages is not None else None,
+            title=title,
+            version=version,
+            url=url or "",
+        )
+        for n, piece in enumerate(extracted.chunks)
+    ]
+    return chunks, extracted.pages

@@ -47,6 +47,7 @@ def metering_bindings(
         Bindings(Metering, lower_errors={PyMongoError: _mongo_unavailable})
         .bind(Metering.status, status_handler("metering", checks))
         .bind(Metering.usage, store.usage)
+        .bind(Metering.usage_records, store.usage_records)
         .bind(Metering.audit, store.audit)
         .bind(Metering.sessions, sessions.summaries)
         .bind(Metering.session, session)

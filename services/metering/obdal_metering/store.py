@@ -10,8 +10,18 @@ import msgspec
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.errors import BulkWriteError
 
-from obdal_common.cursors import decode_group_cursor, encode_group_cursor
-from obdal_common.schemas import AuditEvent, AuditPage, AuditQuery, UsageBucket, UsageQuery, UsageReport
+from obdal_common.cursors import decode_cursor, decode_group_cursor, encode_cursor, encode_group_cursor
+from obdal_common.schemas import (
+    AuditEvent,
+    AuditPage,
+    AuditQuery,
+    UsageBucket,
+    UsageEvent,
+    UsageQuery,
+    UsageRecordPage,
+    UsageRecordsQuery,
+    UsageReport,
+)
 
 __all__ = ["COLLECTIONS", "MeteringStore"]
 
@@ -129,6 +139,29 @@ class MeteringStore:
             total_cost=round(sum(b.cost for b in buckets), 8),
             breakdown=page,
             next_cursor=encode_group_cursor(query.group_by, page[-1].group) if more else None,
+        )
+
+    async def usage_records(self, query: UsageRecordsQuery) -> UsageRecordPage:
+        """A page of the app's usage events, oldest first, keyed by (time, event id)."""
+        match: dict[str, Any] = {"app_id": query.app_id}
+        if query.cursor is not None:
+            at, event_id = decode_cursor(query.cursor)
+            match["$or"] = [
+                {"occurred_at": {"$gt": at}},
+                {"occurred_at": at, "event_id": {"$gt": event_id}},
+            ]
+        cursor = (
+            self._db.usage_events.find(match, {"_id": 0})
+            .sort([("occurred_at", ASCENDING), ("event_id", ASCENDING)])
+            .limit(query.limit + 1)
+        )
+        rows = [row async for row in cursor]
+        records = [msgspec.convert(row, UsageEvent) for row in rows[: query.limit]]
+        more = len(rows) > query.limit
+        last = records[-1] if records else None
+        return UsageRecordPage(
+            records=records,
+            next_cursor=encode_cursor(last.occurred_at, last.event_id) if more and last else None,
         )
 
     async def ping(self) -> None:

@@ -45,6 +45,8 @@ from obdal_common.schemas import (
     UnansweredPage,
     UnansweredQuery,
     UsageQuery,
+    UsageRecordPage,
+    UsageRecordsQuery,
     UsageReport,
 )
 
@@ -64,6 +66,16 @@ class Metering(Contract):
 
     usage = Rpc("obdal.metering.usage", UsageQuery, UsageReport, timeout=_QUERY_S, errors=(BadRequest,))
     """Totals and a paged breakdown over a date range (``GET /v1/usage``); 400 ``invalid_cursor``."""
+
+    usage_records = Rpc(
+        "obdal.metering.usage.records",
+        UsageRecordsQuery,
+        UsageRecordPage,
+        timeout=_QUERY_S,
+        errors=(BadRequest,),
+    )
+    """A page of the usage events themselves, oldest first (``GET /v1/export``); 400
+    ``invalid_cursor``."""
 
     audit = Rpc("obdal.metering.audit", AuditQuery, AuditPage, timeout=_QUERY_S)
     """The audit log, newest first (``GET /v1/admin/audit``)."""

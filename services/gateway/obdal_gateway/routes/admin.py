@@ -10,6 +10,7 @@ from obdal_gateway.console_auth import caller_dependency
 from obdal_gateway.routes.admin_apps import APP_HANDLERS
 from obdal_gateway.routes.admin_keys import KEY_HANDLERS
 from obdal_gateway.routes.admin_operators import OPERATOR_HANDLERS
+from obdal_gateway.routes.export import admin_export_app, import_history
 from obdal_gateway.routes.handoff_settings import HANDOFF_SETTINGS_HANDLERS
 from obdal_gateway.routes.identity import IDENTITY_HANDLERS
 from obdal_gateway.routes.widget_settings import WIDGET_SETTINGS_HANDLERS
@@ -20,6 +21,8 @@ admin_router = Router(
     path="/v1/admin",
     route_handlers=[
         *APP_HANDLERS,
+        admin_export_app,
+        import_history,
         *HANDOFF_SETTINGS_HANDLERS,
         *IDENTITY_HANDLERS,
         *KEY_HANDLERS,

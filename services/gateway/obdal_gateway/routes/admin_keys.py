@@ -17,7 +17,7 @@ from obdal_gateway.origins import validate_allowed_origin
 from obdal_gateway.routes.admin_apps import app_or_404
 from obdal_gateway.state import Gateway
 
-__all__ = ["KEY_HANDLERS"]
+__all__ = ["KEY_HANDLERS", "key_view"]
 
 _NAME = msgspec.Meta(min_length=1, max_length=200)
 _POSITIVE = msgspec.Meta(ge=1, le=10_000_000_000)
@@ -87,7 +87,7 @@ def _expiry(expires_at: datetime | None) -> datetime | None:
     return expires_at
 
 
-def _view(record: KeyRecord, last_used_at: str | None) -> dict[str, Any]:
+def key_view(record: KeyRecord, last_used_at: str | None) -> dict[str, Any]:
     """A key as operators see it: never its secret or hashes."""
     body: dict[str, Any] = msgspec.to_builtins(record)
     for private in ("secret_hash", "previous_secret_hash"):
@@ -104,7 +104,7 @@ async def _key_or_404(gw: Gateway, key_id: str) -> KeyRecord:
 
 
 async def _one_view(gw: Gateway, record: KeyRecord) -> dict[str, Any]:
-    return _view(record, (await gw.keys.last_used([record.key_id]))[record.key_id])
+    return key_view(record, (await gw.keys.last_used([record.key_id]))[record.key_id])
 
 
 @post(
@@ -134,7 +134,7 @@ async def create_key(gw: Gateway, caller: Caller, app_id: str, data: NewKey) -> 
     await gw.audit.record(
         "key.created", app_id=app_id, actor=caller.actor, target=key_id, detail={"kind": data.kind}
     )
-    return Response({**_view(record, None), "key": secret}, status_code=201)
+    return Response({**key_view(record, None), "key": secret}, status_code=201)
 
 
 @get("/apps/{app_id:str}/keys", summary="List an app's keys", opt={"role": "editor"})
@@ -142,7 +142,7 @@ async def list_keys(gw: Gateway, app_id: str) -> dict[str, Any]:
     await app_or_404(gw, app_id)
     records = gw.keys.for_app(app_id)
     last_used = await gw.keys.last_used([k.key_id for k in records])
-    return {"keys": [_view(k, last_used[k.key_id]) for k in records]}
+    return {"keys": [key_view(k, last_used[k.key_id]) for k in records]}
 
 
 @get("/keys/{key_id:str}", summary="One key", opt={"role": "editor", "app_from": "key"})

@@ -31,6 +31,7 @@ __all__ = [
     "delete_answer",
     "get_answer",
     "list_answers",
+    "public_answer",
     "update_answer",
 ]
 
@@ -73,7 +74,7 @@ class AnswerChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     source_file_id: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
-def _public(answer: CuratedAnswer) -> dict[str, Any]:
+def public_answer(answer: CuratedAnswer) -> dict[str, Any]:
     return {
         "answer_id": answer.answer_id,
         "questions": answer.questions,
@@ -118,7 +119,7 @@ async def create_answer(principal: Principal, gw: Gateway, data: AnswerBody) -> 
     await gw.audit.record(
         "answer.created", app_id=principal.app_id, actor=principal.key_id, target=created.answer_id
     )
-    return _public(created)
+    return public_answer(created)
 
 
 @get(
@@ -134,7 +135,7 @@ async def list_answers(
     page = await gw.ingest.answer_list(
         CuratedAnswerQuery(app_id=principal.app_id, limit=limit, cursor=checked_cursor(cursor))
     )
-    return {"answers": [_public(a) for a in page.answers], "next_cursor": page.next_cursor}
+    return {"answers": [public_answer(a) for a in page.answers], "next_cursor": page.next_cursor}
 
 
 @get(
@@ -145,7 +146,7 @@ async def list_answers(
 )
 async def get_answer(principal: Principal, gw: Gateway, answer_id: str) -> dict[str, Any]:
     found = await gw.ingest.answer_get(CuratedAnswerLookup(app_id=principal.app_id, answer_id=answer_id))
-    return _public(found)
+    return public_answer(found)
 
 
 @patch(
@@ -169,7 +170,7 @@ async def update_answer(
         )
     )
     await gw.audit.record("answer.updated", app_id=principal.app_id, actor=principal.key_id, target=answer_id)
-    return _public(updated)
+    return public_answer(updated)
 
 
 @delete(

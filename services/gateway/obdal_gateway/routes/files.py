@@ -35,7 +35,15 @@ from obdal_gateway.error_responses import error_body
 from obdal_gateway.state import Gateway
 from obdal_gateway.uploads import detect_content_type, safe_filename
 
-__all__ = ["delete_all_files", "delete_file", "get_file", "list_files", "replace_file", "upload_file"]
+__all__ = [
+    "delete_all_files",
+    "delete_file",
+    "get_file",
+    "list_files",
+    "public_file",
+    "replace_file",
+    "upload_file",
+]
 
 Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
 
@@ -66,7 +74,7 @@ _OUTCOMES = {
 }
 
 
-def _public(status: FileStatus) -> dict[str, Any]:
+def public_file(status: FileStatus) -> dict[str, Any]:
     body: dict[str, Any] = msgspec.to_builtins(status)
     body.pop("app_id", None)
     body.pop("object_name", None)  # ingest's business
@@ -112,7 +120,7 @@ async def _outcome(
         app_id=status.app_id, file_id=status.file_id, version=status.version, wait_s=wait_s
     )
     found = await _while_connected(lambda: gw.nc.is_connected, gw.ingest.outcome(query, timeout=wait_s + 5))
-    body = {**_public(found), **(extra or {})}
+    body = {**public_file(found), **(extra or {})}
     if found.status == "failed":
         error = error_body("file_failed", found.error or "the file could not be ingested")
         return Response({**error, "file": body}, status_code=UnprocessableContent.status)
@@ -241,12 +249,12 @@ async def replace_file(
 @get("/v1/files", summary="List the app's files", opt={"scope": "files:read"})
 async def list_files(principal: Principal, gw: Gateway) -> dict[str, Any]:
     listed = await gw.ingest.list(FileListQuery(app_id=principal.app_id))
-    return {"files": [_public(s) for s in listed.files]}
+    return {"files": [public_file(s) for s in listed.files]}
 
 
 @get("/v1/files/{file_id:str}", summary="A file's ingestion status", opt={"scope": "files:read"})
 async def get_file(principal: Principal, gw: Gateway, file_id: str) -> dict[str, Any]:
-    return _public(await _owned(gw, principal.app_id, file_id))
+    return public_file(await _owned(gw, principal.app_id, file_id))
 
 
 @delete(

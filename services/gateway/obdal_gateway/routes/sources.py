@@ -36,6 +36,7 @@ __all__ = [
     "get_source",
     "list_source_pages",
     "list_sources",
+    "public_source",
     "sync_source",
 ]
 
@@ -61,7 +62,7 @@ class NewSource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     resync: str = "off"
 
 
-def _public(source: WebsiteSource) -> dict[str, Any]:
+def public_source(source: WebsiteSource) -> dict[str, Any]:
     body: dict[str, Any] = msgspec.to_builtins(source)
     for internal in ("app_id", "lease_owner", "lease_until"):  # ingest's business
         body.pop(internal, None)
@@ -114,13 +115,13 @@ async def create_source(principal: Principal, gw: Gateway, data: NewSource) -> d
         target=created.source_id,
         detail={"url": created.url},
     )
-    return _public(created)
+    return public_source(created)
 
 
 @get("/v1/sources", summary="The app's website sources", opt={"scope": "files:read"})
 async def list_sources(principal: Principal, gw: Gateway) -> dict[str, Any]:
     listed = await gw.ingest.source_list(SourceListQuery(app_id=principal.app_id))
-    return {"sources": [_public(s) for s in listed.sources]}
+    return {"sources": [public_source(s) for s in listed.sources]}
 
 
 @get(
@@ -130,7 +131,9 @@ async def list_sources(principal: Principal, gw: Gateway) -> dict[str, Any]:
     responses={404: _NOT_FOUND},
 )
 async def get_source(principal: Principal, gw: Gateway, source_id: str) -> dict[str, Any]:
-    return _public(await gw.ingest.source_get(SourceLookup(app_id=principal.app_id, source_id=source_id)))
+    return public_source(
+        await gw.ingest.source_get(SourceLookup(app_id=principal.app_id, source_id=source_id))
+    )
 
 
 @get(
@@ -176,7 +179,7 @@ async def sync_source(principal: Principal, gw: Gateway, source_id: str) -> dict
     await gw.audit.record(
         "source.sync_requested", app_id=principal.app_id, actor=principal.key_id, target=source_id
     )
-    return _public(queued)
+    return public_source(queued)
 
 
 @delete(
