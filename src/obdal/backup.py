@@ -32,8 +32,9 @@ What is copied, and how (docs/operations.md, "Backup and restore"):
 - Redis is not copied: it holds rate-limit windows, budgets' counters, hot session context and
   keys' last-used times, and the embedded one keeps nothing across a restart either.
 
-The running servers are found by their command lines (``/proc``), as ``obdal up`` records their
-ports nowhere; their passwords are in ``credentials.json``. ``OBDAL_NATS_URL`` and
+The running servers are found by the ports ``obdal up`` records in ``servers.json`` (with its
+pid: a file left by a killed stack names no running process); their passwords are in
+``credentials.json``. ``OBDAL_NATS_URL`` and
 ``OBDAL_MONGO_URL`` name other servers instead; with the stack stopped, backup starts the data
 dir's servers itself. Every file's sha256 is in ``manifest.json``, and restore checks them all
 before it writes anything.
@@ -64,7 +65,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 from pymongo import IndexModel, MongoClient
 
-from obdal.servers import ManagedServer, mongo_server, nats_server, private_dir
+from obdal.servers import ManagedServer, mongo_server, nats_server, private_dir, recorded_port
 from obdal_common import subjects
 from obdal_common.errors import ObdalError
 from obdal_common.messaging import close, connect, keys_matching, read_record
@@ -124,27 +125,6 @@ class _Manifest:
 # --- where the servers are ----------------------------------------------------------------
 
 
-def _argument(argv: list[str], flag: str) -> str | None:
-    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
-
-
-def _running_port(store: Path, *, store_flag: str, port_flag: str, required: str = "") -> int | None:
-    """The port of a process of ours serving ``store`` (found by its command line), if any."""
-    wanted = store.resolve()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            path, port = _argument(argv, store_flag), _argument(argv, port_flag)
-            if path is None or port is None or (required and required not in argv):
-                continue
-            # A relative path is the server's cwd's (obdal up's).
-            if (Path(os.readlink(entry / "cwd")) / path).resolve() == wanted:
-                return int(port)
-    return None
-
-
 @contextlib.contextmanager
 def _servers(data_dir: Path) -> Iterator[tuple[str, str]]:
     """The NATS and MongoDB URLs to back up: the environment's, the data dir's running servers',
@@ -152,10 +132,10 @@ def _servers(data_dir: Path) -> Iterator[tuple[str, str]]:
     started: list[ManagedServer] = []
     try:
         nats_url = os.environ.get("OBDAL_NATS_URL") or _data_dir_server(
-            data_dir, "nats", started, store_flag="-sd", port_flag="-p", make=nats_server
+            data_dir, "nats", started, make=nats_server
         )
         mongo_url = os.environ.get("OBDAL_MONGO_URL") or _data_dir_server(
-            data_dir, "mongo", started, store_flag="--storage-path", port_flag="--port", make=mongo_server
+            data_dir, "mongo", started, make=mongo_server
         )
         yield nats_url, mongo_url
     finally:
@@ -164,17 +144,9 @@ def _servers(data_dir: Path) -> Iterator[tuple[str, str]]:
 
 
 def _data_dir_server(
-    data_dir: Path,
-    name: str,
-    started: list[ManagedServer],
-    *,
-    store_flag: str,
-    port_flag: str,
-    make: Callable[..., ManagedServer],
+    data_dir: Path, name: str, started: list[ManagedServer], *, make: Callable[..., ManagedServer]
 ) -> str:
-    # SecantusDB's user-creating run has no --auth: only the real one counts.
-    required = "--auth" if name == "mongo" else ""
-    port = _running_port(data_dir / name, store_flag=store_flag, port_flag=port_flag, required=required)
+    port = recorded_port(data_dir, name)
     if port is not None:
         return make(data_dir, port=port).url
     if not (data_dir / name).is_dir():

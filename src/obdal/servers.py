@@ -40,6 +40,8 @@ __all__ = [
     "nats_cluster",
     "nats_server",
     "private_dir",
+    "record_ports",
+    "recorded_port",
     "redis_server",
     "server_password",
 ]
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 # The one user of NATS and SecantusDB (Redis has only its default user).
 _USER = "obdal"
 _CREDENTIALS = "credentials.json"
+# The ports of the servers a running `obdal up` started, for other commands (obdal backup).
+_PORTS = "servers.json"
 
 
 class ServerError(DependencyUnavailable):
@@ -98,6 +102,28 @@ def server_password(data_dir: Path, server: str) -> str:
         passwords[server] = new_secret(40)
         _write_private(path, json.dumps(passwords, indent=2, sort_keys=True) + "\n")
     return passwords[server]
+
+
+def record_ports(data_dir: Path, ports: dict[str, int]) -> None:
+    """Note the ports of the servers this process started for ``data_dir`` (``{}``: none now)."""
+    path = data_dir / _PORTS
+    if not ports:
+        path.unlink(missing_ok=True)
+        return
+    _write_private(path, json.dumps({"pid": os.getpid(), "ports": ports}, sort_keys=True) + "\n")
+
+
+def recorded_port(data_dir: Path, server: str) -> int | None:
+    """The port ``server`` (``nats``, ``redis``, ``mongo``) of a running ``obdal up`` on
+    ``data_dir`` listens on, or ``None`` if no such process runs (a file left by one that was
+    killed names a process that is gone)."""
+    try:
+        recorded = json.loads((data_dir / _PORTS).read_text())
+        os.kill(int(recorded["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    port = recorded["ports"].get(server)
+    return int(port) if port is not None else None
 
 
 def _venv_binary(name: str) -> str | None:

@@ -21,7 +21,15 @@ from typing import Any
 import httpx
 from pydantic import Field, field_validator
 
-from obdal.servers import ManagedServer, ServerError, mongo_server, nats_server, private_dir, redis_server
+from obdal.servers import (
+    ManagedServer,
+    ServerError,
+    mongo_server,
+    nats_server,
+    private_dir,
+    record_ports,
+    redis_server,
+)
 from obdal_chat.settings import ChatSettings
 from obdal_common.runner import Service, load_or_exit, run, run_services, setup_process
 from obdal_common.settings import ObdalSettings, load_settings
@@ -84,6 +92,7 @@ def _start_servers(base: ObdalSettings) -> tuple[list[ManagedServer], dict[str, 
         for server in reversed(started):
             server.stop()
         raise
+    record_ports(data, {field.removesuffix("_url"): s.port for field, s in zip(urls, started, strict=True)})
     return started, urls
 
 
@@ -169,6 +178,7 @@ def run_stack() -> None:
         services = _services(urls, gateway, base.services.split(","))
         run(_run_services(gateway, banner, services))
     finally:
+        record_ports(base.data_dir, {})
         for server in reversed(servers):
             server.stop()
         log.info("stopped")
