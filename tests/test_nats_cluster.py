@@ -8,6 +8,7 @@ figures are printed (``-s``) for docs/reliability.md."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import signal
 import statistics
@@ -23,6 +24,9 @@ import pytest
 from pymongo import MongoClient
 
 from obdal.servers import ManagedServer, free_port, nats_cluster, redis_server
+from obdal_common import subjects
+from obdal_common.errors import DependencyUnavailable
+from obdal_common.messaging import close, connect, ensure_topology
 from tests.api import Api, parse_sse
 from tests.conftest import BIN, Process, Servers, clean_env, start_process, wait_http, wait_service
 from tests.upstream import MODEL, Upstream, serve_upstream
@@ -262,3 +266,31 @@ def _check(api: Api, key: str, out: Outcomes, db: Any, process: Process) -> None
         f"usage: {usage['total_requests']} requests metered, {len(out.answered)} completed answers "
         f"each once, {extra} more for the {failed_chats} chats refused mid-failover"
     )
+
+
+async def test_services_declare_their_streams_once_the_cluster_can_hold_them(tmp_path: Path) -> None:
+    """A node answering before its cluster has a JetStream leader (what a fresh cluster does at
+    first): declaring replicated streams is retried until the others join, not a failed start."""
+    nodes = nats_cluster(tmp_path)
+    nodes[0].start()
+    nc = await connect(nodes[0].url, name="topology-test")
+    try:
+        declaring = asyncio.create_task(ensure_topology(nc.jetstream(), replicas=3))
+        await asyncio.sleep(6)  # past a declaration's own 5 s timeout
+        assert not declaring.done(), declaring
+        for node in nodes[1:]:
+            node.start()
+        await asyncio.wait_for(declaring, 60)
+        info = await nc.jetstream().stream_info(subjects.EVENTS_STREAM)
+        assert info.config.num_replicas == 3
+        # Without a quorum to come back, the wait ends with a clear error, never a hang.
+        nodes[1].stop()
+        nodes[2].stop()
+        started = time.monotonic()
+        with pytest.raises(DependencyUnavailable, match="did not accept"):
+            await ensure_topology(nc.jetstream(), replicas=3, wait_s=3)
+        assert time.monotonic() - started < 15
+    finally:
+        await close(nc)
+        for node in nodes:
+            node.stop()

@@ -27,6 +27,7 @@ import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -35,7 +36,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE, ObjectStore
 
@@ -66,6 +67,7 @@ _EVENTS_MAX_AGE_S = 14 * 24 * 3600
 _DEDUPE_WINDOW_S = 600
 _FIRST_CONNECT_S = 10.0
 _PUBLISH_TIMEOUT_S = 2.0
+_TOPOLOGY_WAIT_S = 60.0
 _PUBLISH_RETRY_MAX_S = 2.0
 _ERASE_WINDOW = 64
 
@@ -171,11 +173,34 @@ async def keys_matching(js: JetStreamContext, bucket: str, pattern: str) -> list
     return sorted(subject.removeprefix(prefix) for subject in info.state.subjects or {})
 
 
-async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
+async def ensure_topology(
+    js: JetStreamContext, *, replicas: int = 1, wait_s: float = _TOPOLOGY_WAIT_S
+) -> None:
     """Declare every stream, bucket and object store Obdal uses (idempotent), each kept on
     ``replicas`` servers of a JetStream cluster (``OBDAL_NATS_REPLICAS``; 3 survives one
     server lost, docs/reliability.md). A stream declared with fewer is raised to ``replicas``;
-    a bucket keeps the replicas it was created with (docs/scaling.md)."""
+    a bucket keeps the replicas it was created with (docs/scaling.md).
+
+    A cluster answers before its JetStream has a leader, and creating a replicated stream then
+    times out (bench/soak.py saw 3 of 5 starts on a fresh cluster fail so): every declaration is
+    tried again, all of them idempotent, for up to ``wait_s`` seconds; then
+    :class:`DependencyUnavailable`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            await _declare_topology(js, replicas=replicas)
+            return
+        except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError) as exc:
+            if time.monotonic() > deadline:
+                raise DependencyUnavailable(
+                    f"JetStream did not accept Obdal's streams within {wait_s:.0f} s: {exc!r}",
+                    code="nats_unavailable",
+                ) from exc
+            log.warning("declaring JetStream streams: %r (a cluster still electing?), retrying", exc)
+            await asyncio.sleep(1.0)
+
+
+async def _declare_topology(js: JetStreamContext, *, replicas: int) -> None:
     await _ensure_stream(
         js,
         StreamConfig(
