@@ -613,24 +613,14 @@ def plot(rows: list[dict[str, Any]], kills: list[Kill], exits: list[Exit], path:
     bottom.set_xlabel("minutes")
     bottom.legend(loc="upper right", fontsize=8)
     bottom.grid(True, which="both", alpha=0.3)
-    for kill in kills:
+    marks = [(k.killed_at, k.target, 1.0, {"color": "#c02020", "alpha": 0.7}) for k in kills]
+    marks += [(g.at, f"{g.target} exited", 0.75, {"color": "#404040", "linestyle": ":"}) for g in exits]
+    for at, label, height, style in marks:
         for axis in (top, bottom):
-            axis.axvline(kill.killed_at / 60, color="#c02020", linewidth=0.8, alpha=0.7)
+            axis.axvline(at / 60, linewidth=0.8, **style)
         top.annotate(
-            kill.target,
-            (kill.killed_at / 60, 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            fontsize=7,
-            va="top",
-            ha="right",
-        )
-    for gone in exits:
-        for axis in (top, bottom):
-            axis.axvline(gone.at / 60, color="#404040", linewidth=0.8, linestyle=":")
-        top.annotate(
-            f"{gone.target} exited",
-            (gone.at / 60, 0.75),
+            label,
+            (at / 60, height),
             xycoords=("data", "axes fraction"),
             rotation=90,
             fontsize=7,
