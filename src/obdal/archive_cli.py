@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from obdal.files_cli import api_error
+
 __all__ = ["add_archive_commands"]
 
 _FORMAT = "obdal-app-export"
@@ -100,20 +102,16 @@ class _Api:
             response = self._http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             raise _fail(f"cannot reach {self._http.base_url}: {exc}") from None
-        body = response.json() if response.content else {}
         if response.status_code >= 400:
-            error = body.get("error", {}) if isinstance(body, dict) else {}
-            reason = f"{error.get('code', '')}: {error.get('message', body)}"
-            raise _fail(f"{method} {path}: {response.status_code} {reason}")
-        return body
+            raise _fail(f"{method} {path}: {api_error(response)}")
+        return response.json() if response.content else {}
 
     def download(self, path: str, target: Path | None) -> Path:
         try:
             with self._http.stream("GET", path, headers=self._admin, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
-                    error = response.json().get("error", {})
-                    raise _fail(f"{response.status_code} {error.get('code', '')}: {error.get('message', '')}")
+                    raise _fail(api_error(response))
                 disposition = response.headers.get("content-disposition", "")
                 name = disposition.partition('filename="')[2].rstrip('"') or "obdal-export.tar.gz"
                 out = target or Path(name)

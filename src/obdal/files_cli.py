@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import httpx
 
-__all__ = ["add_file_commands"]
+__all__ = ["add_file_commands", "api_error"]
 
 _BAR = 24
 _POLL_S = 0.3
@@ -38,7 +38,8 @@ def _client(args: argparse.Namespace) -> httpx.Client:
     return httpx.Client(base_url=args.url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
 
-def _error(response: httpx.Response) -> str:
+def api_error(response: httpx.Response) -> str:
+    """An error answer of the API as a line: status, code and message."""
     try:
         error = response.json().get("error", {})
     except ValueError:
@@ -48,7 +49,7 @@ def _error(response: httpx.Response) -> str:
 
 def _checked(response: httpx.Response) -> Any:
     if response.status_code >= 400:
-        raise SystemExit(f"obdal: {_error(response)}")
+        raise SystemExit(f"obdal: {api_error(response)}")
     return response.json()
 
 
@@ -121,7 +122,7 @@ def _upload(args: argparse.Namespace) -> None:
             with path.open("rb") as handle:
                 response = client.post("/v1/files", files={"file": (path.name, handle)})
             if response.status_code >= 400:
-                item.status, item.detail = "failed", _error(response)
+                item.status, item.detail = "failed", api_error(response)
             else:
                 body = response.json()
                 item.file_id, item.status = body["file_id"], body["status"]

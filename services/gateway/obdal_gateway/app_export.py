@@ -18,15 +18,14 @@ conversation is named nowhere in a later export.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import re
 import tarfile
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -51,6 +50,25 @@ SCHEMA_VERSION = 1
 _FORMAT = "obdal-app-export"
 _BLOCK = 512
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+class _Page(Protocol):
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+Q = TypeVar("Q", bound=msgspec.Struct)
+P = TypeVar("P", bound=_Page)
+
+
+async def _pages(fetch: Callable[[Q], Awaitable[P]], query: Q) -> AsyncIterator[P]:
+    """Every page ``fetch`` answers for ``query``, each next one from the last's ``next_cursor``."""
+    while True:
+        page = await fetch(query)
+        yield page
+        if page.next_cursor is None:
+            return
+        query = msgspec.structs.replace(query, cursor=page.next_cursor)
 
 
 def _ndjson(rows: Iterable[Any]) -> bytes:
@@ -130,26 +148,22 @@ class AppExport(msgspec.Struct, frozen=True, kw_only=True):
 async def _sessions(
     gw: Gateway, app_id: str, tar: _Tar, exported: set[str], counts: dict[str, int]
 ) -> AsyncIterator[bytes]:
-    query = SessionExportQuery(app_id=app_id)
     counts["sessions"] = 0
-    for n in itertools.count(1):
-        page = await gw.metering.export(query)
+    n = 0
+    async for page in _pages(gw.metering.export, SessionExportQuery(app_id=app_id)):
         if page.sessions:
+            n += 1
             exported.update(s.session_id for s in page.sessions)
             counts["sessions"] += len(page.sessions)
             yield tar.add(f"sessions/{n:05d}.ndjson", _ndjson(msgspec.to_builtins(page.sessions)))
-        if page.next_cursor is None:
-            return
-        query = msgspec.structs.replace(query, cursor=page.next_cursor)
 
 
 async def _usage(
     gw: Gateway, app_id: str, tar: _Tar, exported: set[str], counts: dict[str, int]
 ) -> AsyncIterator[bytes]:
-    query = UsageRecordsQuery(app_id=app_id, limit=1000)
     counts["usage"] = 0
-    for n in itertools.count(1):
-        page = await gw.metering.usage_records(query)
+    n = 0
+    async for page in _pages(gw.metering.usage_records, UsageRecordsQuery(app_id=app_id, limit=1000)):
         rows = []
         for record in msgspec.to_builtins(page.records):
             record.pop("app_id")
@@ -157,11 +171,9 @@ async def _usage(
                 record["session_id"] = None
             rows.append(record)
         if rows:
+            n += 1
             counts["usage"] += len(rows)
             yield tar.add(f"usage/{n:05d}.ndjson", _ndjson(rows))
-        if page.next_cursor is None:
-            return
-        query = msgspec.structs.replace(query, cursor=page.next_cursor)
 
 
 async def gather(gw: Gateway, app_id: str) -> AppExport:
@@ -169,20 +181,14 @@ async def gather(gw: Gateway, app_id: str) -> AppExport:
     app = await gw.apps.get(app_id)
     records = gw.keys.for_app(app_id)
     last_used = await gw.keys.last_used([k.key_id for k in records])
-    answers: list[dict[str, Any]] = []
-    query = CuratedAnswerQuery(app_id=app_id, limit=100)
-    while True:
-        page = await gw.ingest.answer_list(query)
-        answers += [public_answer(a) for a in page.answers]
-        if page.next_cursor is None:
-            break
-        query = msgspec.structs.replace(query, cursor=page.next_cursor)
-    statuses = (await gw.ingest.list(FileListQuery(app_id=app_id))).files
-    files = [
-        {**public_file(s), "path": f"files/{s.file_id}/{_safe_name(s.filename)}"}
-        for s in statuses
-        if s.object_name
+    answers = [
+        public_answer(a)
+        async for page in _pages(gw.ingest.answer_list, CuratedAnswerQuery(app_id=app_id, limit=100))
+        for a in page.answers
     ]
+    # Only a file with bytes in the object store (``object_name``) has bytes to export.
+    stored = [s for s in (await gw.ingest.list(FileListQuery(app_id=app_id))).files if s.object_name]
+    files = [{**public_file(s), "path": f"files/{s.file_id}/{_safe_name(s.filename)}"} for s in stored]
     sources = (await gw.ingest.source_list(SourceListQuery(app_id=app_id))).sources
     return AppExport(
         app=app,
@@ -190,5 +196,5 @@ async def gather(gw: Gateway, app_id: str) -> AppExport:
         sources=[public_source(s) for s in sources],
         answers=answers,
         files=files,
-        objects={s.file_id: s.object_name for s in statuses if s.object_name},
+        objects={s.file_id: s.object_name for s in stored},
     )
