@@ -166,7 +166,10 @@ def test_usage_and_sessions_read_the_same_through_either_gateway_and_a_killed_me
 
     # The same figures and the same sessions, whichever gateway is asked.
     assert replicas.b.usage(key) == usage
-    sessions = replicas.a.sessions(key, include_all="true")
+    # A batch's summaries are refreshed just after its turns are stored.
+    while len(sessions := replicas.a.sessions(key, include_all="true")) < questions:
+        assert time.monotonic() < deadline, f"{len(sessions)} of {questions} sessions listed"
+        time.sleep(0.2)
     assert len(sessions) == questions
     assert replicas.b.sessions(key, include_all="true") == sessions
     some = sessions[0]["session_id"]
